@@ -1,0 +1,27 @@
+# rvsock top-level Makefile (the kernel build itself reads Kbuild, not this file).
+#   make setup      install the toolchain and build the kernel (idempotent)
+#   make modules    build the rvsock modules against the release kernel
+#   make check      run every test scenario plus host cargo tests
+#   make check SCENARIOS="c-loopback c-nested"   run only those
+#   make demo       boot VMs and show vsock traffic end to end
+#   make bench      rvsock vs in-tree C benchmark (not part of check)
+SCENARIOS ?=
+FLAVOUR ?= release
+
+.PHONY: setup modules check demo bench clean
+setup:
+	scripts/setup-toolchain.sh
+	scripts/build-kernel.sh $(FLAVOUR)
+	scripts/build-vsock-tests.sh $(FLAVOUR)
+
+modules: setup
+	scripts/build-modules.sh $(FLAVOUR)
+
+check:
+	scripts/check.sh $(SCENARIOS)
+
+demo:
+	scripts/demo.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Build a kernel flavour (default: release) from Debian's linux-source-6.12 into the cache.
+# Usage: scripts/build-kernel.sh [release|kasan]. Idempotent: an up-to-date build returns at once.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+FLAVOUR=${1:-release}
+[ -f "$TOP/kernel/$FLAVOUR.config" ] || die "no kernel/$FLAVOUR.config"
+OUT=$(kernel_dir "$FLAVOUR")
+FLAGS=$(kernel_make_flags "$FLAVOUR")
+JOBS=${JOBS:-$(( $(nproc) + 1 ))}
+
+if [ -f "$OUT/.rvsock-built" ]; then
+    log "kernel $FLAVOUR up to date: $OUT"; exit 0
+fi
+
+if [ ! -f "$SRC/.rvsock-unpacked" ]; then
+    tarball=/usr/src/linux-source-6.12.tar.xz
+    [ -f "$tarball" ] || die "$tarball missing: run scripts/setup-toolchain.sh"
+    got=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+    [ "$got" = "$KERNEL_PKG_VERSION" ] || die "linux-source-6.12 is $got, want $KERNEL_PKG_VERSION"
+    log "unpacking $tarball"
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    tar -xf "$tarball" -C "$SRC" --strip-components=1
+    touch "$SRC/.rvsock-unpacked"
+fi
+
+mkdir -p "$OUT"
+log "configuring $FLAVOUR kernel in $OUT"
+make -s -C "$SRC" O="$OUT" $FLAGS tinyconfig
+"$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "$TOP/kernel/$FLAVOUR.config" >/dev/null
+make -s -C "$SRC" O="$OUT" $FLAGS RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" olddefconfig
+# Every line of the fragment must have survived olddefconfig (a dropped option is a silent bug).
+bad=0
+while IFS= read -r line; do
+    case "$line" in CONFIG_*=n) opt=${line%%=*}; grep -q "^$opt=y\|^$opt=m" "$OUT/.config" && { echo "  $opt not off"; bad=1; } ;;
+                    CONFIG_*) grep -qx "$line" "$OUT/.config" || { echo "  $line dropped"; bad=1; } ;; esac
+done < "$TOP/kernel/$FLAVOUR.config"
+[ $bad = 0 ] || die "config fragment not applied (see above)"
+log "building $FLAVOUR kernel (-j$JOBS)"
+make -s -C "$SRC" O="$OUT" $FLAGS -j"$JOBS" RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" bzImage modules
+make -s -C "$SRC" O="$OUT" $FLAGS INSTALL_MOD_PATH="$OUT/modinst" INSTALL_MOD_STRIP=1 modules_install
+make -s -C "$SRC" O="$OUT" headers_install INSTALL_HDR_PATH="$OUT/hdr" >/dev/null
+touch "$OUT/.rvsock-built"
+log "kernel $FLAVOUR built: $OUT"

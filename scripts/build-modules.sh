@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build the rvsock kernel modules out of tree against a kernel flavour; the .ko files land in
+# build/FLAVOUR/modules/. The sources are copied to a per-flavour folder first so the release
+# and sanitizer builds never share objects.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+FLAVOUR=${1:-release}
+KDIR=$(kernel_dir "$FLAVOUR")
+[ -f "$KDIR/.rvsock-built" ] || die "kernel $FLAVOUR not built (scripts/build-kernel.sh $FLAVOUR)"
+W=$TOP/build/$FLAVOUR/modsrc
+mkdir -p "$W" "$TOP/build/$FLAVOUR/modules"
+rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' --exclude '*.mod*' \
+    --exclude '*_generated.rs' --exclude '.*' --exclude Cargo.lock \
+    --include 'Kbuild' --include 'include/***' --include 'af_vsock/***' --include 'vsock_loopback/***' \
+    --include 'virtio_transport/***' --include 'vhost_vsock/***' --include 'virtio_transport_common/***' \
+    --exclude '*' "$TOP/" "$W/"
+make -s -C "$KDIR" M="$W" $(kernel_make_flags "$FLAVOUR") RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" modules
+rm -f "$TOP/build/$FLAVOUR/modules/"*.ko
+find "$W" -name '*.ko' -exec cp {} "$TOP/build/$FLAVOUR/modules/" \;
+log "modules built: $(cd "$TOP/build/$FLAVOUR/modules" && echo *.ko)"

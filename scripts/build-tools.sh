@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build rvsock's own test programs (Rust, statically linked) into build/tools/.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+T=$TOP/tools/testing/vsock/rvsock-tests
+mkdir -p "$TOP/build/tools"
+[ -f "$T/Cargo.toml" ] || exit 0
+# Statically linked against glibc so the binaries run in the busybox initramfs.
+(cd "$T" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
+    --target x86_64-unknown-linux-gnu --target-dir "$TOP/build/cargo-tools")
+find "$TOP/build/cargo-tools/x86_64-unknown-linux-gnu/release" -maxdepth 1 -type f -executable \
+    -exec cp {} "$TOP/build/tools/" \;

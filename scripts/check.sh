@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# rvsock test command: runs VM scenarios and host cargo tests, prints one summary line per
+# scenario and the totals, exits non-zero if anything failed.
+# Usage: scripts/check.sh [SCENARIO...]   (none: every scenario plus cargo tests)
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# name -> "topology mods l2mods expected-results"; a "-kasan" suffix runs the same on the
+# sanitizer kernel. Scenarios join this table when the feature they test exists.
+declare -A SCEN=(
+    [c-loopback]="single c - 26"
+    [c-nested]="nested c c 52"
+)
+ALL="c-loopback c-nested"
+
+TOTAL_P=0 TOTAL_F=0
+LOGS=$TOP/build/logs
+mkdir -p "$LOGS"
+
+summary() { # name p f s
+    echo "scenario $1: $2 passed, $3 failed, $4 skipped"
+    TOTAL_P=$((TOTAL_P + $2)); TOTAL_F=$((TOTAL_F + $3))
+}
+
+prepare() { # flavour needs-rvsock-modules
+    "$TOP/scripts/setup-toolchain.sh" >/dev/null || return 1
+    "$TOP/scripts/build-kernel.sh" "$1" || return 1
+    "$TOP/scripts/build-vsock-tests.sh" "$1" || return 1
+    "$TOP/scripts/build-tools.sh" || return 1
+    if [ "$2" = yes ]; then "$TOP/scripts/build-modules.sh" "$1" || return 1; fi
+}
+
+run_scenario() {
+    local name=$1 base=$1 flavour=release
+    case "$name" in *-kasan) base=${name%-kasan}; flavour=kasan ;; esac
+    local spec=${SCEN[$base]:-}
+    if [ -z "$spec" ]; then echo "unknown scenario $name"; summary "$name" 0 1 0; return; fi
+    set -- $spec
+    local topo=$1 mods=$2 l2mods=$3 expect=$4
+    local log=$LOGS/$name.log
+    local needmods=no; [ "$mods" = rvsock ] || [ "$l2mods" = rvsock ] && needmods=yes
+    if ! prepare "$flavour" "$needmods" > "$LOGS/$name.build.log" 2>&1; then
+        echo "scenario $name: build failed, see $LOGS/$name.build.log"; tail -n 20 "$LOGS/$name.build.log"
+        summary "$name" 0 1 0; return
+    fi
+    local kdir; kdir=$(kernel_dir "$flavour")
+    local img script tmo mem
+    case "$topo" in
+        single) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); script=loopback; tmo=900; mem=1G ;;
+        nested) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" "$l2mods" 2>>"$LOGS/$name.build.log"); script=nested-l1; tmo=2400; mem=2G ;;
+    esac
+    [ "$flavour" = kasan ] && tmo=$((tmo * 2))
+    log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"
+    local t0=$SECONDS
+    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
+        -nodefaults -no-user-config -display none -nic none -no-reboot \
+        -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script" \
+        > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
+    local rc=$?
+    evaluate "$name" "$log" "$expect" "$rc" "$((SECONDS - t0))"
+}
+
+# evaluate NAME LOG EXPECTED QEMU_RC SECONDS: count results, apply the kernel-report and
+# completeness rules, print the summary line (and the failures).
+evaluate() {
+    local name=$1 log=$2 expect=$3 rc=$4 secs=$5
+    local p f s fails
+    p=$(grep -acE '^(L2\| )?RVSOCK-TEST ok ' "$log")
+    f=$(grep -acE '^(L2\| )?RVSOCK-TEST fail ' "$log")
+    s=$(grep -acE '^(L2\| )?RVSOCK-TEST skip ' "$log")
+    fails=$(grep -aE '^(L2\| )?RVSOCK-TEST fail ' "$log" | sed 's/.*RVSOCK-TEST fail /  failed: /')
+    if [ $((p + f + s)) -lt "$expect" ]; then
+        fails+=$'\n'"  missing: $((expect - p - f - s)) of $expect results never reported"
+        f=$((f + expect - p - f - s))
+    fi
+    if ! grep -aq '^RVSOCK-END' "$log"; then
+        fails+=$'\n'"  incomplete: the VM did not finish (qemu exit $rc after ${secs}s; timeout or crash)"
+        f=$((f + 1))
+    fi
+    local reports
+    reports=$(grep -anE 'BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|lockdep|refcount_t:|unreferenced object|RVSOCK-KMEMLEAK-BEGIN|INFO: task .* blocked|soft lockup|hard LOCKUP|rcu: INFO|list_add corruption|list_del corruption' "$log" | head -n 20)
+    if [ -n "$reports" ]; then
+        fails+=$'\n'"  kernel reports in the log:"$'\n'"$(echo "$reports" | sed 's/^/    /')"
+        f=$((f + 1))
+    fi
+    summary "$name" "$p" "$f" "$s"
+    if [ "$f" -gt 0 ]; then
+        echo "${fails#$'\n'}"
+        echo "  serial log: $log"
+    fi
+    log "scenario $name took ${secs}s"
+}
+
+run_cargo_tests() {
+    local p=0 f=0 out dir
+    for dir in $(cd "$TOP" && git ls-files '*Cargo.toml' | xargs -r -n1 dirname); do
+        grep -q '^\[package\]' "$TOP/$dir/Cargo.toml" || continue
+        out=$(cd "$TOP/$dir" && cargo test -j"$(nproc)" 2>&1)
+        local rc=$?
+        local dp df
+        dp=$(echo "$out" | sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' | paste -sd+ | bc)
+        df=$(echo "$out" | sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' | paste -sd+ | bc)
+        dp=${dp:-0} df=${df:-0}
+        if [ $rc -ne 0 ] && [ "$df" -eq 0 ]; then df=1; fi
+        if [ "$df" -gt 0 ]; then echo "$out" | grep -E '^test .* FAILED|^error|panicked' | head -n 20; fi
+        echo "  cargo test in $dir: $dp passed, $df failed"
+        p=$((p + dp)); f=$((f + df))
+    done
+    summary cargo-test "$p" "$f" 0
+}
+
+if [ $# -eq 0 ]; then set -- $ALL cargo-test; fi
+for s in "$@"; do
+    if [ "$s" = cargo-test ]; then run_cargo_tests; else run_scenario "$s"; fi
+done
+echo "$TOTAL_P passed, $TOTAL_F failed"
+[ "$TOTAL_F" -eq 0 ]

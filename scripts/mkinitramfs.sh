@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Assemble test VM initramfs images from cached parts (concatenated cpio.gz archives).
+# Usage: scripts/mkinitramfs.sh FLAVOUR MODS [L2MODS]
+#   MODS   = c | rvsock: which vsock modules the VM gets (never both: they are alternatives)
+#   L2MODS = c | rvsock: make an L1 host image that also carries QEMU and an L2 guest image
+# Prints the path of the image.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+FLAVOUR=$1 MODS=$2 L2MODS=${3:-}
+KOUT=$(kernel_dir "$FLAVOUR")
+KVER=$(cat "$KOUT/include/config/kernel.release")
+B=$TOP/build/$FLAVOUR/initramfs
+mkdir -p "$B"
+
+pack() { # DIR OUT.cpio.gz
+    (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -1 > "$2"
+}
+
+base() {
+    local r=$B/base.root; rm -rf "$r"; mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,etc,rvsock}
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list-full); do [ -e "$r/$a" ] || ln -s /bin/busybox "$r/$a"; done
+    cp "$TOP/tools/testing/vsock/vm/init" "$r/init"; chmod +x "$r/init"
+    cp -r "$TOP/tools/testing/vsock/vm/lib.sh" "$TOP/tools/testing/vsock/vm/scenarios" "$r/rvsock/"
+    cp "$KOUT"/vsock-tests/* "$r/usr/bin/"
+    if [ -d "$TOP/build/tools" ]; then cp "$TOP"/build/tools/* "$r/usr/bin/" 2>/dev/null || true; fi
+    echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
+    pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
+}
+
+mods() { # c|rvsock
+    local r=$B/mods-$1.root; rm -rf "$r"; mkdir -p "$r/lib/modules"
+    cp -a "$KOUT/modinst/lib/modules/$KVER" "$r/lib/modules/"
+    rm -f "$r/lib/modules/$KVER"/{build,source}
+    if [ "$1" = rvsock ]; then
+        # No in-tree vsock module may be present next to ours.
+        rm -rf "$r/lib/modules/$KVER/kernel/net/vmw_vsock" "$r/lib/modules/$KVER/kernel/drivers/vhost/vsock.ko"
+        mkdir -p "$r/lib/modules/$KVER/extra"
+        cp "$TOP/build/$FLAVOUR/modules/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
+    fi
+    depmod -b "$r" "$KVER"
+    pack "$r" "$B/mods-$1.cpio.gz"; rm -rf "$r"
+}
+
+qemu() {
+    local r=$B/qemu.root; rm -rf "$r"; mkdir -p "$r/usr/bin" "$r/usr/share" "$r/usr/lib/x86_64-linux-gnu"
+    cp /usr/bin/qemu-system-x86_64 "$r/usr/bin/"
+    for lib in $(ldd /usr/bin/qemu-system-x86_64 | grep -o '/[^ ]*'); do
+        mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"
+    done
+    cp -rL /usr/share/qemu /usr/share/seabios "$r/usr/share/"
+    cp -r /usr/lib/x86_64-linux-gnu/qemu "$r/usr/lib/x86_64-linux-gnu/"
+    pack "$r" "$B/qemu.cpio.gz"; rm -rf "$r"
+}
+
+[ -f "$B/qemu.cpio.gz" ] || qemu
+base
+mods "$MODS"
+if [ -z "$L2MODS" ]; then
+    cat "$B/base.cpio.gz" "$B/mods-$MODS.cpio.gz" > "$B/vm-$MODS.cpio.gz"
+    echo "$B/vm-$MODS.cpio.gz"
+else
+    [ "$L2MODS" = "$MODS" ] || mods "$L2MODS"
+    r=$B/l2.root; rm -rf "$r"; mkdir -p "$r/l2"
+    cp "$KOUT/arch/x86/boot/bzImage" "$r/l2/"
+    cat "$B/base.cpio.gz" "$B/mods-$L2MODS.cpio.gz" > "$r/l2/initramfs.cpio.gz"
+    pack "$r" "$B/l2-$L2MODS.cpio.gz"
+    cat "$B/base.cpio.gz" "$B/mods-$MODS.cpio.gz" "$B/qemu.cpio.gz" "$B/l2-$L2MODS.cpio.gz" > "$B/l1-$MODS-$L2MODS.cpio.gz"
+    rm -rf "$r" "$B/l2-$L2MODS.cpio.gz"
+    echo "$B/l1-$MODS-$L2MODS.cpio.gz"
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything rvsock needs on a Debian 12 machine (as root). Idempotent: a second run
+# only checks and returns in seconds.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+PKGS=(rustc-web rust-web-src libclang-dev clang lld llvm bc flex bison libelf-dev libssl-dev
+      cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file
+      linux-source-6.12)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$TOOLS/bin"
+if [ ! -x "$TOOLS/bin/bindgen" ]; then
+    log "cargo: installing bindgen-cli $BINDGEN_VERSION"
+    cargo install --locked --root "$TOOLS" --version "$BINDGEN_VERSION" bindgen-cli
+fi
+if [ ! -x "$TOOLS/bin/vhost-device-vsock" ]; then
+    log "cargo: installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION"
+    cargo install --locked --root "$TOOLS" --version "$VHOST_DEVICE_VSOCK_VERSION" vhost-device-vsock
+fi
+log "toolchain ready ($TOOLS)"

@@ -1,0 +1,80 @@
+# Helpers for scenario scripts inside test VMs (busybox sh). Results go to the serial console as
+#   RVSOCK-TEST <ok|fail|skip> <name>
+# and the host harness counts them.
+
+result() { echo "RVSOCK-TEST $1 $2"; }
+
+# load_stack TRANSPORT... : load the vsock core plus the named transports from the module set
+# this VM was given (MODS=c: the in-tree C modules; MODS=rvsock: ours). TRANSPORT is one of
+# loopback, virtio, vhost.
+load_stack() {
+    for t in "$@"; do
+        case "$MODS:$t" in
+            c:loopback) m=vsock_loopback ;;
+            c:virtio) m=vmw_vsock_virtio_transport ;;
+            c:vhost) m=vhost_vsock ;;
+            rvsock:loopback) m=rvsock_loopback ;;
+            rvsock:virtio) m=rvsock_virtio ;;
+            rvsock:vhost) m=rvsock_vhost ;;
+            *) result fail "load-$MODS-$t-unknown"; return 1 ;;
+        esac
+        if modprobe "$m"; then :; else result fail "modprobe-$m"; return 1; fi
+    done
+    echo "modules loaded:"; cut -d' ' -f1-3 /proc/modules
+}
+
+# run_vsock_test PREFIX OUT ARGS... : run upstream vsock_test with ARGS, save its output in OUT,
+# and report one result per test case (prefixed with PREFIX). Tests that never printed "ok"
+# (the run died or hung) are failures; "skipped" ones are skips.
+run_vsock_test() {
+    prefix=$1; out=$2; shift 2
+    vsock_test --list | awk -F'\t' '/^[0-9]+\t/ {print $1 "\t" $2}' > "$out.list"
+    timeout -s KILL "${VSOCK_TEST_TIMEOUT:-900}" vsock_test "$@" > "$out" 2> "$out.err"
+    rc=$?
+    echo "vsock_test $* exited $rc"
+    tail -n 20 "$out.err"
+    report_vsock_test "$prefix" "$out"
+    return $rc
+}
+
+report_vsock_test() {
+    prefix=$1; out=$2
+    tr -d '\r' < "$out" | awk -v prefix="$prefix" -v listf="$out.list" '
+        BEGIN { FS="\t"; while ((getline l < listf) > 0) { split(l, a, "\t"); name[a[1]] = a[2]; n++ } FS=" " }
+        match($0, /^[0-9]+ - /) {
+            id = substr($0, 1, index($0, " ") - 1)
+            if ($0 ~ /\.\.\.ok$/) st[id] = "ok"; else if ($0 ~ /\.\.\.skipped$/) st[id] = "skip"
+        }
+        END {
+            for (i = 0; i < n; i++) {
+                s = (i in st) ? st[i] : "fail"
+                t = name[i]; gsub(/ /, "_", t)
+                printf "RVSOCK-TEST %s %s%d-%s\n", s, prefix, i, t
+            }
+        }'
+}
+
+# wait_for FILE PATTERN SECONDS
+wait_for() {
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt $(($3 * 5)) ] && return 1; sleep 0.2
+    done
+}
+
+scan_kmemleak() {
+    [ -w /sys/kernel/debug/kmemleak ] || return 0
+    echo scan > /sys/kernel/debug/kmemleak; sleep 5; echo scan > /sys/kernel/debug/kmemleak
+    if [ -s /sys/kernel/debug/kmemleak ]; then
+        echo "RVSOCK-KMEMLEAK-BEGIN"; cat /sys/kernel/debug/kmemleak; echo "RVSOCK-KMEMLEAK-END"
+    fi
+}
+
+# reap PID SECONDS: wait for a background job, killing it if it outlives SECONDS.
+reap() {
+    i=0
+    while kill -0 "$1" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt $(($2 * 5)) ] && { echo "killing $1"; kill -9 "$1"; break; }; sleep 0.2
+    done
+    wait "$1" 2>/dev/null
+}

@@ -1,0 +1,7 @@
+# One VM: upstream vsock_test over CID 1 (local transport), server and client in this VM.
+load_stack loopback || return
+vsock_test --mode=server --control-port=1234 --peer-cid=1 > /tmp/server.out 2>&1 &
+server=$!
+sleep 1
+run_vsock_test "" /tmp/client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=1
+reap "$server" 20
