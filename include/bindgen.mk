@@ -43,6 +43,7 @@ quiet_cmd_rvsock_bindgen = BINDGEN $@
 		-o $@ -- $(filter-out $(rvsock_bindgen_skip_c_flags), $(c_flags)) $(rvsock_bindgen_extra)
 
 RVSOCK_INC := $(src)/../include
-$(obj)/bindings_generated.rs: $(RVSOCK_INC)/rvsock_helper.h $(RVSOCK_INC)/bindgen_allowlist FORCE
+$(obj)/bindings_generated.rs: $(RVSOCK_INC)/rvsock_helper.h $(RVSOCK_INC)/rvsock_shim.h $(RVSOCK_INC)/bindgen_allowlist FORCE
 	$(call if_changed,rvsock_bindgen)
 targets += bindings_generated.rs
+export RVSOCK_BINDINGS := $(abspath $(obj))/bindings_generated.rs

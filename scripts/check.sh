@@ -5,13 +5,16 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-# name -> "topology mods l2mods expected-results"; a "-kasan" suffix runs the same on the
-# sanitizer kernel. Scenarios join this table when the feature they test exists.
+# name -> "topology mods l2mods expected-results guest-script" (topology: single | nested;
+# mods/l2mods: c | rvsock | both; guest-script: tools/testing/vsock/vm/scenarios/NAME.sh run in
+# the single VM or in L1). A "-kasan" suffix runs the same on the sanitizer kernel. Scenarios
+# join this table when the feature they test exists.
 declare -A SCEN=(
-    [c-loopback]="single c - 26"
-    [c-nested]="nested c c 52"
+    [c-loopback]="single c - 26 loopback"
+    [c-nested]="nested c c 52 nested-l1"
+    [rvsock-loopback]="single rvsock - 26 loopback"
 )
-ALL="c-loopback c-nested"
+ALL="c-loopback c-nested rvsock-loopback"
 
 TOTAL_P=0 TOTAL_F=0
 LOGS=$TOP/build/logs
@@ -36,18 +39,18 @@ run_scenario() {
     local spec=${SCEN[$base]:-}
     if [ -z "$spec" ]; then echo "unknown scenario $name"; summary "$name" 0 1 0; return; fi
     set -- $spec
-    local topo=$1 mods=$2 l2mods=$3 expect=$4
+    local topo=$1 mods=$2 l2mods=$3 expect=$4 script=$5
     local log=$LOGS/$name.log
-    local needmods=no; [ "$mods" = rvsock ] || [ "$l2mods" = rvsock ] && needmods=yes
+    local needmods=no; [ "$mods" != c ] || [ "$l2mods" = rvsock ] && needmods=yes
     if ! prepare "$flavour" "$needmods" > "$LOGS/$name.build.log" 2>&1; then
         echo "scenario $name: build failed, see $LOGS/$name.build.log"; tail -n 20 "$LOGS/$name.build.log"
         summary "$name" 0 1 0; return
     fi
     local kdir; kdir=$(kernel_dir "$flavour")
-    local img script tmo mem
+    local img tmo mem
     case "$topo" in
-        single) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); script=loopback; tmo=900; mem=1G ;;
-        nested) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" "$l2mods" 2>>"$LOGS/$name.build.log"); script=nested-l1; tmo=2400; mem=2G ;;
+        single) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
+        nested) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" "$l2mods" 2>>"$LOGS/$name.build.log"); tmo=2400; mem=2G ;;
     esac
     [ "$flavour" = kasan ] && tmo=$((tmo * 2))
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Assemble test VM initramfs images from cached parts (concatenated cpio.gz archives).
 # Usage: scripts/mkinitramfs.sh FLAVOUR MODS [L2MODS]
-#   MODS   = c | rvsock: which vsock modules the VM gets (never both: they are alternatives)
+#   MODS   = c | rvsock | both: which vsock modules the VM gets ("both": for scenarios that
+#            compare the stacks by unloading one and loading the other; never loaded together)
 #   L2MODS = c | rvsock: make an L1 host image that also carries QEMU and an L2 guest image
 # Prints the path of the image.
 set -euo pipefail
@@ -35,6 +36,8 @@ mods() { # c|rvsock
     if [ "$1" = rvsock ]; then
         # No in-tree vsock module may be present next to ours.
         rm -rf "$r/lib/modules/$KVER/kernel/net/vmw_vsock" "$r/lib/modules/$KVER/kernel/drivers/vhost/vsock.ko"
+    fi
+    if [ "$1" != c ]; then   # rvsock, or both (for comparison runs that swap stacks in one VM)
         mkdir -p "$r/lib/modules/$KVER/extra"
         cp "$TOP/build/$FLAVOUR/modules/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
     fi

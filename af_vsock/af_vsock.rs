@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: GPL-2.0
+//! rvsock core (`rvsock.ko`): the AF_VSOCK address family (STREAM and SEQPACKET sockets),
+//! `/dev/vsock`, and the registration API transports plug into. The virtio-vsock protocol
+//! logic comes from the kernel-independent `virtio_transport_common` crate, compiled in.
+//!
+//! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
+//! callbacks), `sock` (socket calls), `rx` (receive path), `table` (global tables),
+//! `transport` (exported API), `pkt`/`abi` (shared with the transports).
+
+use kernel::prelude::*;
+
+#[path = "../include/ffi.rs"]
+mod ffi;
+// Shared sources: each module uses a different subset of them.
+#[allow(dead_code)]
+#[path = "../include/abi.rs"]
+mod abi;
+#[allow(dead_code)]
+#[path = "../include/pkt.rs"]
+mod pkt;
+#[allow(dead_code, unused_imports, unused_attributes)]
+#[path = "../virtio_transport_common/src/lib.rs"]
+mod proto;
+
+#[macro_use]
+mod net;
+mod family;
+mod rx;
+mod sock;
+mod table;
+mod transport;
+
+module! {
+    type: RvsockCore,
+    name: "rvsock",
+    author: "rvsock developers",
+    description: "AF_VSOCK core (Rust)",
+    license: "GPL",
+    alias: ["net-pf-40", "devname:vsock", "vsock"],
+}
+
+struct RvsockCore {
+    _reg: family::Registration,
+    _global: table::GlobalOwner,
+}
+
+impl kernel::Module for RvsockCore {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let global = table::GlobalOwner::new()?;
+        // SAFETY: returns this module's `THIS_MODULE`.
+        let owner = unsafe { ffi::rvsock_this_module() };
+        let reg = family::register(owner)?;
+        Ok(RvsockCore { _reg: reg, _global: global })
+    }
+}

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Global state of the core: the bound and connected socket tables and the registered
+//! transports, all under one spinlock (`Global`). Lookups are O(1) on average: both tables
+//! are hashed on ports, and every entry carries its key so a lookup never takes a socket lock.
+//!
+//! Lock order: the global lock may be held while taking a socket's state lock, never the
+//! reverse. Every table entry owns a socket reference; removal drops it after the global lock
+//! is released (the last `sock_put` may free the socket).
+
+use crate::abi::{RawTransport, TRANSPORT_G2H, TRANSPORT_H2G, TRANSPORT_LOCAL};
+use crate::ffi;
+use crate::net::{Sk, SkRef};
+use crate::proto::hdr::{Addr, LAST_RESERVED_PORT, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL, VMADDR_PORT_ANY};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use kernel::prelude::*;
+use kernel::sync::SpinLock;
+
+const BUCKETS: usize = 251;
+
+/// One registered transport (pointer owned by the transport module while registered).
+#[derive(Clone, Copy)]
+pub struct TransportPtr(pub *const RawTransport);
+
+// SAFETY: a registered transport is immutable and valid until unregistered.
+unsafe impl Send for TransportPtr {}
+
+impl TransportPtr {
+    /// The descriptor.
+    pub fn get(&self) -> &RawTransport {
+        // SAFETY: valid while registered (the registry only hands out registered ones) or
+        // while a socket holds a module reference on its owner.
+        unsafe { &*self.0 }
+    }
+
+    /// The CID this transport answers to.
+    pub fn local_cid(&self) -> u32 {
+        // SAFETY: calling the transport's own callback with its own descriptor.
+        unsafe { (self.get().local_cid)(self.0) }
+    }
+}
+
+/// Everything under the global lock.
+pub struct Global {
+    // Invariant: both have exactly BUCKETS buckets (built by `new`), so indexing by
+    // `bucket()`/`conn_bucket()` is always in range.
+    bound: KVec<KVec<(Addr, SkRef)>>,
+    connected: KVec<KVec<(Addr, Addr, SkRef)>>,
+    /// Registered transports by kind.
+    pub local: Option<TransportPtr>,
+    /// Guest-to-host transport.
+    pub g2h: Option<TransportPtr>,
+    /// Host-to-guest transport.
+    pub h2g: Option<TransportPtr>,
+    next_port: u32,
+}
+
+fn bucket(port: u32) -> usize {
+    (port as usize) % BUCKETS
+}
+
+fn conn_bucket(remote: Addr, local: Addr) -> usize {
+    (remote.cid.wrapping_mul(31).wrapping_add(remote.port) ^ local.port) as usize % BUCKETS
+}
+
+impl Global {
+    fn new() -> Result<Self> {
+        let mut bound = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
+        let mut connected = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
+        for _ in 0..BUCKETS {
+            bound.push(KVec::new(), GFP_KERNEL)?;
+            connected.push(KVec::new(), GFP_KERNEL)?;
+        }
+        Ok(Global {
+            bound,
+            connected,
+            local: None,
+            g2h: None,
+            h2g: None,
+            // SAFETY: plain call to the kernel's random source.
+            next_port: unsafe { ffi::get_random_u32() },
+        })
+    }
+
+    /// The socket bound to `addr` (a CID_ANY on either side matches any CID).
+    pub fn find_bound(&self, addr: Addr) -> Option<&SkRef> {
+        self.bound[bucket(addr.port)].iter().find_map(|(a, s)| {
+            let hit = a.port == addr.port
+                && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY);
+            hit.then_some(s)
+        })
+    }
+
+    /// The connected socket for a packet from `remote` to `local`.
+    pub fn find_connected(&self, remote: Addr, local: Addr) -> Option<&SkRef> {
+        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
+            let hit = *r == remote && l.port == local.port && (l.cid == local.cid || l.cid == VMADDR_CID_ANY);
+            hit.then_some(s)
+        })
+    }
+
+    /// Picks a free ephemeral port for `cid` (in-tree: random start, 1024 and up).
+    pub fn pick_port(&mut self, cid: u32) -> Option<u32> {
+        for _ in 0..1024 {
+            if self.next_port == VMADDR_PORT_ANY || self.next_port <= LAST_RESERVED_PORT {
+                self.next_port = LAST_RESERVED_PORT + 1;
+            }
+            let p = self.next_port;
+            self.next_port = self.next_port.wrapping_add(1);
+            if self.find_bound(Addr { cid, port: p }).is_none() {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Inserts a bound socket.
+    pub fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
+        let b = &mut self.bound[bucket(addr.port)];
+        b.push((addr, sk.hold()), GFP_ATOMIC)?;
+        Ok(())
+    }
+
+    /// Removes a bound socket, returning its reference for the caller to drop unlocked.
+    pub fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
+        let b = &mut self.bound[bucket(port)];
+        let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.1)
+    }
+
+    /// Inserts a connected socket.
+    pub fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
+        let b = &mut self.connected[conn_bucket(remote, local)];
+        b.push((remote, local, sk.hold()), GFP_ATOMIC)?;
+        Ok(())
+    }
+
+    /// Removes a connected socket, returning its reference for the caller to drop unlocked.
+    pub fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
+        let b = &mut self.connected[conn_bucket(remote, local)];
+        let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.2)
+    }
+
+    /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID), referenced.
+    pub fn connected_of(&self, t: *const RawTransport, cid: u32, out: &mut KVec<SkRef>) {
+        for b in self.connected.iter() {
+            for (r, _, s) in b.iter() {
+                if (cid == u32::MAX || r.cid == cid) && crate::sock::vsk(s.sk()).uses_transport(t) {
+                    let _ = out.push(s.clone(), GFP_ATOMIC);
+                }
+            }
+        }
+    }
+
+    /// Whether `cid` is one of ours (bind only accepts local CIDs, as in-tree).
+    pub fn is_local_cid(&self, cid: u32) -> bool {
+        if let Some(t) = &self.g2h {
+            if t.local_cid() == cid {
+                return true;
+            }
+        }
+        (cid == VMADDR_CID_HOST && self.h2g.is_some()) || (cid == VMADDR_CID_LOCAL && self.local.is_some())
+    }
+
+    /// The transport for a connection to `remote_cid` (in-tree `vsock_assign_transport`).
+    pub fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<TransportPtr> {
+        let use_local = self.local.is_some()
+            && (remote_cid == VMADDR_CID_LOCAL
+                || match &self.g2h {
+                    Some(g) => remote_cid == g.local_cid(),
+                    None => remote_cid == VMADDR_CID_HOST,
+                });
+        if use_local {
+            self.local
+        } else if remote_cid <= VMADDR_CID_HOST || self.h2g.is_none() || to_host {
+            self.g2h
+        } else {
+            self.h2g
+        }
+    }
+
+    /// Slot of a transport kind.
+    pub fn slot(&mut self, kind: u32) -> Option<&mut Option<TransportPtr>> {
+        match kind {
+            TRANSPORT_LOCAL => Some(&mut self.local),
+            TRANSPORT_G2H => Some(&mut self.g2h),
+            TRANSPORT_H2G => Some(&mut self.h2g),
+            _ => None,
+        }
+    }
+}
+
+static GLOBAL: AtomicPtr<SpinLock<Global>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Owner of the global state; created at module init, dropped at exit.
+pub struct GlobalOwner(Pin<KBox<SpinLock<Global>>>);
+
+impl GlobalOwner {
+    /// Allocates the global state and publishes it.
+    pub fn new() -> Result<Self> {
+        let b = KBox::pin_init(kernel::new_spinlock!(Global::new()?, "rvsock_global"), GFP_KERNEL)?;
+        let p = &*b as *const SpinLock<Global> as *mut SpinLock<Global>;
+        GLOBAL.store(p, Ordering::Release);
+        Ok(GlobalOwner(b))
+    }
+}
+
+impl Drop for GlobalOwner {
+    fn drop(&mut self) {
+        GLOBAL.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// The global state. Only called from our own callbacks, which exist only between module
+/// init (which publishes it first) and exit (which unpublishes it last).
+pub fn global() -> &'static SpinLock<Global> {
+    let p = GLOBAL.load(Ordering::Acquire);
+    // SAFETY: see above: non-null and alive whenever one of our entry points runs.
+    unsafe { &*p }
+}
+
+/// Removes element `i` by moving the last one into its place (the kernel's `KVec` in 6.12 has
+/// no removal methods).
+pub fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
+    let len = v.len();
+    if i >= len {
+        return None;
+    }
+    v.as_mut_slice().swap(i, len - 1);
+    // SAFETY: element `len - 1` is initialised; shrinking the length first hands its
+    // ownership to the `read`, so it is neither dropped twice nor leaked.
+    unsafe {
+        v.set_len(len - 1);
+        Some(core::ptr::read(v.as_ptr().add(len - 1)))
+    }
+}
+
+/// Removes and returns the first element, keeping the order of the rest (FIFO use).
+pub fn vec_pop_front<T>(v: &mut KVec<T>) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    v.as_mut_slice().rotate_left(1);
+    let last = v.len() - 1;
+    vec_swap_remove(v, last)
+}

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The registration API transports plug into, exported to the transport modules as C ABI
+//! functions (see `include/abi.rs`): register/unregister, packet delivery, reset, and the
+//! packet allocator.
+
+use crate::abi::{RawPkt, RawTransport};
+use crate::ffi;
+use crate::pkt::Pkt;
+use crate::proto::hdr::{VMADDR_CID_ANY, VMADDR_CID_HOST};
+use crate::sock;
+use crate::table::{global, TransportPtr};
+use core::ffi::c_int;
+use kernel::prelude::*;
+
+/// Registers a transport (exported).
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport) -> c_int {
+    if t.is_null() {
+        return EINVAL.to_errno();
+    }
+    let tp = TransportPtr(t);
+    let mut g = global().lock();
+    let Some(slot) = g.slot(tp.get().kind) else { return EINVAL.to_errno() };
+    if slot.is_some() {
+        return EBUSY.to_errno();
+    }
+    *slot = Some(tp);
+    0
+}
+
+/// Unregisters a transport (exported). Sockets pin the transport's module, so none can
+/// still use it here unless they were reset; reset whatever remains anyway.
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
+    // SAFETY: forwarding our own arguments.
+    unsafe { rvsock_transport_reset(t, u32::MAX) };
+    let mut g = global().lock();
+    let g = &mut *g;
+    for slot in [&mut g.local, &mut g.g2h, &mut g.h2g] {
+        if slot.map(|s| s.0) == Some(t) {
+            *slot = None;
+        }
+    }
+}
+
+/// Delivers a received packet (exported; consumes it).
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPkt) {
+    // SAFETY: the transport hands us ownership of a packet from `rvsock_pkt_alloc`.
+    let Some(p) = (unsafe { Pkt::from_raw(pkt) }) else { return };
+    if t.is_null() {
+        return;
+    }
+    crate::rx::recv_pkt(TransportPtr(t), p);
+}
+
+/// Resets the connections of `t` towards `cid` (`u32::MAX`: all) (exported).
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32) {
+    let mut v = KVec::new();
+    global().lock().connected_of(t, cid, &mut v);
+    for s in v.iter() {
+        sock::reset(s.sk());
+    }
+}
+
+/// Allocates a packet (exported).
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut RawPkt {
+    let size = core::mem::size_of::<RawPkt>() + cap as usize;
+    // SAFETY: plain allocation; null is handled by callers.
+    let p = unsafe { ffi::rvsock_kmalloc(size, gfp) } as *mut RawPkt;
+    if !p.is_null() {
+        // SAFETY: `p` points to at least `size_of::<RawPkt>()` writable bytes.
+        unsafe {
+            p.write(RawPkt { next: core::ptr::null_mut(), len: 0, off: 0, cap, _pad: 0, hdr: [0; crate::abi::HDR_LEN] })
+        };
+    }
+    p
+}
+
+/// Frees a packet (exported).
+#[no_mangle]
+pub unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
+    // SAFETY: `p` came from `rvsock_pkt_alloc` (kmalloc) and is owned by the caller.
+    unsafe { ffi::kfree(p as *const core::ffi::c_void) };
+}
+
+/// The local CID reported by /dev/vsock (in-tree `vsock_registered_transport_cid`: the
+/// guest CID if a guest transport is loaded, else the host CID if a host transport is, else
+/// VMADDR_CID_ANY).
+pub fn local_cid() -> u32 {
+    let g = global().lock();
+    if let Some(t) = &g.g2h {
+        return t.local_cid();
+    }
+    if g.h2g.is_some() {
+        return VMADDR_CID_HOST;
+    }
+    if g.local.is_some() {
+        return crate::proto::hdr::VMADDR_CID_LOCAL;
+    }
+    VMADDR_CID_ANY
+}

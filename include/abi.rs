@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The ABI between the rvsock core (`rvsock.ko`) and its transport modules: the packet buffer
+//! and the transport descriptor, both `#[repr(C)]`, and the functions the core exports.
+//! Included by path into every module, so both sides compile the same definitions.
+
+use core::ffi::c_void;
+use kernel::ffi::{c_char, c_int};
+
+/// Length of the virtio-vsock header on the wire.
+pub const HDR_LEN: usize = 44;
+
+/// A packet: the wire-format header followed in the same allocation by `cap` payload bytes,
+/// so a virtio rx buffer is one contiguous descriptor (`hdr` then payload).
+///
+/// Ownership: whoever holds the pointer owns the packet; every function that takes one
+/// (`send_pkt`, `rvsock_recv_pkt`, `rvsock_pkt_free`) consumes it.
+#[repr(C)]
+pub struct RawPkt {
+    /// Queue link while the packet sits in a queue of its owner.
+    pub next: *mut RawPkt,
+    /// Payload bytes present.
+    pub len: u32,
+    /// Payload bytes already consumed by a reader (rx) or sent (tx).
+    pub off: u32,
+    /// Payload capacity.
+    pub cap: u32,
+    /// Padding, keeps `hdr` 8-byte aligned.
+    pub _pad: u32,
+    /// Header in virtio wire format (little endian).
+    pub hdr: [u8; HDR_LEN],
+    // `cap` payload bytes follow.
+}
+
+/// Transport kinds, as the core chooses them per socket.
+pub const TRANSPORT_LOCAL: u32 = 1;
+/// Guest-to-host transport (virtio guest driver).
+pub const TRANSPORT_G2H: u32 = 2;
+/// Host-to-guest transport (vhost).
+pub const TRANSPORT_H2G: u32 = 4;
+
+/// Transport feature: SOCK_SEQPACKET supported.
+pub const TRANSPORT_F_SEQPACKET: u32 = 1;
+
+/// A transport as registered with the core. The transport module owns it and keeps it alive
+/// (and unchanged) from `rvsock_transport_register` until `rvsock_transport_unregister`
+/// returns.
+#[repr(C)]
+pub struct RawTransport {
+    /// Module that implements the transport (the core pins it while a socket uses it).
+    pub owner: *mut crate::ffi::module,
+    /// NUL-terminated name for logs.
+    pub name: *const c_char,
+    /// One of the `TRANSPORT_*` kinds.
+    pub kind: u32,
+    /// `TRANSPORT_F_*` bits.
+    pub features: u32,
+    /// The CID this transport answers to locally.
+    pub local_cid: unsafe extern "C" fn(t: *const RawTransport) -> u32,
+    /// Sends one packet, consuming it. Returns 0 or a negative errno (packet freed either way).
+    /// Called in process context without any rvsock spinlock held; may deliver in place.
+    pub send_pkt: unsafe extern "C" fn(t: *const RawTransport, pkt: *mut RawPkt) -> c_int,
+    /// Whether SEQPACKET may be used towards `remote_cid` (`None`: per `features`).
+    pub seqpacket_allow: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32) -> bool>,
+    /// Transport private data.
+    pub priv_: *mut c_void,
+}
+
+// SAFETY: a `RawTransport` is immutable while registered and only read by the core.
+unsafe impl Sync for RawTransport {}
+
+extern "C" {
+    /// Registers `t`; -EBUSY if a transport of that kind is already registered.
+    pub fn rvsock_transport_register(t: *const RawTransport) -> c_int;
+    /// Unregisters `t`; every socket still using it is reset first.
+    pub fn rvsock_transport_unregister(t: *const RawTransport);
+    /// Delivers a received packet to the core, consuming it. Process context, no locks held.
+    pub fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPkt);
+    /// Resets every connection of `t` whose remote CID is `cid` (`u32::MAX`: all of them).
+    pub fn rvsock_transport_reset(t: *const RawTransport, cid: u32);
+    /// Allocates a packet with `cap` payload bytes (header zeroed, len = off = 0); null on OOM.
+    pub fn rvsock_pkt_alloc(cap: u32, gfp: crate::ffi::gfp_t) -> *mut RawPkt;
+    /// Frees a packet.
+    pub fn rvsock_pkt_free(pkt: *mut RawPkt);
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Safe owning handle over the core's packet buffer (`RawPkt`), and a FIFO of packets that
+//! needs no allocation (packets are linked through their own `next` field). Included by path
+//! into every module; allocation and freeing always go through the core's exported functions.
+
+use crate::abi::{self, RawPkt, HDR_LEN};
+use crate::proto::hdr::Hdr;
+use core::ptr::NonNull;
+use kernel::prelude::*;
+
+/// An owned packet. Dropping it frees it.
+///
+/// # Invariants
+/// `self.0` points to a live packet allocated by `rvsock_pkt_alloc` whose payload area holds
+/// `cap` bytes, and nobody else owns it.
+pub struct Pkt(NonNull<RawPkt>);
+
+// SAFETY: a packet is plain memory owned by exactly one handle; it may move between threads.
+unsafe impl Send for Pkt {}
+
+impl Pkt {
+    /// Allocates a packet with room for `cap` payload bytes.
+    pub fn alloc(cap: u32, atomic: bool) -> Result<Pkt> {
+        let gfp = if atomic { kernel::bindings::GFP_ATOMIC } else { kernel::bindings::GFP_KERNEL };
+        // SAFETY: plain allocation call; a null result is handled below.
+        let p = unsafe { abi::rvsock_pkt_alloc(cap, gfp) };
+        NonNull::new(p).map(Pkt).ok_or(ENOMEM)
+    }
+
+    /// Takes ownership of a raw packet (null gives `None`).
+    ///
+    /// # Safety
+    /// `p` is null or a packet from `rvsock_pkt_alloc` that the caller owns and gives away.
+    pub unsafe fn from_raw(p: *mut RawPkt) -> Option<Pkt> {
+        NonNull::new(p).map(Pkt)
+    }
+
+    /// Gives up ownership, returning the raw pointer (for `send_pkt` and friends).
+    pub fn into_raw(self) -> *mut RawPkt {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+
+    fn raw(&self) -> &RawPkt {
+        // SAFETY: by the type invariant the packet is live and owned by `self`.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn raw_mut(&mut self) -> &mut RawPkt {
+        // SAFETY: by the type invariant the packet is live and exclusively owned by `self`.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// The decoded header.
+    pub fn hdr(&self) -> Hdr {
+        Hdr::decode(&self.raw().hdr)
+    }
+
+    /// Encodes `h` into the header.
+    pub fn set_hdr(&mut self, h: &Hdr) {
+        h.encode_into(&mut self.raw_mut().hdr);
+    }
+
+    /// Payload bytes present.
+    pub fn len(&self) -> u32 {
+        self.raw().len
+    }
+
+    /// Payload capacity.
+    pub fn cap(&self) -> u32 {
+        self.raw().cap
+    }
+
+    /// Payload bytes consumed so far.
+    pub fn off(&self) -> u32 {
+        self.raw().off
+    }
+
+    /// Payload bytes not consumed yet.
+    pub fn remaining(&self) -> u32 {
+        self.raw().len.saturating_sub(self.raw().off)
+    }
+
+    /// Marks `n` more payload bytes consumed (clamped to what is there).
+    pub fn consume(&mut self, n: u32) {
+        let r = self.raw_mut();
+        r.off = r.off.saturating_add(n).min(r.len);
+    }
+
+    /// Sets the payload length (clamped to the capacity).
+    pub fn set_len(&mut self, len: u32) {
+        let r = self.raw_mut();
+        r.len = len.min(r.cap);
+        r.off = r.off.min(r.len);
+    }
+
+    /// Start of header + payload, as one buffer of `HDR_LEN + cap` bytes (for DMA mapping).
+    pub fn wire_ptr(&mut self) -> *mut u8 {
+        self.raw_mut().hdr.as_mut_ptr()
+    }
+
+    /// Header + payload length on the wire.
+    pub fn wire_len(&self) -> usize {
+        HDR_LEN + self.raw().len as usize
+    }
+
+    fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: the payload immediately follows the `RawPkt` header in the same allocation.
+        unsafe { (self.0.as_ptr() as *mut u8).add(core::mem::size_of::<RawPkt>()) }
+    }
+
+    /// The unconsumed payload bytes.
+    pub fn unread(&self) -> &[u8] {
+        let r = self.raw();
+        let (off, len) = (r.off.min(r.len) as usize, r.len.min(r.cap) as usize);
+        // SAFETY: `off <= len <= cap` bytes of payload follow the header and are initialised
+        // up to `len` (writers set `len` only after filling the bytes).
+        unsafe { core::slice::from_raw_parts(self.data_ptr().add(off), len - off) }
+    }
+
+    /// The whole payload area (`cap` bytes) for filling; set `len` afterwards.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        let cap = self.raw().cap as usize;
+        // SAFETY: the allocation holds `cap` payload bytes after the header; `&mut self`
+        // guarantees exclusive access. The area was zeroed at allocation.
+        unsafe { core::slice::from_raw_parts_mut(self.data_ptr(), cap) }
+    }
+}
+
+impl Drop for Pkt {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own the packet; it is not used after this.
+        unsafe { abi::rvsock_pkt_free(self.0.as_ptr()) };
+    }
+}
+
+/// A FIFO of packets linked through `RawPkt::next`; owns its packets.
+pub struct PktQueue {
+    head: *mut RawPkt,
+    tail: *mut RawPkt,
+    count: u32,
+}
+
+// SAFETY: the queue exclusively owns its packets (see `Pkt`), so it may move between threads.
+unsafe impl Send for PktQueue {}
+
+impl PktQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        PktQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), count: 0 }
+    }
+
+    /// Whether the queue holds no packet.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Number of packets queued.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Appends a packet.
+    pub fn push_back(&mut self, p: Pkt) {
+        let raw = p.into_raw();
+        // SAFETY: `raw` is a live packet we now own; `tail`, when non-null, is the last
+        // packet of this queue, also owned by it.
+        unsafe {
+            (*raw).next = core::ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = raw;
+            } else {
+                (*self.tail).next = raw;
+            }
+        }
+        self.tail = raw;
+        self.count += 1;
+    }
+
+    /// Puts a packet back at the front (a reader returning a partly consumed packet).
+    pub fn push_front(&mut self, p: Pkt) {
+        let raw = p.into_raw();
+        // SAFETY: `raw` is a live packet we now own.
+        unsafe { (*raw).next = self.head };
+        if self.head.is_null() {
+            self.tail = raw;
+        }
+        self.head = raw;
+        self.count += 1;
+    }
+
+    /// Removes the first packet.
+    pub fn pop_front(&mut self) -> Option<Pkt> {
+        let raw = self.head;
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: `raw` is the live head packet owned by this queue; we unlink it and hand
+        // ownership to the returned `Pkt`.
+        unsafe {
+            self.head = (*raw).next;
+            (*raw).next = core::ptr::null_mut();
+        }
+        if self.head.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        self.count -= 1;
+        // SAFETY: see above: we own `raw` now.
+        unsafe { Pkt::from_raw(raw) }
+    }
+
+    /// The last packet, for appending small payloads to its tail room.
+    pub fn back_mut(&mut self) -> Option<&mut RawPkt> {
+        // SAFETY: `tail` is null or a live packet owned by this queue; `&mut self` makes the
+        // borrow exclusive.
+        unsafe { self.tail.as_mut() }
+    }
+
+    /// Visits the packets front to back without removing them; stops when `f` returns false.
+    pub fn for_each(&self, mut f: impl FnMut(&Pkt) -> bool) {
+        let mut cur = self.head;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a live packet owned by this queue. The temporary `Pkt` is
+            // forgotten below so it never frees the packet.
+            let p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(cur) });
+            let Some(pkt) = p.as_ref() else { break };
+            let go = f(pkt);
+            // SAFETY: as above, `cur` is live.
+            cur = unsafe { (*cur).next };
+            if !go {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for PktQueue {
+    fn drop(&mut self) {
+        while self.pop_front().is_some() {}
+    }
+}

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Wrappers of static inline kernel functions and macros for rvsock's Rust code. Each body is
+ * one call: no logic lives here. Compiled into every module through its shim.c.
+ */
+#include <linux/module.h>
+#include <linux/sched/signal.h>
+#include <linux/capability.h>
+#include <net/sock.h>
+#include "rvsock_shim.h"
+
+void rvsock_lock_sock(struct sock *sk) { lock_sock(sk); }
+void rvsock_sock_hold(struct sock *sk) { sock_hold(sk); }
+void rvsock_sock_put(struct sock *sk) { sock_put(sk); }
+wait_queue_head_t *rvsock_sk_sleep(struct sock *sk) { return sk_sleep(sk); }
+void rvsock_sock_orphan(struct sock *sk) { sock_orphan(sk); }
+void rvsock_sock_graft(struct sock *sk, struct socket *parent) { sock_graft(sk, parent); }
+bool rvsock_sock_flag(const struct sock *sk, enum sock_flags flag) { return sock_flag(sk, flag); }
+void rvsock_sock_set_flag(struct sock *sk, enum sock_flags flag) { sock_set_flag(sk, flag); }
+long rvsock_sock_rcvtimeo(const struct sock *sk, bool noblock) { return sock_rcvtimeo(sk, noblock); }
+long rvsock_sock_sndtimeo(const struct sock *sk, bool noblock) { return sock_sndtimeo(sk, noblock); }
+int rvsock_sock_intr_errno(long timeo) { return sock_intr_errno(timeo); }
+int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len) { return sock_rcvlowat(sk, waitall, len); }
+void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p) { sock_poll_wait(filp, sock, p); }
+bool rvsock_signal_pending(void) { return signal_pending(current); }
+size_t rvsock_copy_from_iter(void *addr, size_t bytes, struct iov_iter *i) { return copy_from_iter(addr, bytes, i); }
+size_t rvsock_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i) { return copy_to_iter(addr, bytes, i); }
+size_t rvsock_iov_iter_count(const struct iov_iter *i) { return iov_iter_count(i); }
+void rvsock_init_delayed_work(struct delayed_work *w, work_func_t fn) { INIT_DELAYED_WORK(w, fn); }
+void rvsock_init_work(struct work_struct *w, work_func_t fn) { INIT_WORK(w, fn); }
+void rvsock_spin_lock_bh(spinlock_t *l) { spin_lock_bh(l); }
+void rvsock_spin_unlock_bh(spinlock_t *l) { spin_unlock_bh(l); }
+void rvsock_wake_up_interruptible(struct wait_queue_head *wq) { wake_up_interruptible(wq); }
+bool rvsock_capable_net_bind(void) { return capable(CAP_NET_BIND_SERVICE); }
+bool rvsock_try_module_get(struct module *m) { return try_module_get(m); }
+void rvsock_module_put(struct module *m) { module_put(m); }
+struct module *rvsock_this_module(void) { return THIS_MODULE; }
+void rvsock_sk_acceptq_added(struct sock *sk) { sk_acceptq_added(sk); }
+void rvsock_sk_acceptq_removed(struct sock *sk) { sk_acceptq_removed(sk); }
+bool rvsock_sk_acceptq_is_full(const struct sock *sk) { return sk_acceptq_is_full(sk); }
+struct net *rvsock_sock_net(const struct sock *sk) { return sock_net(sk); }
+bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &init_net); }
+void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
+void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { sock_reset_flag(sk, flag); }
+bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Thin C wrappers of static inline functions and macros the Rust code cannot call directly.
+ * Implemented in rvsock_shim.c (compiled into each module that needs them). No logic here.
+ */
+#ifndef RVSOCK_SHIM_H
+#define RVSOCK_SHIM_H
+#include <net/sock.h>
+#include <linux/uio.h>
+#include <linux/workqueue.h>
+
+void rvsock_lock_sock(struct sock *sk);
+void rvsock_sock_hold(struct sock *sk);
+void rvsock_sock_put(struct sock *sk);
+wait_queue_head_t *rvsock_sk_sleep(struct sock *sk);
+void rvsock_sock_orphan(struct sock *sk);
+void rvsock_sock_graft(struct sock *sk, struct socket *parent);
+bool rvsock_sock_flag(const struct sock *sk, enum sock_flags flag);
+void rvsock_sock_set_flag(struct sock *sk, enum sock_flags flag);
+long rvsock_sock_rcvtimeo(const struct sock *sk, bool noblock);
+long rvsock_sock_sndtimeo(const struct sock *sk, bool noblock);
+int rvsock_sock_intr_errno(long timeo);
+int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len);
+void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p);
+bool rvsock_signal_pending(void);
+size_t rvsock_copy_from_iter(void *addr, size_t bytes, struct iov_iter *i);
+size_t rvsock_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i);
+size_t rvsock_iov_iter_count(const struct iov_iter *i);
+void rvsock_init_delayed_work(struct delayed_work *w, work_func_t fn);
+void rvsock_init_work(struct work_struct *w, work_func_t fn);
+void rvsock_spin_lock_bh(spinlock_t *l);
+void rvsock_spin_unlock_bh(spinlock_t *l);
+void rvsock_wake_up_interruptible(struct wait_queue_head *wq);
+bool rvsock_capable_net_bind(void);
+bool rvsock_try_module_get(struct module *m);
+void rvsock_module_put(struct module *m);
+struct module *rvsock_this_module(void);
+void rvsock_sk_acceptq_added(struct sock *sk);
+void rvsock_sk_acceptq_removed(struct sock *sk);
+bool rvsock_sk_acceptq_is_full(const struct sock *sk);
+struct net *rvsock_sock_net(const struct sock *sk);
+bool rvsock_net_eq_init(const struct sock *sk);
+
+void *rvsock_kmalloc(size_t size, gfp_t gfp);
+void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag);
+bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay);
+#endif

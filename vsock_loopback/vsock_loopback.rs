@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-2.0
+//! rvsock loopback transport (`rvsock_loopback.ko`): CID 1. A packet sent to CID 1 is handed
+//! straight back to the core's receive path in the sender's context: no queue, no worker,
+//! no copy. The core never calls `send_pkt` with a spinlock held, so this is safe.
+
+use core::cell::UnsafeCell;
+use kernel::prelude::*;
+
+#[path = "../include/ffi.rs"]
+mod ffi;
+#[allow(dead_code)]
+#[path = "../include/abi.rs"]
+mod abi;
+
+use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_LOCAL};
+
+module! {
+    type: Loopback,
+    name: "rvsock_loopback",
+    author: "rvsock developers",
+    description: "AF_VSOCK loopback transport (Rust)",
+    license: "GPL",
+    alias: ["vsock_loopback"],
+}
+
+struct TransportCell(UnsafeCell<RawTransport>);
+
+// SAFETY: written once in `init` before registration publishes it, read-only afterwards.
+unsafe impl Sync for TransportCell {}
+
+static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
+    owner: core::ptr::null_mut(),
+    name: c"loopback".as_ptr().cast(),
+    kind: TRANSPORT_LOCAL,
+    features: TRANSPORT_F_SEQPACKET,
+    local_cid,
+    send_pkt,
+    seqpacket_allow: None,
+    priv_: core::ptr::null_mut(),
+}));
+
+unsafe extern "C" fn local_cid(_t: *const RawTransport) -> u32 {
+    1
+}
+
+unsafe extern "C" fn send_pkt(t: *const RawTransport, pkt: *mut RawPkt) -> kernel::ffi::c_int {
+    // SAFETY: the core hands us ownership of `pkt` and calls us without locks held (ABI
+    // contract), so delivering in place is allowed; `rvsock_recv_pkt` consumes the packet.
+    unsafe { abi::rvsock_recv_pkt(t, pkt) };
+    0
+}
+
+struct Loopback;
+
+impl kernel::Module for Loopback {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let t = TRANSPORT.0.get();
+        // SAFETY: not yet registered, so nobody else reads it; THIS_MODULE of this module.
+        unsafe { (*t).owner = ffi::rvsock_this_module() };
+        // SAFETY: `t` is a static that outlives the registration (undone in `drop`).
+        kernel::error::to_result(unsafe { abi::rvsock_transport_register(t) })?;
+        Ok(Loopback)
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        // SAFETY: registered in `init`.
+        unsafe { abi::rvsock_transport_unregister(TRANSPORT.0.get()) };
+    }
+}
