@@ -29,6 +29,7 @@ mod rx;
 mod sock;
 mod table;
 mod transport;
+mod zerocopy;
 
 module! {
     type: RvsockCore,

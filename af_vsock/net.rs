@@ -155,6 +155,12 @@ impl Sk {
         unsafe { ffi::sk_error_report(self.as_ptr()) };
     }
 
+    /// Whether the error queue (MSG_ZEROCOPY completions) is empty.
+    pub fn errqueue_empty(self) -> bool {
+        // SAFETY: lockless emptiness test of a live socket's queue.
+        unsafe { ffi::rvsock_errqueue_empty(self.as_ptr()) }
+    }
+
     /// Tests a `sock_flags` bit.
     pub fn flag(self, f: u32) -> bool {
         // SAFETY: atomic bit test on a live socket.
@@ -382,6 +388,23 @@ impl Msg {
     /// `m` is the live msghdr passed to sendmsg/recvmsg, used only during that call.
     pub unsafe fn from_raw(m: *mut ffi::msghdr) -> Option<Msg> {
         NonNull::new(m).map(Msg)
+    }
+
+    /// The raw iterator (for page copies and pinning).
+    pub fn iter_ptr(&self) -> *mut ffi::iov_iter {
+        self.iter()
+    }
+
+    /// Offset into the current segment (non-zero after a partial send).
+    pub fn iter_offset(&self) -> usize {
+        // SAFETY: the iterator is live for the call.
+        unsafe { ffi::rvsock_iov_iter_offset(self.iter()) }
+    }
+
+    /// Moves the iterator back by `n` bytes.
+    pub fn revert(&mut self, n: usize) {
+        // SAFETY: `n` bytes were consumed from this iterator by the caller.
+        unsafe { ffi::iov_iter_revert(self.iter(), n) }
     }
 
     fn iter(&self) -> *mut ffi::iov_iter {

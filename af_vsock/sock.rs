@@ -851,6 +851,13 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         }
     }
     let mut timeout = sk.sndtimeo(flags & ffi::MSG_DONTWAIT != 0);
+    // MSG_ZEROCOPY counts only once SO_ZEROCOPY is on (in-tree behaviour).
+    let zc = if flags & ffi::MSG_ZEROCOPY != 0 && sk.flag(net::SOCK_ZEROCOPY) {
+        let credit = vsk(sk).st.lock().conn.has_space();
+        Some(crate::zerocopy::ZcSend::begin(sk, msg, len, credit)?)
+    } else {
+        None
+    };
     let mut sent = 0usize;
     let total = len;
     let mut err: Result = Ok(());
@@ -899,13 +906,16 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
                 break;
             }
         }
-        match send_chunk(sk, msg, total - sent, seq, flags) {
+        match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy)) {
             Ok(n) => sent += n,
             Err(e) => {
                 err = Err(e);
                 break;
             }
         }
+    }
+    if let Some(z) = zc {
+        z.end(sent > 0);
     }
     if sent > 0 && (!seq || sent == total) {
         return Ok(sent);
@@ -914,22 +924,42 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
 }
 
 /// Sends up to `want` bytes (bounded by credit and the packet size) as one packet.
-fn send_chunk(sk: Sk, msg: &mut Msg, want: usize, seq: bool, flags: u32) -> Result<usize> {
-    let max = want.min(MAX_PKT_BUF_SIZE as usize) as u32;
-    let n = vsk(sk).st.lock().conn.take_credit(max);
+fn send_chunk(
+    sk: Sk,
+    msg: &mut Msg,
+    want: usize,
+    seq: bool,
+    flags: u32,
+    zc: Option<&crate::zerocopy::ZcSend>,
+) -> Result<usize> {
+    // Inline packets stay within one 64 KiB allocation, header included.
+    let max = want.min(MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>()) as u32;
+    let mut n = vsk(sk).st.lock().conn.take_credit(max);
     if n == 0 {
         return Ok(0);
     }
-    let mut p = match Pkt::alloc(n, false) {
+    let mut p = match Pkt::alloc(if zc.is_some() { 0 } else { n }, false) {
         Ok(p) => p,
         Err(e) => {
             vsk(sk).st.lock().conn.put_back_credit(n);
             return Err(e);
         }
     };
-    if let Err(e) = msg.copy_from_user(&mut p.buf_mut()[..n as usize]) {
-        vsk(sk).st.lock().conn.put_back_credit(n);
-        return Err(e);
+    let filled = match zc {
+        Some(z) => z.fill(&mut p, msg, n as usize).map(|got| got as u32),
+        None => p.buf_mut().get_mut(..n as usize).ok_or(EINVAL).and_then(|b| msg.copy_from_user(b)).map(|_| n),
+    };
+    match filled {
+        Ok(got) => {
+            if got < n {
+                vsk(sk).st.lock().conn.put_back_credit(n - got);
+                n = got;
+            }
+        }
+        Err(e) => {
+            vsk(sk).st.lock().conn.put_back_credit(n);
+            return Err(e);
+        }
     }
     p.set_len(n);
     let last = msg.left() == 0;
@@ -956,6 +986,16 @@ fn send_chunk(sk: Sk, msg: &mut Msg, want: usize, seq: bool, flags: u32) -> Resu
     send_on(t, p)?;
     vsk(sk).st.lock().conn.on_tx_done(n);
     Ok(n as usize)
+}
+
+/// Copies the first `n` unread payload bytes of `p` to the user.
+fn copy_pkt(p: &Pkt, n: usize, msg: &mut Msg) -> Result {
+    let ext = p.ext();
+    if ext.is_null() {
+        msg.copy_to_user(p.unread().get(..n).ok_or(EINVAL)?)
+    } else {
+        crate::zerocopy::copy_out(p, ext, 0, n, msg)
+    }
 }
 
 /// Waits until there is something to read, an error, or a shutdown; returns false on a
@@ -1078,9 +1118,8 @@ fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     let mut copied = 0usize;
     let mut res = Ok(());
     q.for_each(|p| {
-        let d = p.unread();
-        let n = d.len().min(len - copied);
-        if let Err(e) = msg.copy_to_user(&d[..n]) {
+        let n = (p.remaining() as usize).min(len - copied);
+        if let Err(e) = copy_pkt(p, n, msg) {
             res = Err(e);
             return false;
         }
@@ -1103,9 +1142,8 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     let mut res = Ok(());
     while copied < len {
         let Some(mut p) = vsk(sk).st.lock().rxq.pop_front() else { break };
-        let d = p.unread();
-        let n = d.len().min(len - copied);
-        if let Err(e) = msg.copy_to_user(&d[..n]) {
+        let n = (p.remaining() as usize).min(len - copied);
+        if let Err(e) = copy_pkt(&p, n, msg) {
             vsk(sk).st.lock().rxq.push_front(p);
             res = Err(e);
             break;
@@ -1145,15 +1183,15 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
     let mut res = Ok(());
     if peek {
         q.for_each(|p| {
-            let d = p.unread();
-            let n = d.len().min(len.saturating_sub(copied));
+            let rem = p.remaining() as usize;
+            let n = rem.min(len.saturating_sub(copied));
             if n > 0 && res.is_ok() {
-                if let Err(e) = msg.copy_to_user(&d[..n]) {
+                if let Err(e) = copy_pkt(p, n, msg) {
                     res = Err(e);
                 }
                 copied += n;
             }
-            msg_len += d.len();
+            msg_len += rem;
             let f = p.hdr().flags;
             if f & SEQ_EOM != 0 {
                 eor = f & SEQ_EOR != 0;
@@ -1163,15 +1201,15 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
         });
     } else {
         while let Some(p) = q.pop_front() {
-            let d = p.unread();
-            let n = d.len().min(len.saturating_sub(copied));
+            let rem = p.remaining() as usize;
+            let n = rem.min(len.saturating_sub(copied));
             if n > 0 && res.is_ok() {
-                if let Err(e) = msg.copy_to_user(&d[..n]) {
+                if let Err(e) = copy_pkt(&p, n, msg) {
                     res = Err(e);
                 }
                 copied += n;
             }
-            msg_len += d.len();
+            msg_len += rem;
             let f = p.hdr().flags;
             if f & SEQ_EOM != 0 {
                 eor = f & SEQ_EOR != 0;
@@ -1222,7 +1260,7 @@ pub fn poll_mask(sk: Sk) -> u32 {
     let _g = sk.lock();
     let s = vsk(sk).st.lock();
     let mut mask = 0;
-    if sk.err() != 0 {
+    if sk.err() != 0 || !sk.errqueue_empty() {
         mask |= ERR;
     }
     let shut = s.conn.local_shutdown();

@@ -73,7 +73,15 @@ pub unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut Raw
     if !p.is_null() {
         // SAFETY: `p` points to at least `size_of::<RawPkt>()` writable bytes.
         unsafe {
-            p.write(RawPkt { next: core::ptr::null_mut(), len: 0, off: 0, cap, _pad: 0, hdr: [0; crate::abi::HDR_LEN] })
+            p.write(RawPkt {
+                next: core::ptr::null_mut(),
+                len: 0,
+                off: 0,
+                cap,
+                _pad: 0,
+                ext: core::ptr::null_mut(),
+                hdr: [0; crate::abi::HDR_LEN],
+            })
         };
     }
     p
@@ -82,8 +90,18 @@ pub unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut Raw
 /// Frees a packet (exported).
 #[no_mangle]
 pub unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
-    // SAFETY: `p` came from `rvsock_pkt_alloc` (kmalloc) and is owned by the caller.
-    unsafe { ffi::kfree(p as *const core::ffi::c_void) };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` came from `rvsock_pkt_alloc` and is owned by the caller; its extension, if
+    // any, was attached by the core's zerocopy send and is released with it.
+    unsafe {
+        let ext = (*p).ext;
+        if !ext.is_null() {
+            crate::zerocopy::free_ext(ext);
+        }
+        ffi::kfree(p as *const core::ffi::c_void);
+    }
 }
 
 /// The local CID reported by /dev/vsock (in-tree `vsock_registered_transport_cid`: the

@@ -26,6 +26,10 @@ pub struct RawPkt {
     pub cap: u32,
     /// Padding, keeps `hdr` 8-byte aligned.
     pub _pad: u32,
+    /// Core-private payload extension (user pages of a MSG_ZEROCOPY send), null for inline
+    /// payloads. Transports must treat a packet with `ext` set as having no inline payload
+    /// and use `rvsock_pkt_pages` instead.
+    pub ext: *mut c_void,
     /// Header in virtio wire format (little endian).
     pub hdr: [u8; HDR_LEN],
     // `cap` payload bytes follow.

@@ -88,11 +88,24 @@ impl Pkt {
         r.off = r.off.saturating_add(n).min(r.len);
     }
 
-    /// Sets the payload length (clamped to the capacity).
+    /// Sets the payload length (clamped to the capacity, unless the payload is external).
     pub fn set_len(&mut self, len: u32) {
         let r = self.raw_mut();
-        r.len = len.min(r.cap);
+        r.len = if r.ext.is_null() { len.min(r.cap) } else { len };
         r.off = r.off.min(r.len);
+    }
+
+    /// The core-private payload extension (see `RawPkt::ext`), null for inline payloads.
+    pub fn ext(&self) -> *mut core::ffi::c_void {
+        self.raw().ext
+    }
+
+    /// Attaches an external payload of `len` bytes (core only; freed with the packet).
+    pub fn set_ext(&mut self, ext: *mut core::ffi::c_void, len: u32) {
+        let r = self.raw_mut();
+        r.ext = ext;
+        r.len = len;
+        r.off = 0;
     }
 
     /// Start of header + payload, as one buffer of `HDR_LEN + cap` bytes (for DMA mapping).
@@ -110,9 +123,12 @@ impl Pkt {
         unsafe { (self.0.as_ptr() as *mut u8).add(core::mem::size_of::<RawPkt>()) }
     }
 
-    /// The unconsumed payload bytes.
+    /// The unconsumed inline payload bytes (empty for an external payload).
     pub fn unread(&self) -> &[u8] {
         let r = self.raw();
+        if !r.ext.is_null() {
+            return &[];
+        }
         let (off, len) = (r.off.min(r.len) as usize, r.len.min(r.cap) as usize);
         // SAFETY: `off <= len <= cap` bytes of payload follow the header and are initialised
         // up to `len` (writers set `len` only after filling the bytes).

@@ -7,6 +7,7 @@
 #include <linux/sched/signal.h>
 #include <linux/capability.h>
 #include <net/sock.h>
+#include <linux/skbuff.h>
 #include "rvsock_shim.h"
 
 void rvsock_lock_sock(struct sock *sk) { lock_sock(sk); }
@@ -43,3 +44,10 @@ bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &in
 void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { sock_reset_flag(sk, flag); }
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }
+void rvsock_zcopy_get(struct ubuf_info *uarg) { net_zcopy_get(uarg); }
+void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success) { uarg->ops->complete(NULL, uarg, success); }
+void rvsock_zcopy_put_abort(struct ubuf_info *uarg) { net_zcopy_put_abort(uarg, true); }
+void rvsock_zcopy_set_copied(struct ubuf_info *uarg) { uarg_to_msgzc(uarg)->zerocopy = 0; }
+size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; }
+void rvsock_put_page(struct page *page) { put_page(page); }
+bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }

@@ -44,4 +44,12 @@ bool rvsock_net_eq_init(const struct sock *sk);
 void *rvsock_kmalloc(size_t size, gfp_t gfp);
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag);
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay);
+struct ubuf_info;
+void rvsock_zcopy_get(struct ubuf_info *uarg);
+void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success);
+void rvsock_zcopy_put_abort(struct ubuf_info *uarg);
+void rvsock_zcopy_set_copied(struct ubuf_info *uarg);
+size_t rvsock_iov_iter_offset(const struct iov_iter *i);
+void rvsock_put_page(struct page *page);
+bool rvsock_errqueue_empty(const struct sock *sk);
 #endif

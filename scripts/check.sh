@@ -58,7 +58,7 @@ run_scenario() {
     timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
         -nodefaults -no-user-config -display none -nic none -no-reboot \
         -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script" \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS}" \
         > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
     local rc=$?
     evaluate "$name" "$log" "$expect" "$rc" "$((SECONDS - t0))"

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0
+//! MSG_ZEROCOPY: a send whose whole remaining message fits the peer's credit pins the user
+//! pages into the packets instead of copying them (the receiver copies straight out of the
+//! sender's pages); otherwise it copies and the completion says so
+//! (`SO_EE_CODE_ZEROCOPY_COPIED`). Completions use the kernel's `ubuf_info` machinery
+//! (`msg_zerocopy_realloc`), so user space reads them from the error queue exactly as with
+//! the in-tree stack: one notification per sendmsg, delivered when every packet holding the
+//! pages has been consumed or dropped.
+
+use crate::ffi;
+use crate::net::{Msg, Sk};
+use crate::pkt::Pkt;
+use kernel::prelude::*;
+
+const PAGE_SIZE: usize = 4096;
+const MAX_FRAGS: usize = 32;
+
+/// One piece of a pinned user buffer.
+#[derive(Clone, Copy)]
+struct Frag {
+    page: *mut ffi::page,
+    off: u32,
+    len: u32,
+}
+
+/// The payload of a zerocopy packet: pinned user pages plus a completion reference.
+pub struct ZcPages {
+    uarg: *mut ffi::ubuf_info,
+    n: usize,
+    frags: [Frag; MAX_FRAGS],
+}
+
+/// Frees a packet's extension (called from the packet destructor).
+///
+/// # Safety
+/// `ext` came from [`ZcSend::fill`] and is not used again.
+pub unsafe fn free_ext(ext: *mut core::ffi::c_void) {
+    // SAFETY: per the contract, `ext` is a `KBox<ZcPages>` turned into a raw pointer.
+    let z = unsafe { KBox::from_raw(ext as *mut ZcPages) };
+    for f in z.frags.iter().take(z.n) {
+        // SAFETY: each page was pinned by iov_iter_get_pages2 and is released once here.
+        unsafe { ffi::rvsock_put_page(f.page) };
+    }
+    // SAFETY: the packet held one reference on `uarg` (taken in `fill`).
+    unsafe { ffi::rvsock_zcopy_complete(z.uarg, true) };
+}
+
+/// Copies `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet.
+pub fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg: &mut Msg) -> Result {
+    // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
+    let z = unsafe { &*(ext as *const ZcPages) };
+    let mut pos = p.off() as usize + skip;
+    let mut left = n;
+    for f in z.frags.iter().take(z.n) {
+        if left == 0 {
+            break;
+        }
+        let flen = f.len as usize;
+        if pos >= flen {
+            pos -= flen;
+            continue;
+        }
+        let take = (flen - pos).min(left);
+        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it.
+        let done = unsafe { ffi::copy_page_to_iter(f.page, f.off as usize + pos, take, msg.iter_ptr()) };
+        if done != take {
+            return Err(EFAULT);
+        }
+        left -= take;
+        pos = 0;
+    }
+    Ok(())
+}
+
+/// A MSG_ZEROCOPY sendmsg in progress.
+pub struct ZcSend {
+    uarg: *mut ffi::ubuf_info,
+    /// Whether the data goes by reference (else it is copied).
+    pub zerocopy: bool,
+}
+
+impl ZcSend {
+    /// Starts a zerocopy send of `len` bytes with `credit` bytes of peer credit available.
+    pub fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32) -> Result<ZcSend> {
+        // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
+        let uarg = unsafe { ffi::msg_zerocopy_realloc(sk.as_ptr(), len, core::ptr::null_mut()) };
+        if uarg.is_null() {
+            return Err(ENOMEM);
+        }
+        let zerocopy = msg.iter_offset() == 0 && msg.left() <= len.min(credit as usize);
+        if !zerocopy {
+            // SAFETY: `uarg` is the msgzc completion just allocated.
+            unsafe { ffi::rvsock_zcopy_set_copied(uarg) };
+        }
+        Ok(ZcSend { uarg, zerocopy })
+    }
+
+    /// Pins up to `n` bytes of the user buffer into `p`; returns the bytes taken. On failure
+    /// nothing stays pinned and the iterator is where it was.
+    pub fn fill(&self, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
+        let mut z = KBox::new(ZcPages { uarg: self.uarg, n: 0, frags: [Frag { page: core::ptr::null_mut(), off: 0, len: 0 }; MAX_FRAGS] }, GFP_KERNEL)?;
+        let mut got = 0usize;
+        let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
+        let mut err = false;
+        while got < n && z.n < MAX_FRAGS {
+            let mut start: usize = 0;
+            let room = MAX_FRAGS - z.n;
+            // SAFETY: `pages` has room for `room` entries; the iterator is the live msg's.
+            let r = unsafe {
+                ffi::iov_iter_get_pages2(msg.iter_ptr(), pages.as_mut_ptr(), n - got, room as _, &mut start)
+            };
+            if r <= 0 {
+                err = true;
+                break;
+            }
+            let mut bytes = r as usize;
+            let mut off = start;
+            for pg in pages.iter().take((start + bytes).div_ceil(PAGE_SIZE)) {
+                let len = (PAGE_SIZE - off).min(bytes);
+                let i = z.n;
+                if let Some(f) = z.frags.get_mut(i) {
+                    *f = Frag { page: *pg, off: off as u32, len: len as u32 };
+                    z.n += 1;
+                }
+                bytes -= len;
+                off = 0;
+            }
+            got += r as usize;
+        }
+        if err {
+            for f in z.frags.iter().take(z.n) {
+                // SAFETY: releasing the pages pinned above.
+                unsafe { ffi::rvsock_put_page(f.page) };
+            }
+            msg.revert(got);
+            return Err(ENOMEM);
+        }
+        // SAFETY: the packet takes a completion reference, dropped in `free_ext`.
+        unsafe { ffi::rvsock_zcopy_get(self.uarg) };
+        p.set_ext(KBox::into_raw(z).cast(), got as u32);
+        Ok(got)
+    }
+
+    /// Ends the send: drops the sendmsg's own completion reference (or aborts the
+    /// notification if nothing was sent).
+    pub fn end(self, sent_any: bool) {
+        // SAFETY: `uarg` holds the initial reference from `begin`, released exactly once.
+        unsafe {
+            if sent_any {
+                ffi::rvsock_zcopy_complete(self.uarg, true);
+            } else {
+                ffi::rvsock_zcopy_put_abort(self.uarg);
+            }
+        }
+    }
+}
