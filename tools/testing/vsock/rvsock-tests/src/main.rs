@@ -1,0 +1,57 @@
+//! rvsock-tests: userspace AF_VSOCK tests run inside the rvsock test VMs.
+//! See README.md for the subcommands and the output protocol.
+
+mod args;
+mod cmds;
+mod proto;
+mod report;
+mod selftest;
+mod sys;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: rvsock-tests SUBCOMMAND [OPTIONS]
+
+  stream-send --cid C --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
+  stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS]
+  concurrent  --cid C --port P --conns N --bytes B [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
+  uds-send    --uds PATH --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
+  uds-recv    --listen PATH [--count M] [--name NAME] [--timeout SECS]
+  selftest    [--peer-cid C] [--conns N] [--bytes B] [--unreachable-cid C] [--only SUBSTRING]
+  rmmod-while-open --modules a,b,... [--cid C] [--timeout SECS]
+
+Numbers accept 0x hex and k/m/g suffixes. Each test prints
+`RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
+2 on a usage error.";
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = argv.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let run = |f: fn(&args::Args) -> Result<(), String>| args::Args::parse(&argv[1..]).and_then(|a| f(&a));
+    let r = match cmd.as_str() {
+        "stream-send" => run(cmds::stream_send),
+        "stream-recv" => run(cmds::stream_recv),
+        "concurrent" => run(cmds::concurrent),
+        "uds-send" => run(cmds::uds_send),
+        "uds-recv" => run(cmds::uds_recv),
+        "selftest" => run(selftest::run),
+        "rmmod-while-open" => run(cmds::rmmod_while_open),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => Err(format!("unknown subcommand {other:?}")),
+    };
+    match r {
+        Err(e) => {
+            eprintln!("rvsock-tests {cmd}: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Ok(()) if report::any_failed() => ExitCode::from(1),
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}

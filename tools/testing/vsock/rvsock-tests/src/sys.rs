@@ -1,0 +1,374 @@
+//! Thin wrappers around the libc calls the tests need.
+//!
+//! This is the only module that contains `unsafe`. Every wrapper returns
+//! `io::Result` so callers can inspect the exact errno.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use libc::{c_int, c_void, socklen_t};
+
+/// Address family of vsock (uapi linux/socket.h).
+pub const AF_VSOCK: c_int = 40;
+/// Socket option level for the SO_VM_SOCKETS_* options (== AF_VSOCK).
+pub const SOL_VSOCK_OPTS: c_int = AF_VSOCK;
+
+// uapi linux/vm_sockets.h
+pub const VMADDR_CID_ANY: u32 = u32::MAX;
+pub const VMADDR_PORT_ANY: u32 = u32::MAX;
+pub const SO_VM_SOCKETS_BUFFER_SIZE: c_int = 0;
+pub const SO_VM_SOCKETS_BUFFER_MIN_SIZE: c_int = 1;
+pub const SO_VM_SOCKETS_BUFFER_MAX_SIZE: c_int = 2;
+pub const SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD: c_int = 6;
+pub const SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW: c_int = 8;
+/// `_IO(7, 0xb9)`, issued on /dev/vsock.
+pub const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u64 = 0x7b9;
+/// SIOCINQ == FIONREAD, SIOCOUTQ == TIOCOUTQ.
+pub const SIOCINQ: u64 = 0x541B;
+pub const SIOCOUTQ: u64 = 0x5411;
+
+/// `struct sockaddr_vm` from uapi linux/vm_sockets.h (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockaddrVm {
+    pub svm_family: u16,
+    pub svm_reserved1: u16,
+    pub svm_port: u32,
+    pub svm_cid: u32,
+    pub svm_flags: u8,
+    pub svm_zero: [u8; 3],
+}
+
+impl SockaddrVm {
+    pub fn new(cid: u32, port: u32) -> Self {
+        SockaddrVm { svm_family: AF_VSOCK as u16, svm_port: port, svm_cid: cid, ..Default::default() }
+    }
+
+    /// The native-endian wire image passed to the kernel.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&self.svm_family.to_ne_bytes());
+        b[2..4].copy_from_slice(&self.svm_reserved1.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.svm_port.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.svm_cid.to_ne_bytes());
+        b[12] = self.svm_flags;
+        b[13..16].copy_from_slice(&self.svm_zero);
+        b
+    }
+
+    fn from_bytes(b: &[u8; 16]) -> Self {
+        SockaddrVm {
+            svm_family: u16::from_ne_bytes([b[0], b[1]]),
+            svm_reserved1: u16::from_ne_bytes([b[2], b[3]]),
+            svm_port: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            svm_cid: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            svm_flags: b[12],
+            svm_zero: [b[13], b[14], b[15]],
+        }
+    }
+}
+
+/// `struct timeval` / `struct __kernel_sock_timeval` image (both are two i64 on x86_64).
+pub fn timeval_bytes(sec: i64, usec: i64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&sec.to_ne_bytes());
+    b[8..].copy_from_slice(&usec.to_ne_bytes());
+    b
+}
+
+pub fn timeval_from_bytes(b: &[u8]) -> Option<(i64, i64)> {
+    let sec = i64::from_ne_bytes(b.get(..8)?.try_into().ok()?);
+    let usec = i64::from_ne_bytes(b.get(8..16)?.try_into().ok()?);
+    Some((sec, usec))
+}
+
+fn cvt(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn raw(fd: &impl AsFd) -> c_int {
+    fd.as_fd().as_raw_fd()
+}
+
+/// socket(2); `SOCK_CLOEXEC` is always added. `ty` may include `SOCK_NONBLOCK`.
+pub fn socket(domain: c_int, ty: c_int, proto: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; on success it returns a fresh fd we now own.
+    let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: `fd` is a valid, open descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bind(2) with an arbitrary address image (lets tests pass malformed addresses).
+pub fn bind_raw(fd: &impl AsFd, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: `addr` is valid for `addr.len()` bytes; the kernel only reads that many.
+    cvt(unsafe { libc::bind(raw(fd), addr.as_ptr().cast(), addr.len() as socklen_t) }).map(drop)
+}
+
+pub fn bind_vm(fd: &impl AsFd, cid: u32, port: u32) -> io::Result<()> {
+    bind_raw(fd, &SockaddrVm::new(cid, port).to_bytes())
+}
+
+/// connect(2) with an arbitrary address image.
+pub fn connect_raw(fd: &impl AsFd, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: `addr` is valid for `addr.len()` bytes; the kernel only reads that many.
+    cvt(unsafe { libc::connect(raw(fd), addr.as_ptr().cast(), addr.len() as socklen_t) }).map(drop)
+}
+
+pub fn connect_vm(fd: &impl AsFd, cid: u32, port: u32) -> io::Result<()> {
+    connect_raw(fd, &SockaddrVm::new(cid, port).to_bytes())
+}
+
+pub fn listen(fd: &impl AsFd, backlog: c_int) -> io::Result<()> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::listen(raw(fd), backlog) }).map(drop)
+}
+
+/// accept4(2) without peer address; the new fd is CLOEXEC (and NONBLOCK if asked).
+pub fn accept(fd: &impl AsFd, nonblock: bool) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: NULL addr/addrlen is allowed; on success the returned fd is ours.
+    let fd = cvt(unsafe { libc::accept4(raw(fd), std::ptr::null_mut(), std::ptr::null_mut(), flags) })?;
+    // SAFETY: `fd` is a valid, open descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn get_name(fd: &impl AsFd, peer: bool) -> io::Result<SockaddrVm> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as socklen_t;
+    let p = buf.as_mut_ptr().cast::<libc::sockaddr>();
+    // SAFETY: `buf` is writable for `len` bytes and `len` points to a valid socklen_t.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(raw(fd), p, &mut len)
+        } else {
+            libc::getsockname(raw(fd), p, &mut len)
+        }
+    };
+    cvt(r)?;
+    let img: [u8; 16] = buf[..16].try_into().expect("16-byte slice");
+    Ok(SockaddrVm::from_bytes(&img))
+}
+
+pub fn local_addr(fd: &impl AsFd) -> io::Result<SockaddrVm> {
+    get_name(fd, false)
+}
+
+pub fn peer_addr(fd: &impl AsFd) -> io::Result<SockaddrVm> {
+    get_name(fd, true)
+}
+
+/// send(2); `MSG_NOSIGNAL` is always added so EPIPE is reported, not raised.
+pub fn send(fd: &impl AsFd, buf: &[u8], flags: c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+    cvt_size(unsafe { libc::send(raw(fd), buf.as_ptr().cast(), buf.len(), flags | libc::MSG_NOSIGNAL) })
+}
+
+/// sendto(2) with a vsock destination address.
+pub fn send_to(fd: &impl AsFd, buf: &[u8], addr: SockaddrVm) -> io::Result<usize> {
+    let a = addr.to_bytes();
+    // SAFETY: `buf` and `a` are valid for reads of their lengths.
+    cvt_size(unsafe {
+        libc::sendto(
+            raw(fd),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            a.as_ptr().cast(),
+            a.len() as socklen_t,
+        )
+    })
+}
+
+pub fn recv(fd: &impl AsFd, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    cvt_size(unsafe { libc::recv(raw(fd), buf.as_mut_ptr().cast(), buf.len(), flags) })
+}
+
+pub fn shutdown(fd: &impl AsFd, how: c_int) -> io::Result<()> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::shutdown(raw(fd), how) }).map(drop)
+}
+
+/// setsockopt(2) with a raw option image (optlen = `val.len()`).
+pub fn setsockopt(fd: &impl AsFd, level: c_int, name: c_int, val: &[u8]) -> io::Result<()> {
+    // SAFETY: `val` is valid for reads of `val.len()` bytes.
+    cvt(unsafe { libc::setsockopt(raw(fd), level, name, val.as_ptr().cast::<c_void>(), val.len() as socklen_t) })
+        .map(drop)
+}
+
+/// getsockopt(2) into `buf` (optlen = `buf.len()`); returns the length the kernel reported.
+pub fn getsockopt(fd: &impl AsFd, level: c_int, name: c_int, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and `len` points to a valid socklen_t.
+    cvt(unsafe { libc::getsockopt(raw(fd), level, name, buf.as_mut_ptr().cast::<c_void>(), &mut len) })?;
+    Ok(len as usize)
+}
+
+pub fn getsockopt_u64(fd: &impl AsFd, level: c_int, name: c_int) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    getsockopt(fd, level, name, &mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// Pending socket error (SO_ERROR), which also clears it.
+pub fn so_error(fd: &impl AsFd) -> io::Result<i32> {
+    let mut b = [0u8; 4];
+    getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut b)?;
+    Ok(i32::from_ne_bytes(b))
+}
+
+/// Bound every blocking send/recv/accept on `fd` by `t` (SO_RCVTIMEO + SO_SNDTIMEO).
+pub fn set_io_timeout(fd: &impl AsFd, t: Duration) -> io::Result<()> {
+    let tv = timeval_bytes(t.as_secs() as i64, t.subsec_micros() as i64);
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)
+}
+
+pub fn set_nonblocking(fd: &impl AsFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL take an int argument only.
+    let flags = cvt(unsafe { libc::fcntl(raw(fd), libc::F_GETFL) })?;
+    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(raw(fd), libc::F_SETFL, new) }).map(drop)
+}
+
+/// ioctl(2) whose argument points to an int-sized out value.
+pub fn ioctl_int(fd: &impl AsFd, req: u64) -> io::Result<i32> {
+    // 64 bytes of room even though the requests used here write one int, so
+    // that probing an unexpected request (e.g. TCGETS) cannot overflow.
+    let mut v = [0 as c_int; 16];
+    // SAFETY: `v` is valid and writable for 64 bytes and outlives the call.
+    cvt(unsafe { libc::ioctl(raw(fd), req as _, v.as_mut_ptr()) })?;
+    Ok(v[0])
+}
+
+/// poll(2), retried on EINTR. Returns the number of ready descriptors (0 = timeout).
+pub fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
+    loop {
+        // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Poll a single descriptor; returns its revents (0 on timeout).
+pub fn poll_one(fd: &impl AsFd, events: i16, timeout: Duration) -> io::Result<i16> {
+    let mut p = [libc::pollfd { fd: raw(fd), events, revents: 0 }];
+    poll(&mut p, timeout)?;
+    Ok(p[0].revents)
+}
+
+/// Raise RLIMIT_NOFILE to at least `want` if possible; returns the resulting soft limit.
+pub fn raise_nofile(want: u64) -> io::Result<u64> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rl` is a valid, writable rlimit struct.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
+    if rl.rlim_cur >= want {
+        return Ok(rl.rlim_cur);
+    }
+    let wanted = libc::rlimit { rlim_cur: want, rlim_max: rl.rlim_max.max(want) };
+    // SAFETY: `wanted` is a valid rlimit struct; raising the hard limit needs
+    // CAP_SYS_RESOURCE, so fall back to soft = hard below.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return Ok(want);
+    }
+    let capped = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
+    // SAFETY: as above.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) })?;
+    Ok(rl.rlim_max)
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid() cannot fail and takes no arguments.
+    unsafe { libc::geteuid() }
+}
+
+/// Symbolic name of an errno value ("0" for success).
+pub fn errno_name(e: i32) -> String {
+    use libc::*;
+    let n = match e {
+        0 => "0",
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        EINTR => "EINTR",
+        EIO => "EIO",
+        EBADF => "EBADF",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EACCES => "EACCES",
+        EFAULT => "EFAULT",
+        EBUSY => "EBUSY",
+        ENODEV => "ENODEV",
+        EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
+        ENOTTY => "ENOTTY",
+        EPIPE => "EPIPE",
+        EDOM => "EDOM",
+        ERANGE => "ERANGE",
+        ENOSYS => "ENOSYS",
+        ENOTSOCK => "ENOTSOCK",
+        EDESTADDRREQ => "EDESTADDRREQ",
+        EPROTOTYPE => "EPROTOTYPE",
+        ENOPROTOOPT => "ENOPROTOOPT",
+        EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        EOPNOTSUPP => "EOPNOTSUPP",
+        EAFNOSUPPORT => "EAFNOSUPPORT",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        ENETUNREACH => "ENETUNREACH",
+        ECONNABORTED => "ECONNABORTED",
+        ECONNRESET => "ECONNRESET",
+        ENOBUFS => "ENOBUFS",
+        EISCONN => "EISCONN",
+        ENOTCONN => "ENOTCONN",
+        ESHUTDOWN => "ESHUTDOWN",
+        ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
+        EHOSTUNREACH => "EHOSTUNREACH",
+        EALREADY => "EALREADY",
+        EINPROGRESS => "EINPROGRESS",
+        EPROTO => "EPROTO",
+        _ => return format!("E#{e}"),
+    };
+    n.to_string()
+}
+
+/// The errno of a result (0 on success, -1 if it carries no OS error).
+pub fn errno_of<T>(r: &io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+/// Format an io::Error as "ENAME (description)".
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => format!("{} ({})", errno_name(n), io::Error::from_raw_os_error(n)),
+        None => e.to_string(),
+    }
+}
+
+const _: () = assert!(mem::size_of::<SockaddrVm>() == 16);
