@@ -447,7 +447,7 @@ pub fn parse_addr(raw: &[u8]) -> Result<(Addr, u8)> {
     if family != ffi::AF_VSOCK as u16 {
         return Err(errno!(EAFNOSUPPORT));
     }
-    if raw[13] != 0 {
+    if raw[12] & !FLAG_TO_HOST != 0 {
         return Err(EINVAL);
     }
     let port = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
@@ -580,13 +580,18 @@ pub fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
         }
     }
     let mut timeout = vsk(sk).st.lock().connect_timeout as c_long;
+    if nonblock {
+        // A non-blocking connect answers EINPROGRESS even when the reply was delivered in
+        // place (loopback) and the outcome is already known: in-tree it always is, and the
+        // result is then read with poll + SO_ERROR.
+        if sk.state() != state::ESTABLISHED && sk.err() == 0 {
+            arm_connect_timeout(sk, timeout as u64);
+        }
+        return err;
+    }
     loop {
         if sk.state() == state::ESTABLISHED || sk.err() != 0 {
             break;
-        }
-        if nonblock {
-            arm_connect_timeout(sk, timeout as u64);
-            return err;
         }
         timeout = sk.wait(&g, timeout, || sk.state() == state::ESTABLISHED || sk.err() != 0);
         if net::signal_pending() {
@@ -853,8 +858,12 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     let mut timeout = sk.sndtimeo(flags & ffi::MSG_DONTWAIT != 0);
     // MSG_ZEROCOPY counts only once SO_ZEROCOPY is on (in-tree behaviour).
     let zc = if flags & ffi::MSG_ZEROCOPY != 0 && sk.flag(net::SOCK_ZEROCOPY) {
-        let credit = vsk(sk).st.lock().conn.has_space();
-        Some(crate::zerocopy::ZcSend::begin(sk, msg, len, credit)?)
+        let (credit, pages_ok) = {
+            let s = vsk(sk).st.lock();
+            let f = s.transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);
+            (s.conn.has_space(), f & crate::abi::TRANSPORT_F_ZEROCOPY != 0)
+        };
+        Some(crate::zerocopy::ZcSend::begin(sk, msg, len, credit, pages_ok)?)
     } else {
         None
     };

@@ -80,14 +80,15 @@ pub struct ZcSend {
 }
 
 impl ZcSend {
-    /// Starts a zerocopy send of `len` bytes with `credit` bytes of peer credit available.
-    pub fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32) -> Result<ZcSend> {
+    /// Starts a zerocopy send of `len` bytes with `credit` bytes of peer credit available;
+    /// `pages_ok`: the transport takes page payloads (else the data is copied).
+    pub fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32, pages_ok: bool) -> Result<ZcSend> {
         // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
         let uarg = unsafe { ffi::msg_zerocopy_realloc(sk.as_ptr(), len, core::ptr::null_mut()) };
         if uarg.is_null() {
             return Err(ENOMEM);
         }
-        let zerocopy = msg.iter_offset() == 0 && msg.left() <= len.min(credit as usize);
+        let zerocopy = pages_ok && msg.iter_offset() == 0 && msg.left() <= len.min(credit as usize);
         if !zerocopy {
             // SAFETY: `uarg` is the msgzc completion just allocated.
             unsafe { ffi::rvsock_zcopy_set_copied(uarg) };

@@ -7,14 +7,16 @@ set -euo pipefail
 FLAVOUR=${1:-release}
 KDIR=$(kernel_dir "$FLAVOUR")
 [ -f "$KDIR/.rvsock-built" ] || die "kernel $FLAVOUR not built (scripts/build-kernel.sh $FLAVOUR)"
-W=$TOP/build/$FLAVOUR/modsrc
-mkdir -p "$W" "$TOP/build/$FLAVOUR/modules"
+# MODSRC_TAG gives a private build folder (parallel builds by several people).
+W=$TOP/build/$FLAVOUR/modsrc$BUILD_TAG
+OUTD=$TOP/build/$FLAVOUR/modules$BUILD_TAG
+mkdir -p "$W" "$OUTD"
 rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' --exclude '*.mod*' \
     --exclude '*_generated.rs' --exclude '.*' --exclude Cargo.lock \
     --include 'Kbuild' --include 'include/***' --include 'af_vsock/***' --include 'vsock_loopback/***' \
     --include 'virtio_transport/***' --include 'vhost_vsock/***' --include 'virtio_transport_common/***' \
     --exclude '*' "$TOP/" "$W/"
 make -s -C "$KDIR" M="$W" $(kernel_make_flags "$FLAVOUR") RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" modules
-rm -f "$TOP/build/$FLAVOUR/modules/"*.ko
-find "$W" -name '*.ko' -exec cp {} "$TOP/build/$FLAVOUR/modules/" \;
-log "modules built: $(cd "$TOP/build/$FLAVOUR/modules" && echo *.ko)"
+rm -f "$OUTD/"*.ko
+find "$W" -name '*.ko' -exec cp {} "$OUTD/" \;
+log "modules built: $(cd "$OUTD" && echo *.ko)"

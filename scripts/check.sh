@@ -13,11 +13,12 @@ declare -A SCEN=(
     [c-loopback]="single c - 26 loopback"
     [c-nested]="nested c c 52 nested-l1"
     [rvsock-loopback]="single rvsock - 26 loopback"
+    [rvsock-selftest]="single both - 40 selftest"
 )
 ALL="c-loopback c-nested rvsock-loopback"
 
 TOTAL_P=0 TOTAL_F=0
-LOGS=$TOP/build/logs
+LOGS=$TOP/build/logs$BUILD_TAG
 mkdir -p "$LOGS"
 
 summary() { # name p f s

@@ -27,3 +27,6 @@ kernel_make_flags() {
         *) echo "" ;;
     esac
 }
+# MODSRC_TAG: a private set of build outputs (modules, initramfs, logs) so several people can
+# build and boot in one checkout at the same time.
+BUILD_TAG=${MODSRC_TAG:+-$MODSRC_TAG}

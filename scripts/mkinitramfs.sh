@@ -10,7 +10,7 @@ set -euo pipefail
 FLAVOUR=$1 MODS=$2 L2MODS=${3:-}
 KOUT=$(kernel_dir "$FLAVOUR")
 KVER=$(cat "$KOUT/include/config/kernel.release")
-B=$TOP/build/$FLAVOUR/initramfs
+B=$TOP/build/$FLAVOUR/initramfs$BUILD_TAG
 mkdir -p "$B"
 
 pack() { # DIR OUT.cpio.gz
@@ -39,7 +39,7 @@ mods() { # c|rvsock
     fi
     if [ "$1" != c ]; then   # rvsock, or both (for comparison runs that swap stacks in one VM)
         mkdir -p "$r/lib/modules/$KVER/extra"
-        cp "$TOP/build/$FLAVOUR/modules/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
+        cp "$TOP/build/$FLAVOUR/modules$BUILD_TAG/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
     fi
     depmod -b "$r" "$KVER"
     pack "$r" "$B/mods-$1.cpio.gz"; rm -rf "$r"
