@@ -14,8 +14,10 @@ declare -A SCEN=(
     [c-nested]="nested c c 52 nested-l1"
     [rvsock-loopback]="single rvsock - 26 loopback"
     [rvsock-selftest]="single both - 40 selftest"
+    [c-vhost-user]="vhostuser c - 6 vhost-user-guest"
+    [vhost-user-guest]="vhostuser rvsock - 6 vhost-user-guest"
 )
-ALL="c-loopback c-nested rvsock-loopback"
+ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 
 TOTAL_P=0 TOTAL_F=0
 LOGS=$TOP/build/logs$BUILD_TAG
@@ -52,16 +54,36 @@ run_scenario() {
     case "$topo" in
         single) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
         nested) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" "$l2mods" 2>>"$LOGS/$name.build.log"); tmo=2400; mem=2G ;;
+        vhostuser) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
     esac
     [ "$flavour" = kasan ] && tmo=$((tmo * 2))
+    local extra=() helpers=() hostlog=$LOGS/$name.host.log
+    : > "$hostlog"
+    if [ "$topo" = vhostuser ]; then
+        # vhost-device-vsock serves the guest's vsock device; its host side is Unix sockets
+        # only (never this machine's own vsock).
+        local d; d=$(mktemp -d /tmp/rvsock-vhu.XXXXXX)
+        vhost-device-vsock --guest-cid 3 --socket "$d/vhu.sock" --uds-path "$d/v.uds" \
+            --tx-buffer-size 16384 > "$LOGS/$name.vhu.log" 2>&1 &
+        helpers+=($!)
+        for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
+        : > "$log"
+        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" > "$hostlog" 2>&1 &
+        helpers+=($!)
+        extra=(-object memory-backend-memfd,id=mem,size=$mem,share=on -machine memory-backend=mem
+               -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)
+    fi
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"
     local t0=$SECONDS
     timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
         -nodefaults -no-user-config -display none -nic none -no-reboot \
-        -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+        "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
         -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS}" \
         > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
     local rc=$?
+    [ "$topo" = vhostuser ] && sleep 2   # let the host side report
+    for h in "${helpers[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
+    cat "$hostlog" >> "$log"
     evaluate "$name" "$log" "$expect" "$rc" "$((SECONDS - t0))"
 }
 

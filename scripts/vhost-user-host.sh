@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Host side of the vhost-user-guest scenarios: the Unix-socket peers of vhost-device-vsock.
+# Usage: scripts/vhost-user-host.sh SERIAL_LOG UDS_PATH   (results on stdout)
+set -u
+. "$(dirname "$0")/lib.sh"
+LOG=$1 UDS=$2
+T=$TOP/build/tools/rvsock-tests
+"$T" uds-recv --listen "${UDS}_1234" --count 1 --name g2h.64MiB.host --timeout 300 &
+"$T" uds-recv --listen "${UDS}_1235" --count 100 --name g2h.100conns.host --timeout 300 &
+for _ in $(seq 1 3000); do
+    grep -aq RVSOCK-H2G-READY "$LOG" 2>/dev/null && break
+    sleep 0.2
+done
+if grep -aq RVSOCK-H2G-READY "$LOG"; then
+    "$T" uds-send --uds "$UDS" --port 2000 --bytes 64m --seed 7 --name h2g.64MiB.host --timeout 300
+else
+    echo "RVSOCK-TEST fail h2g.64MiB.host"
+fi
+wait
