@@ -16,6 +16,9 @@ declare -A SCEN=(
     [rvsock-selftest]="single both - 40 selftest"
     [c-vhost-user]="vhostuser c - 6 vhost-user-guest"
     [vhost-user-guest]="vhostuser rvsock - 6 vhost-user-guest"
+    [nested-c-host-rvsock-guest]="nested c rvsock 52 nested-l1"
+    [nested-rvsock-host-c-guest]="nested rvsock c 52 nested-l1"
+    [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 52 nested-l1"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 
