@@ -37,7 +37,7 @@ module! {
     author: "rvsock developers",
     description: "AF_VSOCK core (Rust)",
     license: "GPL",
-    alias: ["net-pf-40", "devname:vsock", "vsock"],
+    alias: ["net-pf-40", "vsock"],
 }
 
 struct RvsockCore {

@@ -12,7 +12,7 @@ mod ffi;
 #[path = "../include/abi.rs"]
 mod abi;
 
-use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_LOCAL};
+use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_LOCAL};
 
 module! {
     type: Loopback,
@@ -20,7 +20,7 @@ module! {
     author: "rvsock developers",
     description: "AF_VSOCK loopback transport (Rust)",
     license: "GPL",
-    alias: ["vsock_loopback"],
+    alias: ["vsock_loopback", "net-pf-40"],
 }
 
 struct TransportCell(UnsafeCell<RawTransport>);
@@ -32,7 +32,7 @@ static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
     owner: core::ptr::null_mut(),
     name: c"loopback".as_ptr().cast(),
     kind: TRANSPORT_LOCAL,
-    features: TRANSPORT_F_SEQPACKET,
+    features: TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY,
     local_cid,
     send_pkt,
     seqpacket_allow: None,
