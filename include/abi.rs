@@ -27,8 +27,7 @@ pub struct RawPkt {
     /// Padding, keeps `hdr` 8-byte aligned.
     pub _pad: u32,
     /// Core-private payload extension (user pages of a MSG_ZEROCOPY send), null for inline
-    /// payloads. Transports must treat a packet with `ext` set as having no inline payload
-    /// and use `rvsock_pkt_pages` instead.
+    /// payloads. Only transports with `TRANSPORT_F_ZEROCOPY` ever see it set.
     pub ext: *mut c_void,
     /// Header in virtio wire format (little endian).
     pub hdr: [u8; HDR_LEN],
@@ -44,6 +43,9 @@ pub const TRANSPORT_H2G: u32 = 4;
 
 /// Transport feature: SOCK_SEQPACKET supported.
 pub const TRANSPORT_F_SEQPACKET: u32 = 1;
+/// Transport feature: accepts packets whose payload is pinned user pages (`RawPkt::ext`,
+/// MSG_ZEROCOPY). Without it the core only ever hands the transport inline payloads.
+pub const TRANSPORT_F_ZEROCOPY: u32 = 2;
 
 /// A transport as registered with the core. The transport module owns it and keeps it alive
 /// (and unchanged) from `rvsock_transport_register` until `rvsock_transport_unregister`
