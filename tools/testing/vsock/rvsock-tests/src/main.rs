@@ -2,6 +2,7 @@
 //! See README.md for the subcommands and the output protocol.
 
 mod args;
+mod bench;
 mod cmds;
 mod proto;
 mod report;
@@ -20,6 +21,7 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
   uds-recv    --listen PATH [--count M] [--name NAME] [--timeout SECS]
   selftest    [--peer-cid C] [--conns N] [--bytes B] [--unreachable-cid C] [--only SUBSTRING]
   rmmod-while-open --modules a,b,... [--cid C] [--timeout SECS]
+  bench       [--peer-cid C] [--port P] [--ms MILLIS] [--idle-conns N]
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         "uds-send" => run(cmds::uds_send),
         "uds-recv" => run(cmds::uds_recv),
         "selftest" => run(selftest::run),
+        "bench" => run(bench::run),
         "rmmod-while-open" => run(cmds::rmmod_while_open),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

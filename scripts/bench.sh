@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make bench`: rvsock against the in-tree C modules, same kernel, same VM, interleaved rounds.
+# Prints: transport, metric, C value, rvsock value, ratio (rvsock/C), spread over rounds.
+# Not part of `make check`. Under TCG only the ratios mean anything.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+ROUNDS=${ROUNDS:-3} MS=${MS:-2000}
+"$TOP/scripts/setup-toolchain.sh" >/dev/null
+"$TOP/scripts/build-kernel.sh" release
+"$TOP/scripts/build-vsock-tests.sh" release
+"$TOP/scripts/build-tools.sh"
+"$TOP/scripts/build-modules.sh" release
+img=$("$TOP/scripts/mkinitramfs.sh" release both)
+kdir=$(kernel_dir release)
+mkdir -p "$TOP/build/logs"
+LOG=$TOP/build/logs/bench.log
+log "benchmark VM: $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
+timeout -s KILL 3600 qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nodefaults -no-user-config \
+    -display none -nic none -no-reboot -serial "file:$LOG" \
+    -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+    -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_mods=both rvsock_script=bench rvsock_rounds=$ROUNDS rvsock_ms=$MS" \
+    < /dev/null > /dev/null 2>&1 || true
+grep -aq 'RVSOCK-TEST ok bench-complete' "$LOG" || { echo "benchmark did not complete, see $LOG"; exit 1; }
+grep -a '^RVSOCK-BENCH ' "$LOG" | awk '
+    { key = $4 "|" $5; v[$2, key, ++n[$2, key]] = $6; unit[key] = $7; better[key] = $8; keys[key] = 1 }
+    function med(s, k,   i, j, t, c, a) {
+        c = n[s, k]; for (i = 1; i <= c; i++) a[i] = v[s, k, i]
+        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    function spread(s, k,   i, lo, hi, m) {
+        lo = hi = v[s, k, 1]; for (i = 2; i <= n[s, k]; i++) { if (v[s, k, i] < lo) lo = v[s, k, i]; if (v[s, k, i] > hi) hi = v[s, k, i] }
+        m = med(s, k); return m ? 100 * (hi - lo) / m : 0
+    }
+    END {
+        printf "%-10s %-22s %14s %14s %8s %8s %8s  %s\n", "transport", "metric", "C", "rvsock", "ratio", "C+-%", "rv+-%", "unit (better)"
+        for (k in keys) {
+            split(k, p, "|"); c = med("c", k); r = med("rvsock", k)
+            ratio = (better[k] == "lower") ? (r ? c / r : 0) : (c ? r / c : 0)
+            printf "%-10s %-22s %14.2f %14.2f %8.2f %8.1f %8.1f  %s (%s)\n", p[1], p[2], c, r, ratio, spread("c", k), spread("rvsock", k), unit[k], better[k]
+        }
+    }' | (read -r h; echo "$h"; sort)
+echo "ratio > 1 means rvsock is better (for 'lower' metrics the ratio is C/rvsock)."

@@ -1,0 +1,29 @@
+# `make bench`, loopback: alternate the in-tree C stack and rvsock in one VM, ROUNDS times,
+# so machine noise hits both; every metric line is tagged with its stack and round.
+ROUNDS=$(arg rvsock_rounds); ROUNDS=${ROUNDS:-3}
+MS=$(arg rvsock_ms); MS=${MS:-2000}
+swap_out() { # module... : unload, retrying while closed sockets linger (close timeout)
+    for m in "$@"; do
+        i=0
+        while grep -q "^$m " /proc/modules && ! rmmod "$m" 2>/dev/null; do
+            i=$((i + 1)); [ $i -gt 60 ] && { echo "cannot unload $m"; return 1; }; sleep 0.5
+        done
+    done
+}
+run_stack() { # stack round
+    rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
+    vsock_perf --port 7100 --bytes 256M > /tmp/perf.rx 2>&1 &
+    sleep 0.3
+    vsock_perf --sender 1 --port 7100 --bytes 256M > /tmp/perf.tx 2>&1
+    wait
+    awk -v s="$1" -v r="$2" '/rx performance/ {print "RVSOCK-BENCH " s " " r " loopback vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf.rx
+}
+r=1
+while [ $r -le "$ROUNDS" ]; do
+    modprobe vsock_loopback && run_stack c $r
+    swap_out vsock_loopback vmw_vsock_virtio_transport_common vsock
+    modprobe rvsock_loopback && run_stack rvsock $r
+    swap_out rvsock_loopback rvsock
+    r=$((r + 1))
+done
+result ok bench-complete
