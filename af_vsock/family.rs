@@ -5,13 +5,13 @@
 
 use crate::ffi;
 use crate::net::{self, Msg, Sk, SkRef};
-use crate::sock::{self, vsk, VSock, VState};
+use crate::sock::{self, VSock, VState};
 use core::cell::UnsafeCell;
-use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
 /// A C object the kernel mutates through pointers we hand it (proto, ops tables).
-pub struct KStatic<T>(UnsafeCell<T>);
+pub(crate) struct KStatic<T>(UnsafeCell<T>);
 
 // SAFETY: the kernel serialises its own accesses to these objects (registration happens once,
 // at init, before any concurrent use).
@@ -19,7 +19,7 @@ unsafe impl<T> Sync for KStatic<T> {}
 
 impl<T> KStatic<T> {
     /// The raw pointer for registration calls.
-    pub fn get(&self) -> *mut T {
+    pub(crate) fn get(&self) -> *mut T {
         self.0.get()
     }
 }
@@ -51,17 +51,16 @@ static MISC: KStatic<ffi::miscdevice> = KStatic(UnsafeCell::new(
 ));
 
 const SO_ZEROCOPY: c_int = 60;
-const SO_RCVLOWAT: c_int = 18;
 
 /// What `register` set up; `Drop` undoes it in reverse order.
-pub struct Registration {
+pub(crate) struct Registration {
     proto: bool,
     family: bool,
     misc: bool,
 }
 
 /// Registers proto, family and /dev/vsock.
-pub fn register(owner: *mut ffi::module) -> Result<Registration> {
+pub(crate) fn register(owner: *mut ffi::module) -> Result<Registration> {
     let mut r = Registration { proto: false, family: false, misc: false };
     // SAFETY: the statics are only written here, before registration publishes them.
     unsafe {
@@ -173,7 +172,7 @@ fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int,
 }
 
 /// Creates a child for a listener (receive path).
-pub fn new_child(lsk: Sk, ls: &VState) -> Result<SkRef> {
+pub(crate) fn new_child(lsk: Sk, ls: &VState) -> Result<SkRef> {
     // SAFETY: the listener is live; reading its namespace pointer.
     let net_ = unsafe { ffi::rvsock_sock_net(lsk.as_ptr()) };
     alloc_sock(net_, core::ptr::null_mut(), lsk.ty(), 0, Some(ls), true)
@@ -485,13 +484,4 @@ unsafe extern "C" fn dev_ioctl(_f: *mut ffi::file, cmd: c_uint, arg: c_ulong) ->
         Ok(()) => 0,
         Err(e) => e.to_errno() as c_long,
     }
-}
-
-/// Unused marker keeping `c_void` referenced for the ABI types.
-pub type Opaque = c_void;
-
-/// The connected/state of a socket is reachable from the family too (for diagnostics).
-pub fn state_of(sk: Sk) -> u8 {
-    let _ = vsk(sk);
-    sk.state()
 }

@@ -9,25 +9,25 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 /// `sk_state` values used by vsock (the TCP numbering, as in-tree).
-pub mod state {
+pub(crate) mod state {
     /// Connected.
-    pub const ESTABLISHED: u8 = 1;
+    pub(crate) const ESTABLISHED: u8 = 1;
     /// Connect in progress.
-    pub const SYN_SENT: u8 = 2;
+    pub(crate) const SYN_SENT: u8 = 2;
     /// Closed / never connected.
-    pub const CLOSE: u8 = 7;
+    pub(crate) const CLOSE: u8 = 7;
     /// Listening.
-    pub const LISTEN: u8 = 10;
+    pub(crate) const LISTEN: u8 = 10;
     /// Closing (peer shut down, waiting for the end).
-    pub const CLOSING: u8 = 11;
+    pub(crate) const CLOSING: u8 = 11;
 }
 
 /// Local shutdown bits in `sk_shutdown` (and in the wire's SHUTDOWN flags).
-pub const RCV_SHUTDOWN: u32 = 1;
+pub(crate) const RCV_SHUTDOWN: u32 = 1;
 /// Local send shutdown.
-pub const SEND_SHUTDOWN: u32 = 2;
+pub(crate) const SEND_SHUTDOWN: u32 = 2;
 /// Both directions.
-pub const SHUTDOWN_MASK: u32 = 3;
+pub(crate) const SHUTDOWN_MASK: u32 = 3;
 
 /// A positive kernel errno from the generated bindings as an `Error`.
 #[macro_export]
@@ -38,35 +38,33 @@ macro_rules! errno {
 }
 
 /// Socket types (uapi numbering).
-pub const SOCK_STREAM_U32: u32 = 1;
+pub(crate) const SOCK_STREAM_U32: u32 = 1;
 /// Datagram sockets.
-pub const SOCK_DGRAM_U32: u32 = 2;
+pub(crate) const SOCK_DGRAM_U32: u32 = 2;
 /// SEQPACKET sockets.
-pub const SOCK_SEQPACKET_U32: u32 = 5;
+pub(crate) const SOCK_SEQPACKET_U32: u32 = 5;
 /// `sk_type` of a SEQPACKET socket.
-pub const SOCK_SEQPACKET: u16 = 5;
+pub(crate) const SOCK_SEQPACKET: u16 = 5;
 /// ioctl numbers (uapi).
-pub const SIOCINQ: u32 = 0x541B;
+pub(crate) const SIOCINQ: u32 = 0x541B;
 /// Unsent bytes.
-pub const SIOCOUTQ: u32 = 0x5411;
+pub(crate) const SIOCOUTQ: u32 = 0x5411;
 /// `_IO(7, 0xb9)` on /dev/vsock.
-pub const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u32 = 0x7b9;
+pub(crate) const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u32 = 0x7b9;
 
-/// `sock_flags` we use.
-pub const SOCK_DEAD: u32 = ffi::sock_flags_SOCK_DEAD;
-/// Set when the connection is over (in-tree meaning: recv returns 0, not ENOTCONN).
-pub const SOCK_DONE: u32 = ffi::sock_flags_SOCK_DONE;
+/// `sock_flags` we use: set when the connection is over (in-tree meaning: recv returns 0, not ENOTCONN).
+pub(crate) const SOCK_DONE: u32 = ffi::sock_flags_SOCK_DONE;
 /// SO_LINGER set.
-pub const SOCK_LINGER: u32 = ffi::sock_flags_SOCK_LINGER;
+pub(crate) const SOCK_LINGER: u32 = ffi::sock_flags_SOCK_LINGER;
 /// SO_ZEROCOPY set.
-pub const SOCK_ZEROCOPY: u32 = ffi::sock_flags_SOCK_ZEROCOPY;
+pub(crate) const SOCK_ZEROCOPY: u32 = ffi::sock_flags_SOCK_ZEROCOPY;
 
 /// A `struct sock` we may use: callers hold a reference or the socket's owner.
 ///
 /// # Invariants
 /// Points to a live `struct sock` of family AF_VSOCK allocated with our `proto`.
 #[derive(Clone, Copy)]
-pub struct Sk(NonNull<ffi::sock>);
+pub(crate) struct Sk(NonNull<ffi::sock>);
 
 // SAFETY: `struct sock` is designed for concurrent use; every mutable access below goes
 // through the kernel's own synchronisation or the fields' documented rules.
@@ -79,132 +77,124 @@ impl Sk {
     ///
     /// # Safety
     /// `p` is a live vsock `struct sock` and stays live while the `Sk` is used.
-    pub unsafe fn from_raw(p: *mut ffi::sock) -> Sk {
+    pub(crate) unsafe fn from_raw(p: *mut ffi::sock) -> Sk {
         // SAFETY: the caller guarantees non-null.
         Sk(unsafe { NonNull::new_unchecked(p) })
     }
 
     /// The raw pointer.
-    pub fn as_ptr(self) -> *mut ffi::sock {
+    pub(crate) fn as_ptr(self) -> *mut ffi::sock {
         self.0.as_ptr()
     }
 
     /// Takes a reference (`sock_hold`).
-    pub fn hold(self) -> SkRef {
+    pub(crate) fn hold(self) -> SkRef {
         // SAFETY: the socket is live by the invariant.
         unsafe { ffi::rvsock_sock_hold(self.as_ptr()) };
         SkRef(self)
     }
 
     /// Socket type (SOCK_STREAM / SOCK_SEQPACKET).
-    pub fn ty(self) -> u16 {
+    pub(crate) fn ty(self) -> u16 {
         // SAFETY: `sk_type` is set at creation and never changes.
         unsafe { (*self.as_ptr()).sk_type }
     }
 
     /// Current `sk_state`.
-    pub fn state(self) -> u8 {
+    pub(crate) fn state(self) -> u8 {
         // SAFETY: a byte read of a live socket; writers update it under our state lock.
         unsafe { core::ptr::read_volatile(&(*self.as_ptr()).__sk_common.skc_state) }
     }
 
     /// Sets `sk_state` (caller holds the socket's state lock).
-    pub fn set_state(self, s: u8) {
+    pub(crate) fn set_state(self, s: u8) {
         // SAFETY: a byte write of a live socket; callers serialise through the state lock.
         unsafe { core::ptr::write_volatile(&mut (*self.as_ptr()).__sk_common.skc_state, s) }
     }
 
     /// Local shutdown bits.
-    pub fn shutdown(self) -> u32 {
+    pub(crate) fn shutdown(self) -> u32 {
         // SAFETY: a byte read of a live socket.
         unsafe { core::ptr::read_volatile(&(*self.as_ptr()).sk_shutdown) as u32 }
     }
 
     /// Sets local shutdown bits (caller holds the state lock).
-    pub fn set_shutdown(self, bits: u32) {
+    pub(crate) fn set_shutdown(self, bits: u32) {
         // SAFETY: a byte write of a live socket, serialised by the state lock.
         unsafe { core::ptr::write_volatile(&mut (*self.as_ptr()).sk_shutdown, bits as u8) }
     }
 
     /// Pending socket error (positive errno) or 0.
-    pub fn err(self) -> i32 {
+    pub(crate) fn err(self) -> i32 {
         // SAFETY: an int read of a live socket.
         unsafe { core::ptr::read_volatile(&(*self.as_ptr()).sk_err) }
     }
 
     /// Sets the socket error (positive errno) and reports it to waiters.
-    pub fn set_err(self, e: i32) {
+    pub(crate) fn set_err(self, e: i32) {
         // SAFETY: an int write of a live socket; `sk_error_report` is the kernel's notifier.
         unsafe {
             core::ptr::write_volatile(&mut (*self.as_ptr()).sk_err, e);
         }
     }
 
-    /// Reads and clears the socket error (for SO_ERROR-like consumption).
-    pub fn take_err(self) -> i32 {
-        let e = self.err();
-        if e != 0 {
-            self.set_err(0);
-        }
-        e
-    }
 
     /// Calls the socket's `sk_error_report`.
-    pub fn error_report(self) {
+    pub(crate) fn error_report(self) {
         // SAFETY: the socket is live; `sk_error_report` handles its own locking.
         unsafe { ffi::sk_error_report(self.as_ptr()) };
     }
 
     /// Whether the error queue (MSG_ZEROCOPY completions) is empty.
-    pub fn errqueue_empty(self) -> bool {
+    pub(crate) fn errqueue_empty(self) -> bool {
         // SAFETY: lockless emptiness test of a live socket's queue.
         unsafe { ffi::rvsock_errqueue_empty(self.as_ptr()) }
     }
 
     /// Tests a `sock_flags` bit.
-    pub fn flag(self, f: u32) -> bool {
+    pub(crate) fn flag(self, f: u32) -> bool {
         // SAFETY: atomic bit test on a live socket.
         unsafe { ffi::rvsock_sock_flag(self.as_ptr(), f) }
     }
 
     /// Sets a `sock_flags` bit.
-    pub fn set_flag(self, f: u32) {
+    pub(crate) fn set_flag(self, f: u32) {
         // SAFETY: atomic bit set on a live socket.
         unsafe { ffi::rvsock_sock_set_flag(self.as_ptr(), f) }
     }
 
     /// `sk_lingertime` in jiffies.
-    pub fn lingertime(self) -> c_long {
+    pub(crate) fn lingertime(self) -> c_long {
         // SAFETY: read of a live socket's field set by sock_setsockopt.
         unsafe { (*self.as_ptr()).sk_lingertime as c_long }
     }
 
     /// Backlog limit set by listen().
-    pub fn set_max_ack_backlog(self, n: u32) {
+    pub(crate) fn set_max_ack_backlog(self, n: u32) {
         // SAFETY: plain field write of a live socket under lock_sock.
         unsafe { (*self.as_ptr()).sk_max_ack_backlog = n };
     }
 
     /// Whether the accept backlog is full (`sk_acceptq_is_full`).
-    pub fn acceptq_is_full(self) -> bool {
+    pub(crate) fn acceptq_is_full(self) -> bool {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sk_acceptq_is_full(self.as_ptr()) }
     }
 
     /// One more connection waits in the accept queue.
-    pub fn acceptq_added(self) {
+    pub(crate) fn acceptq_added(self) {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sk_acceptq_added(self.as_ptr()) }
     }
 
     /// One connection left the accept queue.
-    pub fn acceptq_removed(self) {
+    pub(crate) fn acceptq_removed(self) {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sk_acceptq_removed(self.as_ptr()) }
     }
 
     /// Wakes readers (`sk_data_ready`).
-    pub fn data_ready(self) {
+    pub(crate) fn data_ready(self) {
         // SAFETY: the callback is set by sock_init_data and valid for a live socket.
         unsafe {
             if let Some(f) = (*self.as_ptr()).sk_data_ready {
@@ -214,7 +204,7 @@ impl Sk {
     }
 
     /// Wakes writers (`sk_write_space`).
-    pub fn write_space(self) {
+    pub(crate) fn write_space(self) {
         // SAFETY: as `data_ready`.
         unsafe {
             if let Some(f) = (*self.as_ptr()).sk_write_space {
@@ -224,7 +214,7 @@ impl Sk {
     }
 
     /// Wakes everybody waiting on a state change (`sk_state_change`).
-    pub fn state_change(self) {
+    pub(crate) fn state_change(self) {
         // SAFETY: as `data_ready`.
         unsafe {
             if let Some(f) = (*self.as_ptr()).sk_state_change {
@@ -234,38 +224,38 @@ impl Sk {
     }
 
     /// Takes the socket lock (`lock_sock`): serialises the socket's system calls.
-    pub fn lock(self) -> SockGuard {
+    pub(crate) fn lock(self) -> SockGuard {
         // SAFETY: live socket; released by the guard.
         unsafe { ffi::rvsock_lock_sock(self.as_ptr()) };
         SockGuard(self)
     }
 
     /// Receive timeout (or 0 when non-blocking).
-    pub fn rcvtimeo(self, nonblock: bool) -> c_long {
+    pub(crate) fn rcvtimeo(self, nonblock: bool) -> c_long {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sock_rcvtimeo(self.as_ptr(), nonblock) }
     }
 
     /// Send timeout (or 0 when non-blocking).
-    pub fn sndtimeo(self, nonblock: bool) -> c_long {
+    pub(crate) fn sndtimeo(self, nonblock: bool) -> c_long {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sock_sndtimeo(self.as_ptr(), nonblock) }
     }
 
     /// `sock_rcvlowat`.
-    pub fn rcvlowat(self, waitall: bool, len: i32) -> i32 {
+    pub(crate) fn rcvlowat(self, waitall: bool, len: i32) -> i32 {
         // SAFETY: live socket.
         unsafe { ffi::rvsock_sock_rcvlowat(self.as_ptr(), waitall as c_int, len) }
     }
 
     /// Marks the socket orphaned (no `struct socket` any more) and dead.
-    pub fn orphan(self) {
+    pub(crate) fn orphan(self) {
         // SAFETY: live socket, called once from release with lock_sock held.
         unsafe { ffi::rvsock_sock_orphan(self.as_ptr()) }
     }
 
     /// Attaches the socket to a `struct socket` (accept).
-    pub fn graft(self, parent: *mut ffi::socket) {
+    pub(crate) fn graft(self, parent: *mut ffi::socket) {
         // SAFETY: `parent` is the new socket handed to accept; `self` is live.
         unsafe { ffi::rvsock_sock_graft(self.as_ptr(), parent) }
     }
@@ -279,7 +269,7 @@ impl Sk {
     /// Sleeps (socket lock released meanwhile) until woken, `timeo` jiffies pass or a signal
     /// arrives. Returns the remaining timeout. The caller re-checks its condition after; the
     /// wait entry is queued before `cond` is evaluated so no wake-up is lost.
-    pub fn wait(self, guard: &SockGuard, timeo: c_long, cond: impl Fn() -> bool) -> c_long {
+    pub(crate) fn wait(self, guard: &SockGuard, timeo: c_long, cond: impl Fn() -> bool) -> c_long {
         let _ = guard;
         let mut w = core::mem::MaybeUninit::<ffi::wait_queue_entry>::zeroed();
         let wp = w.as_mut_ptr();
@@ -304,24 +294,19 @@ impl Sk {
         left
     }
 
-    /// Network namespace is the initial one (vsock is not namespaced, as in-tree).
-    pub fn in_init_net(self) -> bool {
-        // SAFETY: live socket.
-        unsafe { ffi::rvsock_net_eq_init(self.as_ptr()) }
-    }
 }
 
 /// A counted reference to a socket (`sock_hold`/`sock_put`).
-pub struct SkRef(Sk);
+pub(crate) struct SkRef(Sk);
 
 impl SkRef {
     /// The socket.
-    pub fn sk(&self) -> Sk {
+    pub(crate) fn sk(&self) -> Sk {
         self.0
     }
 
     /// Gives the reference away as a raw pointer (see `from_raw`).
-    pub fn into_raw(self) -> *mut ffi::sock {
+    pub(crate) fn into_raw(self) -> *mut ffi::sock {
         let p = self.0.as_ptr();
         core::mem::forget(self);
         p
@@ -331,7 +316,7 @@ impl SkRef {
     ///
     /// # Safety
     /// `p` came from `into_raw` and is not used again by the caller.
-    pub unsafe fn from_raw(p: *mut ffi::sock) -> SkRef {
+    pub(crate) unsafe fn from_raw(p: *mut ffi::sock) -> SkRef {
         // SAFETY: per the contract, `p` is a live socket whose reference we now own.
         SkRef(unsafe { Sk::from_raw(p) })
     }
@@ -351,7 +336,7 @@ impl Drop for SkRef {
 }
 
 /// Holds `lock_sock`; dropping releases it.
-pub struct SockGuard(Sk);
+pub(crate) struct SockGuard(Sk);
 
 impl Drop for SockGuard {
     fn drop(&mut self) {
@@ -361,48 +346,48 @@ impl Drop for SockGuard {
 }
 
 /// Whether the current task has a signal pending.
-pub fn signal_pending() -> bool {
+pub(crate) fn signal_pending() -> bool {
     // SAFETY: reads `current`'s flags.
     unsafe { ffi::rvsock_signal_pending() }
 }
 
 /// errno for an interrupted wait (`sock_intr_errno`): EINTR or ERESTARTSYS.
-pub fn intr_errno(timeo: c_long) -> Error {
+pub(crate) fn intr_errno(timeo: c_long) -> Error {
     // SAFETY: pure function of its argument.
     Error::from_errno(unsafe { ffi::rvsock_sock_intr_errno(timeo) })
 }
 
 /// Whether the caller may bind ports below 1024.
-pub fn capable_net_bind() -> bool {
+pub(crate) fn capable_net_bind() -> bool {
     // SAFETY: capability check of `current`.
     unsafe { ffi::rvsock_capable_net_bind() }
 }
 
 /// A `struct msghdr` of a sendmsg/recvmsg call.
-pub struct Msg(NonNull<ffi::msghdr>);
+pub(crate) struct Msg(NonNull<ffi::msghdr>);
 
 impl Msg {
     /// Wraps the msghdr of the current call.
     ///
     /// # Safety
     /// `m` is the live msghdr passed to sendmsg/recvmsg, used only during that call.
-    pub unsafe fn from_raw(m: *mut ffi::msghdr) -> Option<Msg> {
+    pub(crate) unsafe fn from_raw(m: *mut ffi::msghdr) -> Option<Msg> {
         NonNull::new(m).map(Msg)
     }
 
     /// The raw iterator (for page copies and pinning).
-    pub fn iter_ptr(&self) -> *mut ffi::iov_iter {
+    pub(crate) fn iter_ptr(&self) -> *mut ffi::iov_iter {
         self.iter()
     }
 
     /// Offset into the current segment (non-zero after a partial send).
-    pub fn iter_offset(&self) -> usize {
+    pub(crate) fn iter_offset(&self) -> usize {
         // SAFETY: the iterator is live for the call.
         unsafe { ffi::rvsock_iov_iter_offset(self.iter()) }
     }
 
     /// Moves the iterator back by `n` bytes.
-    pub fn revert(&mut self, n: usize) {
+    pub(crate) fn revert(&mut self, n: usize) {
         // SAFETY: `n` bytes were consumed from this iterator by the caller.
         unsafe { ffi::iov_iter_revert(self.iter(), n) }
     }
@@ -413,90 +398,85 @@ impl Msg {
     }
 
     /// Bytes left in the user buffer.
-    pub fn left(&self) -> usize {
+    pub(crate) fn left(&self) -> usize {
         // SAFETY: the iterator is live for the call.
         unsafe { ffi::rvsock_iov_iter_count(self.iter()) }
     }
 
     /// Copies from the user buffer into `dst`; Err(EFAULT) on a short copy.
-    pub fn copy_from_user(&mut self, dst: &mut [u8]) -> Result {
+    pub(crate) fn copy_from_user(&mut self, dst: &mut [u8]) -> Result {
         // SAFETY: `dst` is valid for writes of its length; the iterator is live.
         let n = unsafe { ffi::rvsock_copy_from_iter(dst.as_mut_ptr().cast(), dst.len(), self.iter()) };
         if n == dst.len() { Ok(()) } else { Err(EFAULT) }
     }
 
     /// Copies `src` to the user buffer; Err(EFAULT) on a short copy.
-    pub fn copy_to_user(&mut self, src: &[u8]) -> Result {
+    pub(crate) fn copy_to_user(&mut self, src: &[u8]) -> Result {
         // SAFETY: `src` is valid for reads of its length; the iterator is live.
         let n = unsafe { ffi::rvsock_copy_to_iter(src.as_ptr().cast(), src.len(), self.iter()) };
         if n == src.len() { Ok(()) } else { Err(EFAULT) }
     }
 
     /// `msg_namelen` (non-zero when the caller passed an address to sendmsg).
-    pub fn namelen(&self) -> i32 {
+    pub(crate) fn namelen(&self) -> i32 {
         // SAFETY: live msghdr.
         unsafe { (*self.0.as_ptr()).msg_namelen }
     }
 
-    /// Sets `msg_namelen` (recvmsg does not report an address).
-    pub fn set_namelen(&mut self, n: i32) {
-        // SAFETY: live msghdr.
-        unsafe { (*self.0.as_ptr()).msg_namelen = n };
-    }
 
     /// `msg_flags` as passed to sendmsg.
-    pub fn flags(&self) -> u32 {
+    pub(crate) fn flags(&self) -> u32 {
         // SAFETY: live msghdr.
         unsafe { (*self.0.as_ptr()).msg_flags as u32 }
     }
 
     /// Adds bits to `msg_flags` (recvmsg results: MSG_TRUNC, MSG_EOR).
-    pub fn add_flags(&mut self, f: u32) {
+    pub(crate) fn add_flags(&mut self, f: u32) {
         // SAFETY: live msghdr.
         unsafe { (*self.0.as_ptr()).msg_flags |= f };
     }
 
     /// The raw msghdr (for sock_recv_errqueue).
-    pub fn as_ptr(&self) -> *mut ffi::msghdr {
+    pub(crate) fn as_ptr(&self) -> *mut ffi::msghdr {
         self.0.as_ptr()
     }
 }
 
 /// Copies a plain value to user space.
-pub fn put_user_bytes(dst: *mut u8, src: &[u8]) -> Result {
+pub(crate) fn put_user_bytes(dst: *mut u8, src: &[u8]) -> Result {
     // SAFETY: `_copy_to_user` checks the user range itself.
     let left = unsafe { ffi::_copy_to_user(dst.cast(), src.as_ptr().cast(), src.len() as _) };
     if left == 0 { Ok(()) } else { Err(EFAULT) }
 }
 
 /// Copies a plain value from user space.
-pub fn get_user_bytes(dst: &mut [u8], src: *const u8) -> Result {
+pub(crate) fn get_user_bytes(dst: &mut [u8], src: *const u8) -> Result {
     // SAFETY: `_copy_from_user` checks the user range itself; `dst` is a valid kernel buffer.
     let left = unsafe { ffi::_copy_from_user(dst.as_mut_ptr().cast(), src.cast(), dst.len() as _) };
     if left == 0 { Ok(()) } else { Err(EFAULT) }
 }
 
 /// A delayed work item embedded in a socket; its function gets the socket back.
-pub struct DelayedWork(ffi::delayed_work);
+pub(crate) struct DelayedWork(ffi::delayed_work);
 
 impl DelayedWork {
     /// Initialises the work item in place.
     ///
     /// # Safety
     /// `w` points to memory that stays valid (and unmoved) until the work is cancelled.
-    pub unsafe fn init(w: *mut DelayedWork, f: unsafe extern "C" fn(*mut ffi::work_struct)) {
+    pub(crate) unsafe fn init(w: *mut DelayedWork, f: unsafe extern "C" fn(*mut ffi::work_struct)) {
         // SAFETY: per the contract, `w` is valid; INIT_DELAYED_WORK initialises every field.
         unsafe { ffi::rvsock_init_delayed_work(core::ptr::addr_of_mut!((*w).0), Some(f)) }
     }
 
     /// Queues the work after `delay` jiffies on the system workqueue; false if already queued.
-    pub fn schedule(&self, delay: u64) -> bool {
+    pub(crate) fn schedule(&self, delay: u64) -> bool {
         // SAFETY: the work item was initialised by `init`; the system workqueue is static.
         unsafe { ffi::rvsock_schedule_delayed_work(&self.0 as *const _ as *mut _, delay as _) }
     }
 
     /// Cancels a pending (not running) work item; true if it was pending.
-    pub fn cancel(&self) -> bool {
+    pub(crate) fn cancel(&self) -> bool {
         // SAFETY: the work item was initialised by `init`.
         unsafe { ffi::cancel_delayed_work(&self.0 as *const _ as *mut _) }
     }
@@ -505,17 +485,15 @@ impl DelayedWork {
     ///
     /// # Safety
     /// `w` is the `work_struct` of a `DelayedWork` initialised with `init`.
-    pub unsafe fn from_work(w: *mut ffi::work_struct) -> *mut DelayedWork {
+    pub(crate) unsafe fn from_work(w: *mut ffi::work_struct) -> *mut DelayedWork {
         // `work` is the first field of `delayed_work`, which is the only field of ours.
         w.cast()
     }
 }
 
 /// Converts milliseconds to jiffies.
-pub fn msecs_to_jiffies(ms: u32) -> u64 {
+pub(crate) fn msecs_to_jiffies(ms: u32) -> u64 {
     // SAFETY: pure function.
     unsafe { ffi::__msecs_to_jiffies(ms) as u64 }
 }
 
-/// The kernel's HZ.
-pub const HZ: i64 = kernel::bindings::HZ as i64;

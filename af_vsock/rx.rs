@@ -22,7 +22,7 @@ fn reset_no_sock(t: TransportPtr, h: &Hdr) {
 }
 
 /// Entry point for every received packet (consumed).
-pub fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
+pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let h = pkt.hdr();
     let seqpacket = t.get().features & crate::abi::TRANSPORT_F_SEQPACKET != 0;
     let ctx = ValidateCtx { max_len: MAX_PKT_BUF_SIZE.min(pkt.len()), seqpacket, src_cid: None, dst_cid: None };

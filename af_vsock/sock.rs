@@ -15,7 +15,7 @@ use crate::pkt::{Pkt, PktQueue};
 use crate::proto::conn::{Actions, Conn, Ctl, State};
 use crate::proto::hdr::{
     Addr, Hdr, SockType, DEFAULT_BUF_MAX_SIZE, DEFAULT_BUF_MIN_SIZE, DEFAULT_BUF_SIZE, MAX_PKT_BUF_SIZE,
-    SEQ_EOM, SEQ_EOR, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_PORT_ANY,
+    SEQ_EOM, SEQ_EOR, VMADDR_CID_ANY, VMADDR_PORT_ANY,
 };
 use crate::table::{global, vec_pop_front, TransportPtr};
 use kernel::ffi::c_long;
@@ -23,43 +23,43 @@ use kernel::prelude::*;
 use kernel::sync::SpinLock;
 
 /// `struct socket` states (`SS_*`).
-pub mod ss {
+pub(crate) mod ss {
     /// Not connected.
-    pub const UNCONNECTED: u8 = 1;
+    pub(crate) const UNCONNECTED: u8 = 1;
     /// Connect in progress.
-    pub const CONNECTING: u8 = 2;
+    pub(crate) const CONNECTING: u8 = 2;
     /// Connected.
-    pub const CONNECTED: u8 = 3;
+    pub(crate) const CONNECTED: u8 = 3;
     /// Shutdown called.
-    pub const DISCONNECTING: u8 = 4;
+    pub(crate) const DISCONNECTING: u8 = 4;
 }
 
 /// `VMADDR_FLAG_TO_HOST`.
-pub const FLAG_TO_HOST: u8 = 1;
+pub(crate) const FLAG_TO_HOST: u8 = 1;
 
 /// A transport a socket uses, with a reference on its module.
-pub struct TransportRef(TransportPtr);
+pub(crate) struct TransportRef(TransportPtr);
 
 impl TransportRef {
     /// Pins `t`'s module; `None` if it is going away.
-    pub fn get(t: TransportPtr) -> Option<Self> {
+    pub(crate) fn get(t: TransportPtr) -> Option<Self> {
         // SAFETY: `t` is registered (caller holds the global lock), so `owner` is valid.
         let ok = unsafe { ffi::rvsock_try_module_get(t.get().owner) };
         ok.then_some(TransportRef(t))
     }
 
     /// The transport.
-    pub fn ptr(&self) -> TransportPtr {
+    pub(crate) fn ptr(&self) -> TransportPtr {
         self.0
     }
 
     /// Our CID on this transport.
-    pub fn local_cid(&self) -> u32 {
+    pub(crate) fn local_cid(&self) -> u32 {
         self.0.local_cid()
     }
 
     /// Whether SEQPACKET may be used towards `cid`.
-    pub fn seqpacket_allow(&self, cid: u32) -> bool {
+    pub(crate) fn seqpacket_allow(&self, cid: u32) -> bool {
         let t = self.0.get();
         match t.seqpacket_allow {
             // SAFETY: the transport's own callback, its descriptor pinned by our module ref.
@@ -68,14 +68,10 @@ impl TransportRef {
         }
     }
 
-    /// Sends a packet (consumed).
-    pub fn send(&self, p: Pkt) -> Result {
-        send_on(self.0, p)
-    }
 }
 
 /// Sends a packet on a transport (consumed).
-pub fn send_on(t: TransportPtr, p: Pkt) -> Result {
+pub(crate) fn send_on(t: TransportPtr, p: Pkt) -> Result {
     // SAFETY: `t` is registered or pinned by the caller; `send_pkt` takes ownership of `p`.
     let r = unsafe { (t.get().send_pkt)(t.0, p.into_raw()) };
     if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) }
@@ -89,43 +85,41 @@ impl Drop for TransportRef {
 }
 
 /// Connection state of a socket, under `VSock::st`.
-pub struct VState {
+pub(crate) struct VState {
     /// Protocol state machine and credit.
-    pub conn: Conn,
+    pub(crate) conn: Conn,
     /// Local address (`VMADDR_PORT_ANY` port: unbound).
-    pub local: Addr,
+    pub(crate) local: Addr,
     /// Remote address.
-    pub remote: Addr,
+    pub(crate) remote: Addr,
     /// Remote address flags (`VMADDR_FLAG_TO_HOST`).
-    pub remote_flags: u8,
+    pub(crate) remote_flags: u8,
     /// `struct socket` state (`SS_*`).
-    pub ss: u8,
+    pub(crate) ss: u8,
     /// Transport in use.
-    pub transport: Option<TransportRef>,
+    pub(crate) transport: Option<TransportRef>,
     /// Received packets not yet read.
-    pub rxq: PktQueue,
+    pub(crate) rxq: PktQueue,
     /// Listener: established children waiting for accept().
-    pub accept_q: KVec<SkRef>,
+    pub(crate) accept_q: KVec<SkRef>,
     /// Whether the socket is in the bound table.
-    pub bound: bool,
+    pub(crate) bound: bool,
     /// Whether the socket is in the connected table (key: remote, local).
-    pub connected_key: Option<(Addr, Addr)>,
+    pub(crate) connected_key: Option<(Addr, Addr)>,
     /// SO_VM_SOCKETS_BUFFER_SIZE / _MIN / _MAX.
-    pub buffer_size: u64,
+    pub(crate) buffer_size: u64,
     /// Minimum buffer size.
-    pub buffer_min: u64,
+    pub(crate) buffer_min: u64,
     /// Maximum buffer size.
-    pub buffer_max: u64,
+    pub(crate) buffer_max: u64,
     /// Connect timeout in jiffies.
-    pub connect_timeout: i64,
+    pub(crate) connect_timeout: i64,
     /// Accepted after the listener failed: to be dropped.
-    pub rejected: bool,
+    pub(crate) rejected: bool,
     /// The delayed close is armed (the timer holds a socket reference).
-    pub close_armed: bool,
+    pub(crate) close_armed: bool,
     /// The connect timeout is armed (the timer holds a socket reference).
-    pub connect_armed: bool,
-    /// Next MSG_ZEROCOPY notification id.
-    pub zc_next: u32,
+    pub(crate) connect_armed: bool,
 }
 
 /// Our socket: `struct sock` first, so a `struct sock *` of our proto is a `VSock *`.
@@ -134,16 +128,16 @@ pub struct VState {
 /// Allocated by `sk_alloc` with `obj_size == size_of::<VSock>()` and initialised by
 /// [`VSock::init`] before first use; the Rust fields are dropped by `destruct`.
 #[repr(C)]
-pub struct VSock {
+pub(crate) struct VSock {
     sk: ffi::sock,
     /// Connection state.
-    pub st: SpinLock<VState>,
+    pub(crate) st: SpinLock<VState>,
     close_work: DelayedWork,
     connect_work: DelayedWork,
 }
 
 /// The `VSock` of a socket of our proto.
-pub fn vsk(sk: Sk) -> &'static VSock {
+pub(crate) fn vsk(sk: Sk) -> &'static VSock {
     // SAFETY: every `Sk` is a socket of our proto (type invariant of `Sk`), whose memory is a
     // `VSock` (type invariant of `VSock`). The reference is only used while the caller keeps
     // the socket alive; the 'static lifetime is a simplification of that rule.
@@ -160,7 +154,7 @@ impl VSock {
     ///
     /// # Safety
     /// `sk` was just returned by `sk_alloc` for our proto and is not yet visible to others.
-    pub unsafe fn init(sk: Sk, parent: Option<&VState>) -> Result {
+    pub(crate) unsafe fn init(sk: Sk, parent: Option<&VState>) -> Result {
         let p = sk.as_ptr() as *mut VSock;
         let (bs, bmin, bmax, cto) = match parent {
             Some(ps) => (ps.buffer_size, ps.buffer_min, ps.buffer_max, ps.connect_timeout),
@@ -189,7 +183,6 @@ impl VSock {
             rejected: false,
             close_armed: false,
             connect_armed: false,
-            zc_next: 0,
         };
         let init = kernel::new_spinlock!(st, "rvsock_sock");
         // SAFETY: `p` is our freshly allocated, exclusively owned socket; the fields are
@@ -206,33 +199,28 @@ impl VSock {
     ///
     /// # Safety
     /// Called once, when no other reference to the socket exists.
-    pub unsafe fn destruct(sk: Sk) {
+    pub(crate) unsafe fn destruct(sk: Sk) {
         let p = sk.as_ptr() as *mut VSock;
         // SAFETY: per the contract nobody else uses the socket; `st` was initialised by `init`.
         unsafe { core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).st)) };
     }
 
-    /// The socket.
-    pub fn sk(&self) -> Sk {
-        // SAFETY: `self` is a live VSock, so its first field is a live vsock `struct sock`.
-        unsafe { Sk::from_raw(&self.sk as *const ffi::sock as *mut ffi::sock) }
-    }
 
     /// Whether the socket uses transport `t`.
-    pub fn uses_transport(&self, t: *const RawTransport) -> bool {
+    pub(crate) fn uses_transport(&self, t: *const RawTransport) -> bool {
         self.st.lock().transport.as_ref().map(|r| r.ptr().0) == Some(t)
     }
 }
 
 /// A packet to send after the state lock is dropped.
-pub struct Out {
+pub(crate) struct Out {
     t: TransportPtr,
     h: Hdr,
 }
 
 impl Out {
     /// Sends it (allocation failures drop the control packet, as in-tree does on OOM).
-    pub fn send(self) {
+    pub(crate) fn send(self) {
         if let Ok(mut p) = Pkt::alloc(0, false) {
             p.set_hdr(&self.h);
             let _ = send_on(self.t, p);
@@ -248,7 +236,7 @@ fn src_addr(s: &VState, t: &TransportRef) -> Addr {
 
 impl VState {
     /// A stamped control packet to our peer, if we have a transport.
-    pub fn ctl(&mut self, c: Ctl, reply_to: Option<&Hdr>) -> Option<Out> {
+    pub(crate) fn ctl(&mut self, c: Ctl, reply_to: Option<&Hdr>) -> Option<Out> {
         let t = self.transport.as_ref()?;
         let tp = t.ptr();
         let h = match (c, reply_to) {
@@ -271,26 +259,26 @@ impl VState {
 
 /// Applies the sk-level effects of `Actions` (state mirror, errors, flags); returns what
 /// must happen after the lock is dropped.
-pub struct After {
+pub(crate) struct After {
     /// Packet to send.
-    pub out: Option<Out>,
+    pub(crate) out: Option<Out>,
     /// Wake readers.
-    pub readers: bool,
+    pub(crate) readers: bool,
     /// Wake writers.
-    pub writers: bool,
+    pub(crate) writers: bool,
     /// State changed.
-    pub state: bool,
+    pub(crate) state: bool,
     /// Error to report.
-    pub error: bool,
+    pub(crate) error: bool,
     /// Remove from the tables.
-    pub unhash: bool,
+    pub(crate) unhash: bool,
     /// Complete a delayed close.
-    pub finish_close: bool,
+    pub(crate) finish_close: bool,
 }
 
 impl After {
     /// Nothing to do.
-    pub const NONE: After = After {
+    pub(crate) const NONE: After = After {
         out: None,
         readers: false,
         writers: false,
@@ -302,7 +290,7 @@ impl After {
 }
 
 /// Mirrors `Conn`'s state into `struct sock` (state, shutdown, SOCK_DONE).
-pub fn mirror(sk: Sk, s: &VState) {
+pub(crate) fn mirror(sk: Sk, s: &VState) {
     let st = match s.conn.state() {
         State::Closed => state::CLOSE,
         State::Listen => state::LISTEN,
@@ -318,7 +306,7 @@ pub fn mirror(sk: Sk, s: &VState) {
 }
 
 /// Turns `Actions` into sk effects under the state lock; returns the deferred part.
-pub fn apply(sk: Sk, s: &mut VState, a: &Actions, reply_to: Option<&Hdr>) -> After {
+pub(crate) fn apply(sk: Sk, s: &mut VState, a: &Actions, reply_to: Option<&Hdr>) -> After {
     mirror(sk, s);
     if a.connected {
         s.ss = ss::CONNECTED;
@@ -342,7 +330,7 @@ pub fn apply(sk: Sk, s: &mut VState, a: &Actions, reply_to: Option<&Hdr>) -> Aft
 }
 
 /// Runs the deferred part of `apply` with no lock held.
-pub fn run_after(sk: Sk, a: After) {
+pub(crate) fn run_after(sk: Sk, a: After) {
     if a.finish_close {
         // The close timer may still be pending: cancelling it hands us its reference.
         if vsk(sk).close_work.cancel() {
@@ -372,7 +360,7 @@ pub fn run_after(sk: Sk, a: After) {
 }
 
 /// Removes the socket from the bound and connected tables.
-pub fn unhash(sk: Sk) {
+pub(crate) fn unhash(sk: Sk) {
     let mut drops: [Option<SkRef>; 2] = [None, None];
     {
         let mut g = global().lock();
@@ -394,7 +382,7 @@ fn purge_rx(sk: Sk) {
 }
 
 /// Inserts the socket in the connected table under (remote, local).
-pub fn hash_connected(sk: Sk) -> Result {
+pub(crate) fn hash_connected(sk: Sk) -> Result {
     let mut g = global().lock();
     let mut s = vsk(sk).st.lock();
     if s.connected_key.is_some() {
@@ -438,7 +426,7 @@ fn do_bind(sk: Sk, addr: Addr) -> Result {
 }
 
 /// Parses a user sockaddr_vm (in-tree `vsock_addr_cast` + `vsock_addr_validate`).
-pub fn parse_addr(raw: &[u8]) -> Result<(Addr, u8)> {
+pub(crate) fn parse_addr(raw: &[u8]) -> Result<(Addr, u8)> {
     // struct sockaddr_vm: family u16, reserved1 u16, port u32, cid u32, flags u8, zero[3]
     if raw.len() < 16 {
         return Err(EFAULT);
@@ -456,7 +444,7 @@ pub fn parse_addr(raw: &[u8]) -> Result<(Addr, u8)> {
 }
 
 /// Encodes a sockaddr_vm.
-pub fn encode_addr(a: Addr, flags: u8) -> [u8; 16] {
+pub(crate) fn encode_addr(a: Addr, flags: u8) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[0..2].copy_from_slice(&(ffi::AF_VSOCK as u16).to_ne_bytes());
     b[4..8].copy_from_slice(&a.port.to_ne_bytes());
@@ -466,7 +454,7 @@ pub fn encode_addr(a: Addr, flags: u8) -> [u8; 16] {
 }
 
 /// bind(2).
-pub fn bind(sk: Sk, raw: &[u8]) -> Result {
+pub(crate) fn bind(sk: Sk, raw: &[u8]) -> Result {
     let (addr, _) = parse_addr(raw).map_err(|_| EINVAL)?;
     let _g = sk.lock();
     do_bind(sk, addr)
@@ -480,7 +468,7 @@ fn auto_bind(sk: Sk) -> Result {
 }
 
 /// getsockname/getpeername.
-pub fn getname(sk: Sk, peer: bool) -> Result<[u8; 16]> {
+pub(crate) fn getname(sk: Sk, peer: bool) -> Result<[u8; 16]> {
     let _g = sk.lock();
     let s = vsk(sk).st.lock();
     if peer {
@@ -494,7 +482,7 @@ pub fn getname(sk: Sk, peer: bool) -> Result<[u8; 16]> {
 }
 
 /// listen(2).
-pub fn listen(sk: Sk, backlog: i32) -> Result {
+pub(crate) fn listen(sk: Sk, backlog: i32) -> Result {
     let _g = sk.lock();
     let mut s = vsk(sk).st.lock();
     if s.ss != ss::UNCONNECTED {
@@ -535,7 +523,7 @@ fn assign_transport(sk: Sk) -> Result {
 }
 
 /// connect(2).
-pub fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
+pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
     let g = sk.lock();
     let cur = vsk(sk).st.lock().ss;
     let err;
@@ -691,7 +679,7 @@ unsafe extern "C" fn close_work_fn(w: *mut ffi::work_struct) {
 }
 
 /// accept(2): returns the child socket (referenced), grafted onto `newsock` by the caller.
-pub fn accept(sk: Sk, nonblock: bool) -> Result<SkRef> {
+pub(crate) fn accept(sk: Sk, nonblock: bool) -> Result<SkRef> {
     let g = sk.lock();
     if sk.state() != state::LISTEN {
         return Err(EINVAL);
@@ -727,7 +715,7 @@ pub fn accept(sk: Sk, nonblock: bool) -> Result<SkRef> {
 }
 
 /// shutdown(2).
-pub fn shutdown(sk: Sk, how: i32) -> Result {
+pub(crate) fn shutdown(sk: Sk, how: i32) -> Result {
     let mode = (how as u32).wrapping_add(1);
     if mode & !net::SHUTDOWN_MASK != 0 || mode == 0 {
         return Err(EINVAL);
@@ -754,7 +742,7 @@ pub fn shutdown(sk: Sk, how: i32) -> Result {
 }
 
 /// close(2) of the socket (`struct socket` release).
-pub fn release(sk: Sk) {
+pub(crate) fn release(sk: Sk) {
     let g = sk.lock();
     // Listener: reset every child nobody accepted.
     let children = core::mem::replace(&mut vsk(sk).st.lock().accept_q, KVec::new());
@@ -821,7 +809,7 @@ fn release_child(c: Sk) {
 }
 
 /// sendmsg(2).
-pub fn sendmsg(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
+pub(crate) fn sendmsg(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     let flags = msg.flags();
     if flags & ffi::MSG_OOB != 0 {
         return Err(errno!(EOPNOTSUPP));
@@ -1044,7 +1032,7 @@ fn wait_data(sk: Sk, g: &SockGuard, timeout: &mut c_long) -> Result<bool> {
 }
 
 /// recvmsg(2).
-pub fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
+pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
     if flags & ffi::MSG_ERRQUEUE != 0 {
         // SAFETY: live socket and msghdr of the current call.
         let r = unsafe {
@@ -1260,7 +1248,7 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
 }
 
 /// poll(2) mask (EPOLL* bits), as in-tree `vsock_poll` for connectible sockets.
-pub fn poll_mask(sk: Sk) -> u32 {
+pub(crate) fn poll_mask(sk: Sk) -> u32 {
     const IN: u32 = 0x1 | 0x40; // EPOLLIN | EPOLLRDNORM
     const OUT: u32 = 0x4 | 0x100; // EPOLLOUT | EPOLLWRNORM
     const ERR: u32 = 0x8;
@@ -1305,7 +1293,7 @@ pub fn poll_mask(sk: Sk) -> u32 {
 }
 
 /// SIOCINQ / SIOCOUTQ.
-pub fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
+pub(crate) fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
     let _g = sk.lock();
     let s = vsk(sk).st.lock();
     if s.transport.is_none() {
@@ -1318,7 +1306,7 @@ pub fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
 }
 
 /// SO_VM_SOCKETS_BUFFER_* updates (in-tree `vsock_update_buffer_size`).
-pub fn set_buffer(sk: Sk, which: u32, val: u64) {
+pub(crate) fn set_buffer(sk: Sk, which: u32, val: u64) {
     let _g = sk.lock();
     let after = {
         let mut s = vsk(sk).st.lock();
@@ -1343,7 +1331,7 @@ pub fn set_buffer(sk: Sk, which: u32, val: u64) {
 }
 
 /// Reads a u64 buffer option.
-pub fn get_buffer(sk: Sk, which: u32) -> u64 {
+pub(crate) fn get_buffer(sk: Sk, which: u32) -> u64 {
     let s = vsk(sk).st.lock();
     match which {
         ffi::SO_VM_SOCKETS_BUFFER_SIZE => s.buffer_size,
@@ -1353,17 +1341,17 @@ pub fn get_buffer(sk: Sk, which: u32) -> u64 {
 }
 
 /// Sets the connect timeout (jiffies).
-pub fn set_connect_timeout(sk: Sk, j: i64) {
+pub(crate) fn set_connect_timeout(sk: Sk, j: i64) {
     vsk(sk).st.lock().connect_timeout = j;
 }
 
 /// The connect timeout (jiffies).
-pub fn connect_timeout(sk: Sk) -> i64 {
+pub(crate) fn connect_timeout(sk: Sk) -> i64 {
     vsk(sk).st.lock().connect_timeout
 }
 
 /// SO_RCVLOWAT changed: the peer may need a credit update to fill the new watermark.
-pub fn rcvlowat_changed(sk: Sk, lowat: i32) {
+pub(crate) fn rcvlowat_changed(sk: Sk, lowat: i32) {
     let out = {
         let mut s = vsk(sk).st.lock();
         let c = s.conn.set_rcvlowat(lowat.max(0) as u32);
@@ -1374,14 +1362,10 @@ pub fn rcvlowat_changed(sk: Sk, lowat: i32) {
     }
 }
 
-/// Whether `cid` could be bound here (for /dev/vsock users and checks).
-pub fn host_cid_default() -> u32 {
-    VMADDR_CID_HOST
-}
 
 /// Resets a connection from our side because its transport or peer went away (device
 /// reset, VMM exit, transport unload): readers and writers see errno!(ECONNRESET).
-pub fn reset(sk: Sk) {
+pub(crate) fn reset(sk: Sk) {
     let after = {
         let mut s = vsk(sk).st.lock();
         if s.conn.is_done() {

@@ -19,38 +19,38 @@ const BUCKETS: usize = 251;
 
 /// One registered transport (pointer owned by the transport module while registered).
 #[derive(Clone, Copy)]
-pub struct TransportPtr(pub *const RawTransport);
+pub(crate) struct TransportPtr(pub *const RawTransport);
 
 // SAFETY: a registered transport is immutable and valid until unregistered.
 unsafe impl Send for TransportPtr {}
 
 impl TransportPtr {
     /// The descriptor.
-    pub fn get(&self) -> &RawTransport {
+    pub(crate) fn get(&self) -> &RawTransport {
         // SAFETY: valid while registered (the registry only hands out registered ones) or
         // while a socket holds a module reference on its owner.
         unsafe { &*self.0 }
     }
 
     /// The CID this transport answers to.
-    pub fn local_cid(&self) -> u32 {
+    pub(crate) fn local_cid(&self) -> u32 {
         // SAFETY: calling the transport's own callback with its own descriptor.
         unsafe { (self.get().local_cid)(self.0) }
     }
 }
 
 /// Everything under the global lock.
-pub struct Global {
+pub(crate) struct Global {
     // Invariant: both have exactly BUCKETS buckets (built by `new`), so indexing by
     // `bucket()`/`conn_bucket()` is always in range.
     bound: KVec<KVec<(Addr, SkRef)>>,
     connected: KVec<KVec<(Addr, Addr, SkRef)>>,
     /// Registered transports by kind.
-    pub local: Option<TransportPtr>,
+    pub(crate) local: Option<TransportPtr>,
     /// Guest-to-host transport.
-    pub g2h: Option<TransportPtr>,
+    pub(crate) g2h: Option<TransportPtr>,
     /// Host-to-guest transport.
-    pub h2g: Option<TransportPtr>,
+    pub(crate) h2g: Option<TransportPtr>,
     next_port: u32,
 }
 
@@ -82,7 +82,7 @@ impl Global {
     }
 
     /// The socket bound to `addr` (a CID_ANY on either side matches any CID).
-    pub fn find_bound(&self, addr: Addr) -> Option<&SkRef> {
+    pub(crate) fn find_bound(&self, addr: Addr) -> Option<&SkRef> {
         self.bound[bucket(addr.port)].iter().find_map(|(a, s)| {
             let hit = a.port == addr.port
                 && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY);
@@ -91,7 +91,7 @@ impl Global {
     }
 
     /// The connected socket for a packet from `remote` to `local`.
-    pub fn find_connected(&self, remote: Addr, local: Addr) -> Option<&SkRef> {
+    pub(crate) fn find_connected(&self, remote: Addr, local: Addr) -> Option<&SkRef> {
         self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
             let hit = *r == remote && l.port == local.port && (l.cid == local.cid || l.cid == VMADDR_CID_ANY);
             hit.then_some(s)
@@ -99,7 +99,7 @@ impl Global {
     }
 
     /// Picks a free ephemeral port for `cid` (in-tree: random start, 1024 and up).
-    pub fn pick_port(&mut self, cid: u32) -> Option<u32> {
+    pub(crate) fn pick_port(&mut self, cid: u32) -> Option<u32> {
         for _ in 0..1024 {
             if self.next_port == VMADDR_PORT_ANY || self.next_port <= LAST_RESERVED_PORT {
                 self.next_port = LAST_RESERVED_PORT + 1;
@@ -114,35 +114,35 @@ impl Global {
     }
 
     /// Inserts a bound socket.
-    pub fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
+    pub(crate) fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
         let b = &mut self.bound[bucket(addr.port)];
         b.push((addr, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a bound socket, returning its reference for the caller to drop unlocked.
-    pub fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
+    pub(crate) fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
         let b = &mut self.bound[bucket(port)];
         let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
         vec_swap_remove(b, i).map(|e| e.1)
     }
 
     /// Inserts a connected socket.
-    pub fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
+    pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
         let b = &mut self.connected[conn_bucket(remote, local)];
         b.push((remote, local, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a connected socket, returning its reference for the caller to drop unlocked.
-    pub fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
+    pub(crate) fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
         let b = &mut self.connected[conn_bucket(remote, local)];
         let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
         vec_swap_remove(b, i).map(|e| e.2)
     }
 
     /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID), referenced.
-    pub fn connected_of(&self, t: *const RawTransport, cid: u32, out: &mut KVec<SkRef>) {
+    pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, out: &mut KVec<SkRef>) {
         for b in self.connected.iter() {
             for (r, _, s) in b.iter() {
                 if (cid == u32::MAX || r.cid == cid) && crate::sock::vsk(s.sk()).uses_transport(t) {
@@ -153,7 +153,7 @@ impl Global {
     }
 
     /// Whether `cid` is one of ours (bind only accepts local CIDs, as in-tree).
-    pub fn is_local_cid(&self, cid: u32) -> bool {
+    pub(crate) fn is_local_cid(&self, cid: u32) -> bool {
         if let Some(t) = &self.g2h {
             if t.local_cid() == cid {
                 return true;
@@ -163,7 +163,7 @@ impl Global {
     }
 
     /// The transport for a connection to `remote_cid` (in-tree `vsock_assign_transport`).
-    pub fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<TransportPtr> {
+    pub(crate) fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<TransportPtr> {
         let use_local = self.local.is_some()
             && (remote_cid == VMADDR_CID_LOCAL
                 || match &self.g2h {
@@ -180,7 +180,7 @@ impl Global {
     }
 
     /// Slot of a transport kind.
-    pub fn slot(&mut self, kind: u32) -> Option<&mut Option<TransportPtr>> {
+    pub(crate) fn slot(&mut self, kind: u32) -> Option<&mut Option<TransportPtr>> {
         match kind {
             TRANSPORT_LOCAL => Some(&mut self.local),
             TRANSPORT_G2H => Some(&mut self.g2h),
@@ -193,11 +193,11 @@ impl Global {
 static GLOBAL: AtomicPtr<SpinLock<Global>> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Owner of the global state; created at module init, dropped at exit.
-pub struct GlobalOwner(Pin<KBox<SpinLock<Global>>>);
+pub(crate) struct GlobalOwner(#[allow(dead_code)] Pin<KBox<SpinLock<Global>>>);
 
 impl GlobalOwner {
     /// Allocates the global state and publishes it.
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let b = KBox::pin_init(kernel::new_spinlock!(Global::new()?, "rvsock_global"), GFP_KERNEL)?;
         let p = &*b as *const SpinLock<Global> as *mut SpinLock<Global>;
         GLOBAL.store(p, Ordering::Release);
@@ -213,7 +213,7 @@ impl Drop for GlobalOwner {
 
 /// The global state. Only called from our own callbacks, which exist only between module
 /// init (which publishes it first) and exit (which unpublishes it last).
-pub fn global() -> &'static SpinLock<Global> {
+pub(crate) fn global() -> &'static SpinLock<Global> {
     let p = GLOBAL.load(Ordering::Acquire);
     // SAFETY: see above: non-null and alive whenever one of our entry points runs.
     unsafe { &*p }
@@ -221,7 +221,7 @@ pub fn global() -> &'static SpinLock<Global> {
 
 /// Removes element `i` by moving the last one into its place (the kernel's `KVec` in 6.12 has
 /// no removal methods).
-pub fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
+pub(crate) fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
     let len = v.len();
     if i >= len {
         return None;
@@ -236,7 +236,7 @@ pub fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
 }
 
 /// Removes and returns the first element, keeping the order of the rest (FIFO use).
-pub fn vec_pop_front<T>(v: &mut KVec<T>) -> Option<T> {
+pub(crate) fn vec_pop_front<T>(v: &mut KVec<T>) -> Option<T> {
     if v.is_empty() {
         return None;
     }

@@ -14,7 +14,7 @@ use kernel::prelude::*;
 
 /// Registers a transport (exported).
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport) -> c_int {
+pub(crate) unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport) -> c_int {
     if t.is_null() {
         return EINVAL.to_errno();
     }
@@ -31,7 +31,7 @@ pub unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport) -> c_
 /// Unregisters a transport (exported). Sockets pin the transport's module, so none can
 /// still use it here unless they were reset; reset whatever remains anyway.
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
+pub(crate) unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
     // SAFETY: forwarding our own arguments.
     unsafe { rvsock_transport_reset(t, u32::MAX) };
     let mut g = global().lock();
@@ -45,7 +45,7 @@ pub unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
 
 /// Delivers a received packet (exported; consumes it).
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPkt) {
+pub(crate) unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPkt) {
     // SAFETY: the transport hands us ownership of a packet from `rvsock_pkt_alloc`.
     let Some(p) = (unsafe { Pkt::from_raw(pkt) }) else { return };
     if t.is_null() {
@@ -56,7 +56,7 @@ pub unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPk
 
 /// Resets the connections of `t` towards `cid` (`u32::MAX`: all) (exported).
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32) {
+pub(crate) unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32) {
     let mut v = KVec::new();
     global().lock().connected_of(t, cid, &mut v);
     for s in v.iter() {
@@ -66,7 +66,7 @@ pub unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32
 
 /// Allocates a packet (exported).
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut RawPkt {
+pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut RawPkt {
     let size = core::mem::size_of::<RawPkt>() + cap as usize;
     // SAFETY: plain allocation; null is handled by callers.
     let p = unsafe { ffi::rvsock_kmalloc(size, gfp) } as *mut RawPkt;
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *mut Raw
 
 /// Frees a packet (exported).
 #[no_mangle]
-pub unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
+pub(crate) unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
     if p.is_null() {
         return;
     }
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
 /// The local CID reported by /dev/vsock (in-tree `vsock_registered_transport_cid`: the
 /// guest CID if a guest transport is loaded, else the host CID if a host transport is, else
 /// VMADDR_CID_ANY).
-pub fn local_cid() -> u32 {
+pub(crate) fn local_cid() -> u32 {
     let g = global().lock();
     if let Some(t) = &g.g2h {
         return t.local_cid();

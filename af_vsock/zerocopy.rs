@@ -24,7 +24,7 @@ struct Frag {
 }
 
 /// The payload of a zerocopy packet: pinned user pages plus a completion reference.
-pub struct ZcPages {
+pub(crate) struct ZcPages {
     uarg: *mut ffi::ubuf_info,
     n: usize,
     frags: [Frag; MAX_FRAGS],
@@ -34,7 +34,7 @@ pub struct ZcPages {
 ///
 /// # Safety
 /// `ext` came from [`ZcSend::fill`] and is not used again.
-pub unsafe fn free_ext(ext: *mut core::ffi::c_void) {
+pub(crate) unsafe fn free_ext(ext: *mut core::ffi::c_void) {
     // SAFETY: per the contract, `ext` is a `KBox<ZcPages>` turned into a raw pointer.
     let z = unsafe { KBox::from_raw(ext as *mut ZcPages) };
     for f in z.frags.iter().take(z.n) {
@@ -46,7 +46,7 @@ pub unsafe fn free_ext(ext: *mut core::ffi::c_void) {
 }
 
 /// Copies `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet.
-pub fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg: &mut Msg) -> Result {
+pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg: &mut Msg) -> Result {
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
     let z = unsafe { &*(ext as *const ZcPages) };
     let mut pos = p.off() as usize + skip;
@@ -73,16 +73,16 @@ pub fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg
 }
 
 /// A MSG_ZEROCOPY sendmsg in progress.
-pub struct ZcSend {
+pub(crate) struct ZcSend {
     uarg: *mut ffi::ubuf_info,
     /// Whether the data goes by reference (else it is copied).
-    pub zerocopy: bool,
+    pub(crate) zerocopy: bool,
 }
 
 impl ZcSend {
     /// Starts a zerocopy send of `len` bytes with `credit` bytes of peer credit available;
     /// `pages_ok`: the transport takes page payloads (else the data is copied).
-    pub fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32, pages_ok: bool) -> Result<ZcSend> {
+    pub(crate) fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32, pages_ok: bool) -> Result<ZcSend> {
         // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
         let uarg = unsafe { ffi::msg_zerocopy_realloc(sk.as_ptr(), len, core::ptr::null_mut()) };
         if uarg.is_null() {
@@ -98,7 +98,7 @@ impl ZcSend {
 
     /// Pins up to `n` bytes of the user buffer into `p`; returns the bytes taken. On failure
     /// nothing stays pinned and the iterator is where it was.
-    pub fn fill(&self, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
+    pub(crate) fn fill(&self, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
         let mut z = KBox::new(ZcPages { uarg: self.uarg, n: 0, frags: [Frag { page: core::ptr::null_mut(), off: 0, len: 0 }; MAX_FRAGS] }, GFP_KERNEL)?;
         let mut got = 0usize;
         let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
@@ -144,7 +144,7 @@ impl ZcSend {
 
     /// Ends the send: drops the sendmsg's own completion reference (or aborts the
     /// notification if nothing was sent).
-    pub fn end(self, sent_any: bool) {
+    pub(crate) fn end(self, sent_any: bool) {
         // SAFETY: `uarg` holds the initial reference from `begin`, released exactly once.
         unsafe {
             if sent_any {

@@ -74,6 +74,9 @@ pub struct RawTransport {
 // SAFETY: a `RawTransport` is immutable while registered and only read by the core.
 unsafe impl Sync for RawTransport {}
 
+// `RawTransport` reaches `struct module` (which holds zero-sized lockdep maps in some
+// configurations) only behind pointers, so the C ABI is sound.
+#[allow(improper_ctypes)]
 extern "C" {
     /// Registers `t`; -EBUSY if a transport of that kind is already registered.
     pub fn rvsock_transport_register(t: *const RawTransport) -> c_int;

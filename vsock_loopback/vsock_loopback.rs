@@ -6,9 +6,10 @@
 use core::cell::UnsafeCell;
 use kernel::prelude::*;
 
+#[allow(unreachable_pub)]
 #[path = "../include/ffi.rs"]
 mod ffi;
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "../include/abi.rs"]
 mod abi;
 
