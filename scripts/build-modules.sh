@@ -16,7 +16,12 @@ rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*
     --include 'Kbuild' --include 'include/***' --include 'af_vsock/***' --include 'vsock_loopback/***' \
     --include 'virtio_transport/***' --include 'vhost_vsock/***' --include 'virtio_transport_common/***' \
     --exclude '*' "$TOP/" "$W/"
-make -s -C "$KDIR" M="$W" $(kernel_make_flags "$FLAVOUR") RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" modules
+# RVSOCK_MODULE_DIRS="af_vsock vsock_loopback" builds a subset of the modules.
+DIRS=${RVSOCK_MODULE_DIRS:-af_vsock vsock_loopback virtio_transport vhost_vsock}
+make -s -C "$KDIR" M="$W" $(kernel_make_flags "$FLAVOUR") RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" \
+    rvsock-dirs="$DIRS" modules
 rm -f "$OUTD/"*.ko
-find "$W" -name '*.ko' -exec cp {} "$OUTD/" \;
+for d in $DIRS; do
+    [ -d "$W/$d" ] && find "$W/$d" -maxdepth 1 -name '*.ko' -exec cp {} "$OUTD/" \;
+done
 log "modules built: $(cd "$OUTD" && echo *.ko)"

@@ -8,5 +8,7 @@ mkdir -p "$TOP/build/tools"
 # Statically linked against glibc so the binaries run in the busybox initramfs.
 (cd "$T" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
     --target x86_64-unknown-linux-gnu --target-dir "$TOP/build/cargo-tools")
-find "$TOP/build/cargo-tools/x86_64-unknown-linux-gnu/release" -maxdepth 1 -type f -executable \
-    -exec cp {} "$TOP/build/tools/" \;
+# Copy then rename: a running copy of the old binary (a VM host side) must not block us.
+for f in $(find "$TOP/build/cargo-tools/x86_64-unknown-linux-gnu/release" -maxdepth 1 -type f -executable); do
+    cp "$f" "$TOP/build/tools/.$(basename "$f").new" && mv -f "$TOP/build/tools/.$(basename "$f").new" "$TOP/build/tools/$(basename "$f")"
+done

@@ -17,8 +17,12 @@ fn sock(ty: i32) -> io::Result<OwnedFd> {
     sys::socket(AF_VSOCK, ty, 0)
 }
 
+/// Every bench socket times out instead of hanging (a stalled stack is a result too).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn listener(ty: i32, port: u32, backlog: i32) -> io::Result<OwnedFd> {
     let l = sock(ty)?;
+    sys::set_io_timeout(&l, IO_TIMEOUT)?;
     sys::bind_vm(&l, CID_ANY, port)?;
     sys::listen(&l, backlog)?;
     Ok(l)
@@ -26,6 +30,7 @@ fn listener(ty: i32, port: u32, backlog: i32) -> io::Result<OwnedFd> {
 
 fn connect(ty: i32, cid: u32, port: u32) -> io::Result<OwnedFd> {
     let s = sock(ty)?;
+    sys::set_io_timeout(&s, IO_TIMEOUT)?;
     sys::connect_vm(&s, cid, port)?;
     Ok(s)
 }
@@ -33,7 +38,8 @@ fn connect(ty: i32, cid: u32, port: u32) -> io::Result<OwnedFd> {
 /// Busy CPU time of the whole machine (all CPUs), from /proc/stat, in clock ticks.
 fn busy_ticks() -> u64 {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let total: u64 = f.iter().sum();
     let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
     total.saturating_sub(idle)
@@ -61,7 +67,11 @@ fn io_err(what: &str, e: io::Error) -> String {
 fn stream_tput(cid: u32, port: u32, wsize: usize, dur: Duration) -> Result<(f64, f64), String> {
     let l = listener(libc::SOCK_STREAM, port, 1).map_err(|e| io_err("listen", e))?;
     let reader = thread::spawn(move || -> io::Result<u64> {
-        let c = sys::accept(&l, false)?;
+        let c = {
+            let c = sys::accept(&l, false)?;
+            sys::set_io_timeout(&c, IO_TIMEOUT)?;
+            c
+        };
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -94,7 +104,11 @@ fn stream_tput(cid: u32, port: u32, wsize: usize, dur: Duration) -> Result<(f64,
 fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, String> {
     let l = listener(libc::SOCK_SEQPACKET, port, 1).map_err(|e| io_err("listen", e))?;
     let reader = thread::spawn(move || -> io::Result<u64> {
-        let c = sys::accept(&l, false)?;
+        let c = {
+            let c = sys::accept(&l, false)?;
+            sys::set_io_timeout(&c, IO_TIMEOUT)?;
+            c
+        };
         let mut buf = vec![0u8; size.max(1)];
         let mut msgs = 0u64;
         loop {
@@ -122,7 +136,11 @@ fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, Stri
 fn rr_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
     let l = listener(libc::SOCK_STREAM, port, 1).map_err(|e| io_err("listen", e))?;
     let echo = thread::spawn(move || -> io::Result<()> {
-        let c = sys::accept(&l, false)?;
+        let c = {
+            let c = sys::accept(&l, false)?;
+            sys::set_io_timeout(&c, IO_TIMEOUT)?;
+            c
+        };
         let mut buf = [0u8; 64];
         loop {
             let mut got = 0;
