@@ -21,7 +21,7 @@ timeout -s KILL 3600 qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nodefa
     -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_mods=both rvsock_script=bench rvsock_rounds=$ROUNDS rvsock_ms=$MS" \
     < /dev/null > /dev/null 2>&1 || true
 grep -aq 'RVSOCK-TEST ok bench-complete' "$LOG" || { echo "benchmark did not complete, see $LOG"; exit 1; }
-grep -a '^RVSOCK-BENCH ' "$LOG" | awk '
+grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
     { key = $4 "|" $5; v[$2, key, ++n[$2, key]] = $6; unit[key] = $7; better[key] = $8; keys[key] = 1 }
     function med(s, k,   i, j, t, c, a) {
         c = n[s, k]; for (i = 1; i <= c; i++) a[i] = v[s, k, i]
