@@ -54,7 +54,12 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let mut s = vsk(s_).st.lock();
     let listening = s.conn.state() == State::Listen;
     let same_transport = s.transport.as_ref().map(|r| r.ptr().0) == Some(t.0);
-    if s.conn.is_done() || (!listening && !same_transport) {
+    // In-tree `vsock_check_source`: a connection takes packets only from its peer (client
+    // sockets are found through the bound table, by local port alone). Loopback packets
+    // always carry the local CID as source, also for a connection to a CID alias.
+    let from_peer = src.port == s.remote.port
+        && (src.cid == s.remote.cid || t.local_cid() == crate::proto::hdr::VMADDR_CID_LOCAL);
+    if s.conn.is_done() || (!listening && (!same_transport || !from_peer)) {
         drop(s);
         reset_no_sock(t, &h);
         return;
@@ -121,10 +126,12 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
     }
     {
         let mut ls = vsk(lsk).st.lock();
-        if ls.accept_q.push(child, GFP_ATOMIC).is_err() {
+        // The listener may have been closed since the check above: `release` marks it shut
+        // down and empties the queue under this lock, so checking here closes the race.
+        let closed = ls.conn.local_shutdown() == crate::net::SHUTDOWN_MASK;
+        if closed || ls.accept_q.push(child, GFP_ATOMIC).is_err() {
             drop(ls);
-            sock::unhash(c);
-            reset_no_sock(t, h);
+            sock::release_child(c);
             return;
         }
     }

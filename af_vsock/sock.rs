@@ -744,20 +744,23 @@ pub(crate) fn shutdown(sk: Sk, how: i32) -> Result {
 /// close(2) of the socket (`struct socket` release).
 pub(crate) fn release(sk: Sk) {
     let g = sk.lock();
+    // Shut the socket down and take the accept queue in one step: the receive path re-checks
+    // the shutdown under the same lock before queueing a child (`rx::new_child`), so no child
+    // can land in a queue nobody will ever accept from.
+    let (children, r) = {
+        let mut s = vsk(sk).st.lock();
+        let children = core::mem::replace(&mut s.accept_q, KVec::new());
+        let r = s.conn.release();
+        mirror(sk, &s);
+        let out = r.send.and_then(|c| s.ctl(c, None));
+        (children, (r.wait_for_peer, out))
+    };
     // Listener: reset every child nobody accepted.
-    let children = core::mem::replace(&mut vsk(sk).st.lock().accept_q, KVec::new());
     for c in children.iter() {
         sk.acceptq_removed();
         release_child(c.sk());
     }
     drop(children);
-    let r = {
-        let mut s = vsk(sk).st.lock();
-        let r = s.conn.release();
-        mirror(sk, &s);
-        let out = r.send.and_then(|c| s.ctl(c, None));
-        (r.wait_for_peer, out)
-    };
     if let Some(o) = r.1 {
         o.send();
     }
@@ -793,7 +796,8 @@ pub(crate) fn release(sk: Sk) {
     }
 }
 
-fn release_child(c: Sk) {
+/// Resets and unhashes a child that will never be accepted.
+pub(crate) fn release_child(c: Sk) {
     let out = {
         let mut s = vsk(c).st.lock();
         let _ = s.conn.release();

@@ -10,6 +10,7 @@
 use crate::abi::{RawTransport, TRANSPORT_G2H, TRANSPORT_H2G, TRANSPORT_LOCAL};
 use crate::ffi;
 use crate::net::{Sk, SkRef};
+use crate::proto::conn::State;
 use crate::proto::hdr::{Addr, LAST_RESERVED_PORT, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL, VMADDR_PORT_ANY};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
@@ -146,6 +147,22 @@ impl Global {
         for b in self.connected.iter() {
             for (r, _, s) in b.iter() {
                 if (cid == u32::MAX || r.cid == cid) && crate::sock::vsk(s.sk()).uses_transport(t) {
+                    let _ = out.push(s.clone(), GFP_ATOMIC);
+                }
+            }
+        }
+        // Client sockets (connect) live in the bound table only: those connecting or
+        // connected over `t` to `cid` are connections of it too.
+        for b in self.bound.iter() {
+            for (_, s) in b.iter() {
+                let hit = {
+                    let st = crate::sock::vsk(s.sk()).st.lock();
+                    st.connected_key.is_none()
+                        && matches!(st.conn.state(), State::Connecting | State::Established | State::Closing)
+                        && st.transport.as_ref().map(|r| r.ptr().0) == Some(t)
+                        && (cid == u32::MAX || st.remote.cid == cid)
+                };
+                if hit {
                     let _ = out.push(s.clone(), GFP_ATOMIC);
                 }
             }

@@ -104,6 +104,59 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
     }
 }
 
+/// Copies up to `n` payload bytes of `pkt`, starting `skip` bytes after its consumed part
+/// (`off`), into `iter`, whether the payload is inline or pinned user pages (MSG_ZEROCOPY);
+/// returns the bytes copied (short on a fault or past the payload's end). Exported for
+/// transports with `TRANSPORT_F_ZEROCOPY`, which cannot read the core-private `ext`.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut ffi::iov_iter) -> usize {
+    // SAFETY: the caller owns the live packet and lends it for this call; the handle is
+    // never dropped here (`ManuallyDrop`), so ownership stays with the caller.
+    let p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(pkt) });
+    let Some(p) = p.as_ref() else { return 0 };
+    let ext = p.ext();
+    if !ext.is_null() {
+        return crate::zerocopy::copy_out_iter(p, ext, skip as usize, n, iter);
+    }
+    let data = p.unread();
+    let start = (skip as usize).min(data.len());
+    let end = start.saturating_add(n).min(data.len());
+    let Some(d) = data.get(start..end) else { return 0 };
+    // SAFETY: `d` is a valid kernel buffer; `iter` is the caller's live iterator.
+    unsafe { ffi::rvsock_copy_to_iter(d.as_ptr().cast(), d.len(), iter) }
+}
+
+/// The `i`-th piece of `pkt`'s external payload (the pinned user pages of a MSG_ZEROCOPY
+/// send): its page, the offset in it and the length; false past the last piece or for an
+/// inline payload. Exported for transports with `TRANSPORT_F_ZEROCOPY` that hand the pages to
+/// a device (virtio_transport: one descriptor per piece), which cannot read the core-private
+/// `ext`. The pages stay pinned until the packet is freed.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_pkt_ext_frag(
+    pkt: *const RawPkt,
+    i: u32,
+    page: *mut *mut ffi::page,
+    off: *mut u32,
+    len: *mut u32,
+) -> bool {
+    if pkt.is_null() || page.is_null() || off.is_null() || len.is_null() {
+        return false;
+    }
+    // SAFETY: the caller owns the live packet and lends it for this call.
+    let ext = unsafe { (*pkt).ext };
+    if ext.is_null() {
+        return false;
+    }
+    let Some((pg, o, l)) = crate::zerocopy::frag(ext, i as usize) else { return false };
+    // SAFETY: the out-parameters are valid (checked non-null; caller's variables).
+    unsafe {
+        *page = pg;
+        *off = o;
+        *len = l;
+    }
+    true
+}
+
 /// The local CID reported by /dev/vsock (in-tree `vsock_registered_transport_cid`: the
 /// guest CID if a guest transport is loaded, else the host CID if a host transport is, else
 /// VMADDR_CID_ANY).

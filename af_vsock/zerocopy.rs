@@ -47,6 +47,12 @@ pub(crate) unsafe fn free_ext(ext: *mut core::ffi::c_void) {
 
 /// Copies `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet.
 pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg: &mut Msg) -> Result {
+    if copy_out_iter(p, ext, skip, n, msg.iter_ptr()) == n { Ok(()) } else { Err(EFAULT) }
+}
+
+/// Copies up to `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet
+/// into `iter`; returns the bytes copied (short on a fault or past the end of the payload).
+pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, iter: *mut ffi::iov_iter) -> usize {
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
     let z = unsafe { &*(ext as *const ZcPages) };
     let mut pos = p.off() as usize + skip;
@@ -61,15 +67,24 @@ pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usi
             continue;
         }
         let take = (flen - pos).min(left);
-        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it.
-        let done = unsafe { ffi::copy_page_to_iter(f.page, f.off as usize + pos, take, msg.iter_ptr()) };
+        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it;
+        // `iter` is the caller's live iterator.
+        let done = unsafe { ffi::copy_page_to_iter(f.page, f.off as usize + pos, take, iter) };
+        left -= done;
         if done != take {
-            return Err(EFAULT);
+            break;
         }
-        left -= take;
         pos = 0;
     }
-    Ok(())
+    n - left
+}
+
+/// The `i`-th piece of a zerocopy packet's payload: page, offset in it, length (virtio_transport:
+/// a guest driver hands these pages to its device).
+pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::page, u32, u32)> {
+    // SAFETY: `ext` belongs to a live packet the caller holds.
+    let z = unsafe { &*(ext as *const ZcPages) };
+    z.frags.iter().take(z.n).nth(i).map(|f| (f.page, f.off, f.len))
 }
 
 /// A MSG_ZEROCOPY sendmsg in progress.

@@ -26,3 +26,7 @@
 #include <uapi/linux/sockios.h>
 #include <uapi/asm-generic/ioctls.h>
 #include "rvsock_shim.h"
+/* vhost_vsock */
+#include <linux/eventfd.h>
+#include <uapi/linux/virtio_ring.h>
+#include "vhost.h"

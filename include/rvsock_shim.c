@@ -51,3 +51,22 @@ void rvsock_zcopy_set_copied(struct ubuf_info *uarg) { uarg_to_msgzc(uarg)->zero
 size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; }
 void rvsock_put_page(struct page *page) { put_page(page); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
+/* vhost_vsock */
+#include <linux/mutex.h>
+#include <linux/eventfd.h>
+#include <linux/slab.h>
+void rvsock_mutex_lock(struct mutex *m) { mutex_lock(m); }
+void rvsock_eventfd_signal(struct eventfd_ctx *ctx) { eventfd_signal(ctx); }
+void *rvsock_kvzalloc(size_t size, gfp_t gfp) { return kvzalloc(size, gfp); }
+struct task_struct *rvsock_current(void) { return current; }
+/* virtio_transport */
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+int rvsock_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue **vqs, struct virtqueue_info *vqs_info) { return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, NULL); }
+void rvsock_virtio_del_vqs(struct virtio_device *vdev) { vdev->config->del_vqs(vdev); }
+bool rvsock_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit) { return virtio_has_feature(vdev, fbit); }
+void rvsock_virtio_device_ready(struct virtio_device *vdev) { virtio_device_ready(vdev); }
+u64 rvsock_virtio_cread64(struct virtio_device *vdev, unsigned int offset) { return virtio_cread64(vdev, offset); }
+bool rvsock_virtio_queue_work(struct workqueue_struct *wq, struct work_struct *w) { return queue_work(wq, w); }
+void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len) { sg_set_buf(sg, buf, len); }
+void rvsock_virtio_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len, unsigned int offset) { sg_set_page(sg, page, len, offset); }

@@ -53,3 +53,33 @@ size_t rvsock_iov_iter_offset(const struct iov_iter *i);
 void rvsock_put_page(struct page *page);
 bool rvsock_errqueue_empty(const struct sock *sk);
 #endif
+/* vhost_vsock */
+#ifndef RVSOCK_SHIM_VHOST_H
+#define RVSOCK_SHIM_VHOST_H
+struct mutex;
+struct eventfd_ctx;
+struct task_struct;
+void rvsock_mutex_lock(struct mutex *m);
+void rvsock_eventfd_signal(struct eventfd_ctx *ctx);
+void *rvsock_kvzalloc(size_t size, gfp_t gfp);
+struct task_struct *rvsock_current(void);
+#endif
+/* virtio_transport */
+#ifndef RVSOCK_SHIM_VIRTIO_H
+#define RVSOCK_SHIM_VIRTIO_H
+struct virtio_device;
+struct virtqueue;
+struct virtqueue_info;
+struct workqueue_struct;
+struct work_struct;
+int rvsock_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue **vqs, struct virtqueue_info *vqs_info);
+void rvsock_virtio_del_vqs(struct virtio_device *vdev);
+bool rvsock_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit);
+void rvsock_virtio_device_ready(struct virtio_device *vdev);
+u64 rvsock_virtio_cread64(struct virtio_device *vdev, unsigned int offset);
+bool rvsock_virtio_queue_work(struct workqueue_struct *wq, struct work_struct *w);
+struct scatterlist;
+struct page;
+void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len);
+void rvsock_virtio_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len, unsigned int offset);
+#endif

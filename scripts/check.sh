@@ -7,22 +7,30 @@ set -uo pipefail
 
 # name -> "topology mods l2mods expected-results guest-script" (topology: single | nested;
 # mods/l2mods: c | rvsock | both; guest-script: tools/testing/vsock/vm/scenarios/NAME.sh run in
-# the single VM or in L1). A "-kasan" suffix runs the same on the sanitizer kernel. Scenarios
-# join this table when the feature they test exists.
+# the single VM or in L1). A "-kasan" suffix runs the same on the sanitizer kernel (kernel/
+# kasan.config: KASAN, lockdep, kmemleak, UBSAN; modules built against it with LLVM=1).
+# Scenarios join this table when the feature they test exists.
 declare -A SCEN=(
     [c-loopback]="single c - 26 loopback"
     [c-nested]="nested c c 52 nested-l1"
     [rvsock-loopback]="single rvsock - 26 loopback"
     [rvsock-selftest]="single both - 40 selftest"
-    [c-vhost-user]="vhostuser c - 6 vhost-user-guest"
-    [vhost-user-guest]="vhostuser rvsock - 6 vhost-user-guest"
+    [rvsock-soak]="single rvsock - 43 soak"
+    [c-soak]="single c - 43 soak"
+    [c-vhost-user]="vhostuser c - 10 vhost-user-guest"
+    [vhost-user-guest]="vhostuser rvsock - 10 vhost-user-guest"
     [nested-c-host-rvsock-guest]="nested c rvsock 52 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 52 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 52 nested-l1"
+    [vhost-hostile-guest]="single rvsock - 20 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 20 vhost-hostile"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
+# Sanitizer runs (README "Sanitizer runs": timings, and why c-soak-kasan runs only when named).
+ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan"
 
 TOTAL_P=0 TOTAL_F=0
+RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)
 LOGS=$TOP/build/logs$BUILD_TAG
 mkdir -p "$LOGS"
 
@@ -31,12 +39,13 @@ summary() { # name p f s
     TOTAL_P=$((TOTAL_P + $2)); TOTAL_F=$((TOTAL_F + $3))
 }
 
-prepare() { # flavour needs-rvsock-modules
+prepare() { # flavour needs-rvsock-modules module-dirs
     "$TOP/scripts/setup-toolchain.sh" >/dev/null || return 1
     "$TOP/scripts/build-kernel.sh" "$1" || return 1
     "$TOP/scripts/build-vsock-tests.sh" "$1" || return 1
     "$TOP/scripts/build-tools.sh" || return 1
-    if [ "$2" = yes ]; then "$TOP/scripts/build-modules.sh" "$1" || return 1; fi
+    # Only the modules this topology loads (others' work in progress must not break the build).
+    if [ "$2" = yes ]; then RVSOCK_MODULE_DIRS=${RVSOCK_MODULE_DIRS:-$3} "$TOP/scripts/build-modules.sh" "$1" || return 1; fi
 }
 
 run_scenario() {
@@ -48,7 +57,10 @@ run_scenario() {
     local topo=$1 mods=$2 l2mods=$3 expect=$4 script=$5
     local log=$LOGS/$name.log
     local needmods=no; [ "$mods" != c ] || [ "$l2mods" = rvsock ] && needmods=yes
-    if ! prepare "$flavour" "$needmods" > "$LOGS/$name.build.log" 2>&1; then
+    local moddirs="af_vsock vsock_loopback virtio_transport vhost_vsock"
+    [ "$topo" = single ] && moddirs="af_vsock vsock_loopback"
+    [ "$script" = vhost-hostile ] && moddirs="af_vsock vhost_vsock"
+    if ! prepare "$flavour" "$needmods" "$moddirs" > "$LOGS/$name.build.log" 2>&1; then
         echo "scenario $name: build failed, see $LOGS/$name.build.log"; tail -n 20 "$LOGS/$name.build.log"
         summary "$name" 0 1 0; return
     fi
@@ -60,6 +72,10 @@ run_scenario() {
         vhostuser) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
     esac
     [ "$flavour" = kasan ] && tmo=$((tmo * 2))
+    # slab_nomerge: our AF_VSOCK cache stays a cache of its own, so its counts (soak) and the
+    # cache names in KASAN reports are exact.
+    local kargs=""
+    if [ "$flavour" = kasan ] || [ "$script" = soak ]; then kargs="slab_nomerge"; fi
     local extra=() helpers=() hostlog=$LOGS/$name.host.log
     : > "$hostlog"
     if [ "$topo" = vhostuser ]; then
@@ -81,7 +97,7 @@ run_scenario() {
     timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
         -nodefaults -no-user-config -display none -nic none -no-reboot \
         "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS}" \
+        -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS} ${RVSOCK_KARGS:-}" \
         > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
     local rc=$?
     [ "$topo" = vhostuser ] && sleep 2   # let the host side report
@@ -107,18 +123,63 @@ evaluate() {
         fails+=$'\n'"  incomplete: the VM did not finish (qemu exit $rc after ${secs}s; timeout or crash)"
         f=$((f + 1))
     fi
-    local reports
-    reports=$(grep -anE 'BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|lockdep|refcount_t:|unreferenced object|RVSOCK-KMEMLEAK-BEGIN|INFO: task .* blocked|soft lockup|hard LOCKUP|rcu: INFO|list_add corruption|list_del corruption' "$log" | head -n 20)
-    if [ -n "$reports" ]; then
-        fails+=$'\n'"  kernel reports in the log:"$'\n'"$(echo "$reports" | sed 's/^/    /')"
+    # Kernel reports (scripts/kreports.awk): each fails the scenario and is printed, except
+    # that a report whose stacks are all in-tree code (no rvsock symbol, module or lock class,
+    # no unresolved frame) and that the C reference scenario of this run also produced is
+    # listed but not counted: it is not rvsock's.
+    local ref refsigs="" line intree sig title keep=0 nl=0 counted=0 listed=0 shown="" notes=""
+    ref=$(ref_of "$name")
+    if [ -n "$ref" ] && [[ $RAN == *" $ref "* ]] && [ -f "$LOGS/$ref.log" ]; then
+        refsigs=$(awk -f "$TOP/scripts/kreports.awk" "$LOGS/$ref.log" | awk -F'\t' '$1 == "@@REPORT" { print $3 }')
+    fi
+    while IFS= read -r line; do
+        if [[ $line == @@REPORT$'\t'* ]]; then
+            IFS=$'\t' read -r _ intree sig title <<< "$line"
+            if [ "$intree" = 1 ] && [ -n "$refsigs" ] && grep -qxF -- "$sig" <<< "$refsigs"; then
+                listed=$((listed + 1)); keep=0
+                notes+=$'\n'"    $title"
+            else
+                counted=$((counted + 1)); nl=0; keep=0
+                if [ "$counted" -le 5 ]; then keep=1; shown+=$'\n'"    --- report $counted: $title"; fi
+            fi
+        elif [ "$keep" = 1 ]; then
+            nl=$((nl + 1))
+            if [ "$nl" -le 100 ]; then shown+=$'\n'"    ${line#| }"; fi
+            if [ "$nl" = 101 ]; then shown+=$'\n'"    ... (report cut, see the serial log)"; fi
+        fi
+    done < <(awk -f "$TOP/scripts/kreports.awk" "$log")
+    if [ "$counted" -gt 0 ]; then
+        fails+=$'\n'"  kernel reports in the log: $counted$shown"
+        [ "$counted" -gt 5 ] && fails+=$'\n'"    ... and $((counted - 5)) more reports (see the serial log)"
         f=$((f + 1))
     fi
     summary "$name" "$p" "$f" "$s"
     if [ "$f" -gt 0 ]; then
         echo "${fails#$'\n'}"
+    fi
+    if [ "$listed" -gt 0 ]; then
+        echo "  in-tree-only kernel reports also seen in the C reference $ref (listed, not counted): $listed$notes"
+    fi
+    if [ "$f" -gt 0 ] || [ "$listed" -gt 0 ]; then
         echo "  serial log: $log"
     fi
     log "scenario $name took ${secs}s"
+}
+
+# ref_of NAME: the C reference scenario of an rvsock scenario (same kernel flavour), or
+# nothing for the C scenarios themselves.
+ref_of() {
+    local n=$1 suf="" r=""
+    case "$n" in *-kasan) n=${n%-kasan}; suf=-kasan ;; esac
+    case "$n" in
+        c-*) return 0 ;;
+        rvsock-selftest) r=c-loopback ;;
+        rvsock-*) r=c-${n#rvsock-} ;;
+        vhost-user-guest) r=c-vhost-user ;;
+        vhost-hostile-guest) r=c-vhost-hostile-guest ;;
+        nested-*) r=c-nested ;;
+    esac
+    if [ -n "$r" ] && [ -n "${SCEN[$r]:-}" ]; then echo "$r$suf"; fi
 }
 
 run_cargo_tests() {
@@ -140,8 +201,13 @@ run_cargo_tests() {
 }
 
 if [ $# -eq 0 ]; then set -- $ALL cargo-test; fi
-for s in "$@"; do
+# C reference scenarios first: an rvsock scenario's report check looks at its reference's log.
+ORDER=()
+for s in "$@"; do case "$s" in c-*) ORDER+=("$s") ;; esac; done
+for s in "$@"; do case "$s" in c-*) ;; *) ORDER+=("$s") ;; esac; done
+for s in "${ORDER[@]}"; do
     if [ "$s" = cargo-test ]; then run_cargo_tests; else run_scenario "$s"; fi
+    RAN+="$s "
 done
 echo "$TOTAL_P passed, $TOTAL_F failed"
 [ "$TOTAL_F" -eq 0 ]

@@ -24,7 +24,7 @@ base() {
     cp "$TOP/tools/testing/vsock/vm/init" "$r/init"; chmod +x "$r/init"
     cp -r "$TOP/tools/testing/vsock/vm/lib.sh" "$TOP/tools/testing/vsock/vm/scenarios" "$r/rvsock/"
     cp "$KOUT"/vsock-tests/* "$r/usr/bin/"
-    if [ -d "$TOP/build/tools" ]; then cp "$TOP"/build/tools/* "$r/usr/bin/" 2>/dev/null || true; fi
+    if [ -d "$TOP/build/tools$BUILD_TAG" ]; then cp "$TOP/build/tools$BUILD_TAG"/* "$r/usr/bin/" 2>/dev/null || true; fi
     echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }

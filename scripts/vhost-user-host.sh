@@ -4,9 +4,13 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 LOG=$1 UDS=$2
-T=$TOP/build/tools/rvsock-tests
+T=$TOP/build/tools$BUILD_TAG/rvsock-tests
 "$T" uds-recv --listen "${UDS}_1234" --count 1 --name g2h.64MiB.host --timeout 300 &
 "$T" uds-recv --listen "${UDS}_1235" --count 100 --name g2h.100conns.host --timeout 300 &
+# Device unbind/rebind in the guest (vhost-user-guest.sh): the 1236 transfer is cut by the
+# unbind (its verdict is the guest's: discarded here); 1237 runs after the rebind.
+"$T" uds-recv --listen "${UDS}_1236" --count 1 --name unbind.inflight.host --timeout 60 > /dev/null 2>&1 &
+"$T" uds-recv --listen "${UDS}_1237" --count 1 --name rebind.g2h.host --timeout 300 &
 for _ in $(seq 1 3000); do
     grep -aq RVSOCK-H2G-READY "$LOG" 2>/dev/null && break
     sleep 0.2

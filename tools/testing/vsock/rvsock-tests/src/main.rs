@@ -7,7 +7,9 @@ mod cmds;
 mod proto;
 mod report;
 mod selftest;
+mod soak;
 mod sys;
+mod vhost_hostile;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,9 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
   selftest    [--peer-cid C] [--conns N] [--bytes B] [--unreachable-cid C] [--only SUBSTRING]
   rmmod-while-open --modules a,b,... [--cid C] [--timeout SECS]
   bench       [--peer-cid C] [--port P] [--ms MILLIS] [--idle-conns N]
+  soak        [--cycles N] [--concurrency C] [--seed S] [--peer-cid C] [--timeout SECS] [--max-bytes B]
+              [--only SUBSTRING[,SUBSTRING...]] [--family vsock|unix]
+  vhost-hostile [--cid C] [--rx-buf BYTES]
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -42,7 +47,9 @@ fn main() -> ExitCode {
         "uds-recv" => run(cmds::uds_recv),
         "selftest" => run(selftest::run),
         "bench" => run(bench::run),
+        "soak" => run(soak::run),
         "rmmod-while-open" => run(cmds::rmmod_while_open),
+        "vhost-hostile" => run(vhost_hostile::run),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -372,3 +372,166 @@ pub fn describe(e: &io::Error) -> String {
 }
 
 const _: () = assert!(mem::size_of::<SockaddrVm>() == 16);
+
+// ---------------------------------------------------------------------------------------
+// vhost (the `vhost-hostile` fake guest): ioctls on /dev/vhost-vsock, eventfds, and the
+// fake guest's memory, which the kernel's vhost worker reads and writes concurrently.
+
+/// `_IOC(dir, 0xAF, nr, size)` of uapi linux/vhost.h (dir: 0 none, 1 write, 2 read).
+pub const fn vhost_ioc(dir: u64, nr: u64, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | (0xAF << 8) | nr
+}
+
+/// Size field of an ioctl number.
+pub const fn ioc_size(req: u64) -> usize {
+    ((req >> 16) & 0x3fff) as usize
+}
+
+/// ioctl(2) without argument.
+pub fn ioctl_none(fd: &impl AsFd, req: u64) -> io::Result<i32> {
+    // SAFETY: the request takes no argument (callers pass `_IO` numbers only); a stray
+    // third argument of 0 is never dereferenced.
+    cvt(unsafe { libc::ioctl(raw(fd), req as _, 0usize) })
+}
+
+/// ioctl(2) whose argument points to `arg`, for fixed-size requests: refused (EINVAL)
+/// unless `arg` holds at least the size encoded in `req`, the most the kernel accesses.
+pub fn ioctl_buf(fd: &impl AsFd, req: u64, arg: &mut [u8]) -> io::Result<i32> {
+    if arg.len() < ioc_size(req) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `arg` is valid for reads and writes of at least `_IOC_SIZE(req)` bytes, which
+    // bounds what the kernel copies in or out for a fixed-size request.
+    cvt(unsafe { libc::ioctl(raw(fd), req as _, arg.as_mut_ptr()) })
+}
+
+/// `VHOST_SET_MEM_TABLE` with `regions` of (guest physical address, size, user address).
+pub fn vhost_set_mem_table(fd: &impl AsFd, regions: &[(u64, u64, u64)]) -> io::Result<i32> {
+    // struct vhost_memory { u32 nregions; u32 padding; struct vhost_memory_region[] }
+    // struct vhost_memory_region { u64 guest_phys_addr, memory_size, userspace_addr, flags_padding }
+    let mut b = vec![0u8; 8 + 32 * regions.len()];
+    b[0..4].copy_from_slice(&(regions.len() as u32).to_ne_bytes());
+    for (i, (gpa, size, ua)) in regions.iter().enumerate() {
+        let o = 8 + 32 * i;
+        b[o..o + 8].copy_from_slice(&gpa.to_ne_bytes());
+        b[o + 8..o + 16].copy_from_slice(&size.to_ne_bytes());
+        b[o + 16..o + 24].copy_from_slice(&ua.to_ne_bytes());
+    }
+    let req = vhost_ioc(1, 0x03, 8);
+    // SAFETY: `b` holds the 8-byte header plus exactly `nregions` regions, which is all the
+    // kernel reads for this request.
+    cvt(unsafe { libc::ioctl(raw(fd), req as _, b.as_mut_ptr()) })
+}
+
+/// A non-blocking eventfd.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; on success the returned fd is ours.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: `fd` is a valid, open descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `v` to an eventfd's counter.
+pub fn eventfd_write(fd: &impl AsFd, v: u64) -> io::Result<()> {
+    let b = v.to_ne_bytes();
+    // SAFETY: `b` is valid for reads of 8 bytes.
+    cvt_size(unsafe { libc::write(raw(fd), b.as_ptr().cast(), 8) }).map(drop)
+}
+
+/// Reads (and resets) an eventfd's counter; 0 if it was zero.
+pub fn eventfd_read(fd: &impl AsFd) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is valid for writes of 8 bytes.
+    match cvt_size(unsafe { libc::read(raw(fd), b.as_mut_ptr().cast(), 8) }) {
+        Ok(_) => Ok(u64::from_ne_bytes(b)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// An anonymous private mapping that plays the fake guest's RAM. The kernel (vhost worker)
+/// reads and writes it concurrently, so every access is volatile or atomic and
+/// bounds-checked; out-of-range accesses return `None` instead of touching memory.
+pub struct GuestMem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl GuestMem {
+    pub fn new(len: usize) -> io::Result<GuestMem> {
+        // SAFETY: anonymous mapping request without a fixed address; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(GuestMem { ptr: p.cast(), len })
+    }
+
+    /// User address of offset `off` (also used as the guest physical address).
+    pub fn addr(&self, off: usize) -> u64 {
+        self.ptr as u64 + off as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn range_ok(&self, off: usize, n: usize) -> bool {
+        off.checked_add(n).is_some_and(|e| e <= self.len)
+    }
+
+    pub fn write(&self, off: usize, data: &[u8]) -> Option<()> {
+        if !self.range_ok(off, data.len()) {
+            return None;
+        }
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: `off + i < len`, inside our live mapping.
+            unsafe { std::ptr::write_volatile(self.ptr.add(off + i), *b) };
+        }
+        Some(())
+    }
+
+    pub fn read(&self, off: usize, n: usize) -> Option<Vec<u8>> {
+        if !self.range_ok(off, n) {
+            return None;
+        }
+        // SAFETY: `off + i < len`, inside our live mapping.
+        Some((0..n).map(|i| unsafe { std::ptr::read_volatile(self.ptr.add(off + i)) }).collect())
+    }
+
+    fn atomic16(&self, off: usize) -> Option<&std::sync::atomic::AtomicU16> {
+        if !self.range_ok(off, 2) || off % 2 != 0 {
+            return None;
+        }
+        // SAFETY: in range and 2-aligned (the mapping is page-aligned); the memory lives as
+        // long as `self`; the kernel accesses it with atomic-sized stores as well.
+        Some(unsafe { &*(self.ptr.add(off) as *const std::sync::atomic::AtomicU16) })
+    }
+
+    /// Acquire load of a ring index the kernel publishes.
+    pub fn load16(&self, off: usize) -> Option<u16> {
+        self.atomic16(off).map(|a| a.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Release store of a ring index we publish.
+    pub fn store16(&self, off: usize, v: u16) -> Option<()> {
+        self.atomic16(off).map(|a| a.store(v, std::sync::atomic::Ordering::Release))
+    }
+}
+
+impl Drop for GuestMem {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we created; nothing uses it afterwards (the
+        // vhost device using it is closed first by the owner of both).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}

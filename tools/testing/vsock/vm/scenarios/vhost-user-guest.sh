@@ -11,3 +11,43 @@ sleep 1
 echo "RVSOCK-H2G-READY"
 reap "$h2g" 600
 cat /tmp/h2g.out
+
+# Device unbind while a transfer is in flight, rebind, transfer again, unload the driver. The
+# unbind must end the transfer with an error (its connection is reset), never hang or crash;
+# the driver must take the device again and work; with every socket closed the module must
+# unload (the kasan flavour then scans for leaks).
+vdev=
+for d in /sys/bus/virtio/devices/*; do [ "$(cat "$d/device")" = 0x0013 ] && vdev=$d; done
+drv=$(readlink -f "$vdev/driver")
+mod=$(basename "$(readlink -f "$drv/module")")
+echo "vsock device $(basename "$vdev"), driver $drv, module $mod"
+rvsock-tests stream-send --cid 2 --port 1236 --bytes 4g --seed 3 --timeout 30 --name unbind.inflight > /tmp/unbind.out 2>&1 &
+ub=$!
+sleep 3
+basename "$vdev" > "$drv/unbind"
+i=0
+while kill -0 "$ub" 2>/dev/null && [ $i -lt 75 ]; do i=$((i + 1)); sleep 0.2; done
+sed 's/^RVSOCK-TEST/# transfer:/' /tmp/unbind.out
+if kill -0 "$ub" 2>/dev/null; then
+    kill -9 "$ub"; echo "# transfer still running 15 s after the unbind"
+    result fail unbind.inflight.guest
+elif grep -q "no progress" /tmp/unbind.out; then
+    result fail unbind.inflight.guest   # the connection was not reset: it only timed out
+elif grep -q "RVSOCK-TEST fail" /tmp/unbind.out; then
+    result ok unbind.inflight.guest
+else
+    result fail unbind.inflight.guest   # finished before the unbind: nothing was tested
+fi
+wait "$ub" 2>/dev/null
+basename "$vdev" > "$drv/bind"
+echo "rebound to $(readlink "$vdev/driver")"
+rvsock-tests stream-send --cid 2 --port 1237 --bytes 8m --seed 4 --name rebind.g2h.guest
+i=0
+until rmmod "$mod" 2>/tmp/rmmod.err; do i=$((i + 1)); [ $i -gt 480 ] && break; [ $((i % 40)) = 0 ] && grep "^$mod " /proc/modules; sleep 0.25; done
+if grep -q "^$mod " /proc/modules; then
+    cat /tmp/rmmod.err; grep vsock /proc/modules
+    result fail unload.guest
+else
+    echo "unloaded $mod after $i retries"
+    result ok unload.guest
+fi

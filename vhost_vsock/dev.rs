@@ -1,0 +1,688 @@
+// SPDX-License-Identifier: GPL-2.0
+//! One `/dev/vhost-vsock` open file: a vhost device with two virtqueues (RX: host to guest,
+//! TX: guest to host), the queue of packets waiting for guest receive buffers, the guest CID,
+//! and the two data paths.
+//!
+//! - Host to guest: `queue` (called by `send_pkt`, under the CID table lock) appends to
+//!   `pending` and queues `send_work` on the vhost worker; `do_send` (worker, RX virtqueue
+//!   mutex) copies header and payload into guest receive buffers, splitting a payload over
+//!   several buffers when the guest posted small ones.
+//! - Guest to host: `handle_tx` (worker, TX virtqueue mutex) reads each chain's header,
+//!   validates it (source CID is the guest's, destination is the host, length fits the chain
+//!   and 64 KiB) before allocating, copies the payload into a packet of exactly that length and
+//!   hands it to the core. The core may call `send_pkt` from inside (replies): that only
+//!   queues, so holding the TX mutex across the call is fine.
+//!
+//! Locks: device mutex -> virtqueue mutex (vhost's own order) -> CID table lock -> `pending`
+//! lock. `pending` is a leaf spinlock. Nothing sleeps under a spinlock.
+
+use crate::abi::{RawPkt, HDR_LEN};
+use crate::ffi;
+use crate::pkt::{Pkt, PktQueue};
+use crate::proto::hdr::{Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
+use crate::table;
+use crate::vhost::{self, Desc, Dev, IovIter, Vq, VqGuard};
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use kernel::ffi::c_long;
+use kernel::init::PinInit;
+use kernel::prelude::*;
+use kernel::sync::SpinLock;
+use kernel::types::Opaque;
+
+/// Virtqueue indices (`VSOCK_VQ_RX`, `VSOCK_VQ_TX` of `linux/virtio_vsock.h`).
+const VQ_RX: usize = 0;
+const VQ_TX: usize = 1;
+
+/// Bytes moved per worker run before requeueing (`VHOST_VSOCK_WEIGHT`).
+const WEIGHT: i32 = 0x80000;
+/// Packets moved per worker run before requeueing (`VHOST_VSOCK_PKT_WEIGHT`).
+const PKT_WEIGHT: i32 = 256;
+
+/// Features offered (`VHOST_VSOCK_FEATURES`: `VHOST_FEATURES`, ACCESS_PLATFORM, SEQPACKET).
+pub(crate) const FEATURES: u64 = (1 << ffi::VIRTIO_F_NOTIFY_ON_EMPTY)
+    | (1 << ffi::VIRTIO_RING_F_INDIRECT_DESC)
+    | (1 << ffi::VIRTIO_RING_F_EVENT_IDX)
+    | (1 << ffi::VHOST_F_LOG_ALL)
+    | (1 << ffi::VIRTIO_F_ANY_LAYOUT)
+    | (1 << ffi::VIRTIO_F_VERSION_1)
+    | (1 << ffi::VIRTIO_F_ACCESS_PLATFORM)
+    | (1 << ffi::VIRTIO_VSOCK_F_SEQPACKET);
+/// Backend features offered (`VHOST_VSOCK_BACKEND_FEATURES`).
+pub(crate) const BACKEND_FEATURES: u64 = 1 << ffi::VHOST_BACKEND_F_IOTLB_MSG_V2;
+
+/// Marks a queued packet as a reply generated while we delivered a guest packet (kept in the
+/// packet's padding word while we own the packet; the core never reads it).
+const MARK_REPLY: u32 = 1;
+
+/// Why a guest packet was dropped (each has a counter).
+#[derive(Clone, Copy)]
+enum Reject {
+    /// Device-writable descriptors in a TX chain.
+    BadChain,
+    /// Chain shorter than the header, or than the header's length.
+    Truncated,
+    /// `src_cid` is not the guest's CID (or no CID assigned yet).
+    Spoofed,
+    /// `dst_cid` is not the host.
+    Misaddressed,
+    /// Length above 64 KiB.
+    Oversized,
+    /// Guest memory not readable.
+    Fault,
+    /// Allocation failed.
+    NoMem,
+}
+
+/// Counters of one device (reported when it is released).
+struct Stats {
+    delivered: AtomicU64,
+    sent: AtomicU64,
+    bad_chain: AtomicU64,
+    truncated: AtomicU64,
+    spoofed: AtomicU64,
+    misaddressed: AtomicU64,
+    oversized: AtomicU64,
+    fault: AtomicU64,
+    nomem: AtomicU64,
+    bad_rx_buf: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, d: Reject) {
+        let c = match d {
+            Reject::BadChain => &self.bad_chain,
+            Reject::Truncated => &self.truncated,
+            Reject::Spoofed => &self.spoofed,
+            Reject::Misaddressed => &self.misaddressed,
+            Reject::Oversized => &self.oversized,
+            Reject::Fault => &self.fault,
+            Reject::NoMem => &self.nomem,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+/// Per-VMM state of one open `/dev/vhost-vsock`.
+///
+/// # Invariants
+/// Allocated zeroed by [`VhostVsock::open`] and initialised in place (never moved); freed by
+/// [`VhostVsock::release`] only after it left the CID table and the vhost worker is gone.
+#[repr(C)]
+pub(crate) struct VhostVsock {
+    /// The vhost device; first field, so `vq->dev` is also a pointer to us.
+    vdev: Opaque<ffi::vhost_dev>,
+    vqs: [Opaque<ffi::vhost_virtqueue>; 2],
+    vq_ptrs: Opaque<[*mut ffi::vhost_virtqueue; 2]>,
+    send_work: Opaque<ffi::vhost_work>,
+    /// CID table link (under the table lock).
+    pub(crate) next: AtomicPtr<VhostVsock>,
+    /// Host-to-guest packets waiting for guest receive buffers.
+    pending: SpinLock<PktQueue>,
+    /// Guest CID (0: none yet); written under the table lock.
+    guest_cid: AtomicU32,
+    /// The guest negotiated VIRTIO_VSOCK_F_SEQPACKET.
+    seqpacket: AtomicBool,
+    /// Replies queued and not yet sent: TX processing pauses while there are a ring's worth,
+    /// so a guest that posts no receive buffers cannot make us queue without bound.
+    queued_replies: AtomicI32,
+    /// The worker task while it delivers a guest packet to the core (replies recognition).
+    rx_task: AtomicPtr<c_void>,
+    stats: Stats,
+}
+
+/// Gets the device back from one of its virtqueues' kick work items.
+///
+/// # Safety
+/// `work` is the `poll.work` of a virtqueue of a live `VhostVsock`.
+unsafe fn from_kick<'a>(work: *mut ffi::vhost_work) -> Option<&'a VhostVsock> {
+    let off = core::mem::offset_of!(ffi::vhost_virtqueue, poll) + core::mem::offset_of!(ffi::vhost_poll, work);
+    // SAFETY: per the contract `work` sits `off` bytes into a virtqueue, whose `dev` is the
+    // first field of our `#[repr(C)]` device.
+    unsafe {
+        let vq = (work as *mut u8).sub(off) as *mut ffi::vhost_virtqueue;
+        ((*vq).dev as *const VhostVsock).as_ref()
+    }
+}
+
+unsafe extern "C" fn handle_tx_kick(work: *mut ffi::vhost_work) {
+    // SAFETY: vhost calls a virtqueue's kick handler with its poll work item.
+    if let Some(d) = unsafe { from_kick(work) } {
+        d.handle_tx();
+    }
+}
+
+unsafe extern "C" fn handle_rx_kick(work: *mut ffi::vhost_work) {
+    // SAFETY: as above.
+    if let Some(d) = unsafe { from_kick(work) } {
+        d.do_send();
+    }
+}
+
+unsafe extern "C" fn send_pkt_work(work: *mut ffi::vhost_work) {
+    let off = core::mem::offset_of!(VhostVsock, send_work);
+    // SAFETY: the only work item with this function is a device's `send_work`.
+    let d = unsafe { ((work as *mut u8).sub(off) as *const VhostVsock).as_ref() };
+    if let Some(d) = d {
+        d.do_send();
+    }
+}
+
+/// The raw packet behind a handle (its `hdr` field is what `wire_ptr` points to).
+fn raw_of(p: &mut Pkt) -> *mut RawPkt {
+    p.wire_ptr().wrapping_sub(core::mem::offset_of!(RawPkt, hdr)).cast()
+}
+
+/// Sets a packet's reply mark, returning the previous one.
+fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
+    let raw = raw_of(p);
+    // SAFETY: `raw` is the live packet `p` owns, borrowed mutably; `_pad` is padding the core
+    // never reads, used as transport-private scratch while we own the packet.
+    unsafe { core::mem::replace(&mut (*raw)._pad, mark) }
+}
+
+/// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pinned user pages
+/// (MSG_ZEROCOPY); returns the bytes copied.
+fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
+    let raw = raw_of(p);
+    // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
+    unsafe { crate::rvsock_pkt_copy_to_iter(raw, 0, n, it.as_mut_ptr()) }
+}
+
+impl VhostVsock {
+    /// Allocates and initialises the state of a new open file.
+    pub(crate) fn open() -> Result<NonNull<VhostVsock>> {
+        let p = vhost::kvzalloc(core::mem::size_of::<VhostVsock>()) as *mut VhostVsock;
+        let p = NonNull::new(p).ok_or(ENOMEM)?;
+        let d = p.as_ptr();
+        // SAFETY: `d` is a fresh zeroed allocation of our size: the atomics and the `Opaque`
+        // C structures are valid zeroed; `pending` is initialised in place here; the vhost
+        // structures are initialised by `Dev::init` and the work item by `work_init`, in
+        // the memory they will live in until `release`.
+        unsafe {
+            let pending = core::ptr::addr_of_mut!((*d).pending);
+            let r = kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending").__pinned_init(pending);
+            if r.is_err() {
+                vhost::kvfree(d.cast());
+                return Err(ENOMEM);
+            }
+            let vq_ptrs = Opaque::raw_get(core::ptr::addr_of!((*d).vq_ptrs));
+            vq_ptrs.write([Opaque::raw_get(&(*d).vqs[VQ_RX]), Opaque::raw_get(&(*d).vqs[VQ_TX])]);
+            let mut kicks: [vhost::WorkFn; 2] = [handle_rx_kick, handle_rx_kick];
+            kicks[VQ_TX] = handle_tx_kick;
+            Dev::init(Opaque::raw_get(&(*d).vdev), vq_ptrs, kicks, PKT_WEIGHT, WEIGHT);
+            vhost::work_init(Opaque::raw_get(&(*d).send_work), send_pkt_work);
+        }
+        Ok(p)
+    }
+
+    fn dev(&self) -> Dev {
+        // SAFETY: initialised in `open`, live as long as `self`; `Opaque<T>` is transparent
+        // over `T`, so the pointer derived from the reference is the device's.
+        unsafe { Dev::from_raw(NonNull::from(&self.vdev).cast()) }
+    }
+
+    /// The RX (host to guest) virtqueue.
+    fn rx(&self) -> Vq {
+        // SAFETY: as in `dev`: initialised in `open`, live as long as `self`.
+        unsafe { Vq::from_raw(NonNull::from(&self.vqs[VQ_RX]).cast()) }
+    }
+
+    /// The TX (guest to host) virtqueue.
+    fn tx(&self) -> Vq {
+        // SAFETY: as in `dev`.
+        unsafe { Vq::from_raw(NonNull::from(&self.vqs[VQ_TX]).cast()) }
+    }
+
+    /// The guest CID (0: none assigned).
+    pub(crate) fn guest_cid(&self) -> u32 {
+        self.guest_cid.load(Relaxed)
+    }
+
+    /// Sets the guest CID (table lock held by the caller).
+    pub(crate) fn set_guest_cid(&self, cid: u32) {
+        self.guest_cid.store(cid, Relaxed);
+    }
+
+    /// Whether the guest negotiated SEQPACKET.
+    pub(crate) fn seqpacket(&self) -> bool {
+        self.seqpacket.load(Relaxed)
+    }
+
+    /// Queues a host-to-guest packet and kicks the worker. Called under the CID table lock
+    /// (so the device cannot be released meanwhile); does not sleep.
+    pub(crate) fn queue(&self, p: Pkt) {
+        let mut p = p;
+        if self.rx_task.load(Relaxed) == vhost::current_task() as *mut c_void {
+            swap_mark(&mut p, MARK_REPLY);
+            self.queued_replies.fetch_add(1, Relaxed);
+        }
+        self.pending.lock().push_back(p);
+        // SAFETY: `send_work` lives as long as the device; `release` flushes the worker after
+        // removing the device from the table, which this call runs under.
+        unsafe { self.rx().work_queue(self.send_work.get()) };
+    }
+
+    fn requeue(&self, p: Pkt) {
+        self.pending.lock().push_front(p);
+    }
+
+    /// Whether the guest may send more: fewer than a TX ring's worth of replies pending.
+    fn more_replies(&self, tx: &VqGuard) -> bool {
+        self.queued_replies.load(Relaxed) < tx.num() as i32
+    }
+
+    /// Host to guest: fills guest receive buffers from `pending` (worker context).
+    fn do_send(&self) {
+        let mut restart_tx = false;
+        {
+            let mut g = self.rx().lock();
+            if g.backend().is_null() || !g.meta_prefetch() {
+                return;
+            }
+            g.disable_notify();
+            let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
+            loop {
+                let Some(mut p) = self.pending.lock().pop_front() else {
+                    g.enable_notify();
+                    break;
+                };
+                let (head, out, inn) = match g.get_desc() {
+                    Desc::Chain { head, out, inn } => (head, out, inn),
+                    Desc::Broken => {
+                        self.requeue(p);
+                        break;
+                    }
+                    Desc::Empty => {
+                        self.requeue(p);
+                        if g.enable_notify() {
+                            g.disable_notify();
+                            continue;
+                        }
+                        break;
+                    }
+                };
+                let room = g.iov_len(out, inn);
+                if out != 0 || room < HDR_LEN {
+                    // Not a receive buffer: give it back empty, keep the packet.
+                    self.stats.bad_rx_buf.fetch_add(1, Relaxed);
+                    g.err();
+                    g.add_used(head, 0);
+                    added = true;
+                    self.requeue(p);
+                    pkts += 1;
+                    if g.exceeds_weight(pkts, bytes) {
+                        break;
+                    }
+                    continue;
+                }
+                let payload = p.remaining() as usize;
+                let frag = payload.min(room - HDR_LEN);
+                let mut h = p.hdr();
+                if frag < payload && h.flags & SEQ_EOM != 0 {
+                    // A split SEQPACKET message: only the last piece carries EOM (and EOR).
+                    h.flags &= !(SEQ_EOM | SEQ_EOR);
+                }
+                h.len = frag as u32;
+                let ok = {
+                    let mut it = g.iter(out, inn, room, true);
+                    it.write(&h.encode()) == HDR_LEN && copy_payload(&mut p, frag, &mut it) == frag
+                };
+                if !ok {
+                    // Guest memory not writable: give the buffer back empty, keep the packet.
+                    self.stats.bad_rx_buf.fetch_add(1, Relaxed);
+                    g.err();
+                    g.add_used(head, 0);
+                    added = true;
+                    self.requeue(p);
+                    break;
+                }
+                g.add_used(head, (HDR_LEN + frag) as u32);
+                added = true;
+                p.consume(frag as u32);
+                bytes = bytes.saturating_add(frag as i32);
+                if p.remaining() > 0 {
+                    self.requeue(p);
+                } else {
+                    self.stats.sent.fetch_add(1, Relaxed);
+                    if swap_mark(&mut p, 0) == MARK_REPLY {
+                        let v = self.queued_replies.fetch_sub(1, Relaxed) - 1;
+                        // TX paused on a full reply budget may resume now.
+                        if v + 1 == self.tx().num_unlocked() as i32 {
+                            restart_tx = true;
+                        }
+                    }
+                    drop(p);
+                }
+                pkts += 1;
+                if g.exceeds_weight(pkts, bytes) {
+                    break;
+                }
+            }
+            if added {
+                g.signal();
+            }
+        }
+        if restart_tx {
+            self.tx().poll_queue();
+        }
+    }
+
+    /// Reads and validates one guest packet from the chain just fetched.
+    fn read_pkt(g: &mut VqGuard, out: u32, inn: u32, cid: u32) -> core::result::Result<Pkt, Reject> {
+        if inn != 0 {
+            return Err(Reject::BadChain);
+        }
+        let len = g.iov_len(0, out);
+        if len < HDR_LEN {
+            return Err(Reject::Truncated);
+        }
+        let mut it = g.iter(0, out, len, false);
+        let mut hb = [0u8; HDR_LEN];
+        if it.read(&mut hb) != HDR_LEN {
+            return Err(Reject::Fault);
+        }
+        let h = Hdr::decode(&hb);
+        // The guest is untrusted: only packets from its own CID to the host, and only as
+        // long as the chain really holds them, are accepted.
+        if cid == 0 || h.src_cid != u64::from(cid) {
+            return Err(Reject::Spoofed);
+        }
+        if h.dst_cid != u64::from(VMADDR_CID_HOST) {
+            return Err(Reject::Misaddressed);
+        }
+        if h.len > MAX_PKT_BUF_SIZE {
+            return Err(Reject::Oversized);
+        }
+        let n = h.len as usize;
+        if n > it.count() {
+            return Err(Reject::Truncated);
+        }
+        let mut p = Pkt::alloc(h.len, false).map_err(|_| Reject::NoMem)?;
+        p.set_hdr(&h);
+        let Some(buf) = p.buf_mut().get_mut(..n) else { return Err(Reject::NoMem) };
+        if it.read(buf) != n {
+            return Err(Reject::Fault);
+        }
+        p.set_len(h.len);
+        Ok(p)
+    }
+
+    /// Guest to host: delivers the guest's packets to the core (worker context).
+    fn handle_tx(&self) {
+        let mut g = self.tx().lock();
+        if g.backend().is_null() || !g.meta_prefetch() {
+            return;
+        }
+        g.disable_notify();
+        let cid = self.guest_cid();
+        let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
+        self.rx_task.store(vhost::current_task() as *mut c_void, Relaxed);
+        loop {
+            if !self.more_replies(&g) {
+                // Leave notifications off: `do_send` requeues us when replies drain.
+                break;
+            }
+            let (head, out, inn) = match g.get_desc() {
+                Desc::Chain { head, out, inn } => (head, out, inn),
+                Desc::Broken => break,
+                Desc::Empty => {
+                    if g.enable_notify() {
+                        g.disable_notify();
+                        continue;
+                    }
+                    break;
+                }
+            };
+            let r = Self::read_pkt(&mut g, out, inn, cid);
+            bytes = bytes.saturating_add(HDR_LEN as i32);
+            match r {
+                Ok(p) => {
+                    bytes = bytes.saturating_add(p.len() as i32);
+                    self.stats.delivered.fetch_add(1, Relaxed);
+                    // The core may call our `send_pkt` from inside: it only queues.
+                    crate::deliver(p);
+                }
+                Err(why) => {
+                    self.stats.count(why);
+                    if matches!(why, Reject::BadChain | Reject::Fault) {
+                        g.err();
+                    }
+                }
+            }
+            // Every chain goes back to the guest, valid or not.
+            g.add_used(head, 0);
+            added = true;
+            pkts += 1;
+            if g.exceeds_weight(pkts, bytes) {
+                break;
+            }
+        }
+        self.rx_task.store(core::ptr::null_mut(), Relaxed);
+        if added {
+            g.signal();
+        }
+    }
+
+    /// `VHOST_VSOCK_SET_RUNNING` 1: attach the backend to both virtqueues.
+    fn start(&self) -> Result {
+        let me = self as *const VhostVsock as *mut c_void;
+        let dg = self.dev().lock();
+        dg.check_owner()?;
+        let mut res = Ok(());
+        for vq in [self.rx(), self.tx()] {
+            let mut g = vq.lock();
+            if !g.access_ok() {
+                res = Err(EFAULT);
+                break;
+            }
+            if g.backend().is_null() {
+                g.set_backend(me);
+                if let Err(e) = g.init_access() {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        if res.is_err() {
+            for vq in [self.rx(), self.tx()] {
+                vq.lock().set_backend(core::ptr::null_mut());
+            }
+            return res;
+        }
+        // Packets may have been queued before the device ran.
+        // SAFETY: `send_work` lives as long as the device.
+        unsafe { self.rx().work_queue(self.send_work.get()) };
+        drop(dg);
+        Ok(())
+    }
+
+    /// `VHOST_VSOCK_SET_RUNNING` 0 (and release): detach the backend.
+    fn stop(&self, check_owner: bool) -> Result {
+        let dg = self.dev().lock();
+        if check_owner {
+            dg.check_owner()?;
+        }
+        for vq in [self.rx(), self.tx()] {
+            vq.lock().set_backend(core::ptr::null_mut());
+        }
+        Ok(())
+    }
+
+    /// `VHOST_SET_FEATURES`.
+    fn set_features(&self, f: u64) -> Result {
+        if f & !FEATURES != 0 {
+            return Err(crate::errno!(EOPNOTSUPP));
+        }
+        let mut dg = self.dev().lock();
+        if f & (1 << ffi::VHOST_F_LOG_ALL) != 0 && !dg.log_access_ok() {
+            return Err(EFAULT);
+        }
+        if f & (1 << ffi::VIRTIO_F_ACCESS_PLATFORM) != 0 {
+            dg.init_iotlb().map_err(|_| EFAULT)?;
+        } else {
+            dg.clear_iotlb();
+        }
+        self.seqpacket.store(f & (1 << ffi::VIRTIO_VSOCK_F_SEQPACKET) != 0, Relaxed);
+        for vq in [self.rx(), self.tx()] {
+            vq.lock().set_acked_features(f);
+        }
+        Ok(())
+    }
+
+    /// `VHOST_VSOCK_SET_GUEST_CID`.
+    fn set_cid(&self, cid: u64) -> Result {
+        // Reserved CIDs (hypervisor, loopback, host, any) and 64-bit CIDs are refused.
+        if cid <= u64::from(VMADDR_CID_HOST) || cid >= u64::from(u32::MAX) {
+            return Err(EINVAL);
+        }
+        let cid = cid as u32;
+        // Our own CID as a guest (nested): refused so that it keeps meaning us.
+        if vhost::cid_is_local(cid) {
+            return Err(crate::errno!(EADDRINUSE));
+        }
+        let old = table::set_cid(self, cid)?;
+        if old != 0 && old != cid && !table::in_use(old) {
+            // Connections to the CID this guest had are orphans now.
+            crate::reset_cid(old);
+        }
+        Ok(())
+    }
+
+    /// The device's ioctls; everything not vsock-specific goes to the vhost core.
+    ///
+    /// # Safety
+    /// `arg` is the argument of the current ioctl call (a user pointer for every command).
+    pub(crate) unsafe fn ioctl(&self, cmd: u32, arg: usize) -> c_long {
+        let argp = arg as *mut c_void;
+        let r = match cmd {
+            ioc::VSOCK_SET_GUEST_CID => get_u64(argp).and_then(|c| self.set_cid(c)),
+            ioc::VSOCK_SET_RUNNING => {
+                let mut b = [0u8; 4];
+                vhost::get_user_bytes(&mut b, argp).and_then(|()| {
+                    if i32::from_ne_bytes(b) != 0 { self.start() } else { self.stop(true) }
+                })
+            }
+            ioc::GET_FEATURES => vhost::put_user_bytes(argp, &FEATURES.to_ne_bytes()),
+            ioc::SET_FEATURES => get_u64(argp).and_then(|f| self.set_features(f)),
+            ioc::GET_BACKEND_FEATURES => vhost::put_user_bytes(argp, &BACKEND_FEATURES.to_ne_bytes()),
+            ioc::SET_BACKEND_FEATURES => get_u64(argp).and_then(|f| {
+                if f & !BACKEND_FEATURES != 0 {
+                    return Err(crate::errno!(EOPNOTSUPP));
+                }
+                self.dev().set_backend_features(f);
+                Ok(())
+            }),
+            _ => {
+                let mut dg = self.dev().lock();
+                // SAFETY: `argp` is this call's user argument, per our contract.
+                return unsafe { dg.generic_ioctl(cmd, argp) };
+            }
+        };
+        match r {
+            Ok(()) => 0,
+            Err(e) => e.to_errno() as c_long,
+        }
+    }
+
+    /// `read(2)`.
+    ///
+    /// # Safety
+    /// `to` is the iterator of the current read call.
+    pub(crate) unsafe fn read(&self, to: *mut ffi::iov_iter, nonblock: bool) -> isize {
+        // SAFETY: per the contract.
+        unsafe { self.dev().chr_read(to, nonblock) }
+    }
+
+    /// `write(2)`.
+    ///
+    /// # Safety
+    /// `from` is the iterator of the current write call.
+    pub(crate) unsafe fn write(&self, from: *mut ffi::iov_iter) -> isize {
+        // SAFETY: per the contract.
+        unsafe { self.dev().chr_write(from) }
+    }
+
+    /// `poll(2)`.
+    ///
+    /// # Safety
+    /// `file` and `wait` are the arguments of the current poll call.
+    pub(crate) unsafe fn poll(&self, file: *mut ffi::file, wait: *mut ffi::poll_table_struct) -> ffi::__poll_t {
+        // SAFETY: per the contract.
+        unsafe { self.dev().chr_poll(file, wait) }
+    }
+
+    /// Tears a device down (the file's last close) and frees it.
+    ///
+    /// # Safety
+    /// `p` came from [`VhostVsock::open`], and no other file operation of it can run any more.
+    pub(crate) unsafe fn release(p: NonNull<VhostVsock>) {
+        {
+            // SAFETY: live until freed at the end of this function.
+            let d = unsafe { p.as_ref() };
+            // After this no `send_pkt` can reach the device.
+            let cid = table::remove(d);
+            let _ = d.stop(false);
+            // Wait for running handlers: none delivers to the core after this.
+            d.dev().flush();
+            if cid != 0 && !table::in_use(cid) {
+                // Host sockets connected to this guest see ECONNRESET.
+                crate::reset_cid(cid);
+            }
+            d.dev().stop();
+            let q = core::mem::replace(&mut *d.pending.lock(), PktQueue::new());
+            drop(q);
+            d.dev().cleanup();
+            d.report(cid);
+        }
+        // SAFETY: the vhost worker is gone (`cleanup`), nobody can reach the device any more;
+        // drop the Rust-owned field, then free the allocation from `open`.
+        unsafe {
+            core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p.as_ptr()).pending));
+            vhost::kvfree(p.as_ptr().cast());
+        }
+    }
+
+    fn report(&self, cid: u32) {
+        let s = &self.stats;
+        let dropped = [&s.bad_chain, &s.truncated, &s.spoofed, &s.misaddressed, &s.oversized, &s.fault, &s.nomem, &s.bad_rx_buf]
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .sum::<u64>();
+        if dropped != 0 {
+            pr_info!(
+                "guest cid {}: {} packets delivered, {} sent; dropped: {} spoofed, {} misaddressed, {} truncated, {} oversized, {} bad chains, {} faults, {} no memory, {} bad rx buffers\n",
+                cid,
+                s.delivered.load(Relaxed),
+                s.sent.load(Relaxed),
+                s.spoofed.load(Relaxed),
+                s.misaddressed.load(Relaxed),
+                s.truncated.load(Relaxed),
+                s.oversized.load(Relaxed),
+                s.bad_chain.load(Relaxed),
+                s.fault.load(Relaxed),
+                s.nomem.load(Relaxed),
+                s.bad_rx_buf.load(Relaxed),
+            );
+        }
+    }
+}
+
+fn get_u64(argp: *const c_void) -> Result<u64> {
+    let mut b = [0u8; 8];
+    vhost::get_user_bytes(&mut b, argp)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// ioctl numbers (`include/uapi/linux/vhost.h`).
+mod ioc {
+    use kernel::ioctl::{_IOR, _IOW};
+    const VHOST_VIRTIO: u32 = 0xAF;
+    pub(super) const GET_FEATURES: u32 = _IOR::<u64>(VHOST_VIRTIO, 0x00);
+    pub(super) const SET_FEATURES: u32 = _IOW::<u64>(VHOST_VIRTIO, 0x00);
+    pub(super) const SET_BACKEND_FEATURES: u32 = _IOW::<u64>(VHOST_VIRTIO, 0x25);
+    pub(super) const GET_BACKEND_FEATURES: u32 = _IOR::<u64>(VHOST_VIRTIO, 0x26);
+    pub(super) const VSOCK_SET_GUEST_CID: u32 = _IOW::<u64>(VHOST_VIRTIO, 0x60);
+    pub(super) const VSOCK_SET_RUNNING: u32 = _IOW::<kernel::ffi::c_int>(VHOST_VIRTIO, 0x61);
+}

@@ -1,0 +1,707 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The virtio-vsock guest driver proper: device lifetime (probe/remove), the receive, transmit
+//! and event paths, and the transport callbacks the core calls. Safe Rust over `virtio.rs`.
+//!
+//! # Paths and contexts
+//!
+//! * Virtqueue callbacks run in interrupt context and only queue a work item on our workqueue.
+//! * rx work: takes used rx buffers in batches under the rx mutex, validates them, refills the
+//!   ring, then hands the batch to `rvsock_recv_pkt` with no lock held (the core may call
+//!   `send_pkt` from inside, e.g. to answer a REQUEST).
+//! * `send_pkt` (any process context, possibly from inside `rvsock_recv_pkt`): takes the tx
+//!   spinlock, reclaims finished tx buffers, appends the packet to the pending FIFO and posts
+//!   as much of the FIFO as the ring takes; what does not fit waits for the tx work.
+//! * tx work: reclaims finished buffers, posts pending packets, restarts a stalled rx.
+//! * event work: TRANSPORT_RESET re-reads the guest CID and resets every connection.
+//!
+//! # Locks
+//!
+//! `dev` (mutex, probe/remove) → `rx` (mutex) | `ev` (mutex) | `tx` (spinlock). The rx and
+//! event mutexes are never held across a call into the core, the tx spinlock is never held
+//! across anything but virtqueue operations and freeing packets; no two of rx/tx/ev are held
+//! together. Work items are cancelled only with `dev` held, which no work item takes.
+//!
+//! # Device lifetime
+//!
+//! This state lives as long as the module. A direction is running while its lock holds the
+//! virtqueue handle: teardown takes the handles out (stopping the direction), resets the
+//! device, cancels the work items, drains the rings and deletes the virtqueues. A socket that
+//! outlives the device (it pins the module, not the device) gets `ENODEV` from `send_pkt`.
+
+use crate::abi::{self, RawPkt, RawTransport};
+use crate::ffi;
+use crate::pkt::{Pkt, PktQueue};
+use crate::proto::hdr::{Hdr, Op, VMADDR_CID_ANY, VMADDR_CID_HOST};
+use crate::virtio::{event_id, EvVq, EventBuf, RxVq, SgTable, TxVq, VDev, Vqs, Work, WorkQueue};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::sync::{Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
+
+/// Event buffers kept posted (as in-tree).
+const EVENT_BUFS: usize = 8;
+/// Used rx buffers taken per lock hold.
+const RX_BATCH: u32 = 64;
+/// Batches per rx work run before the work requeues itself (lets other work run).
+const RX_ROUNDS: u32 = 16;
+/// Payload of a small buffer: the whole allocation is one 4 KiB slab object.
+pub(crate) const SMALL_CAP: u32 = (4096 - core::mem::size_of::<RawPkt>()) as u32;
+/// Received payloads up to this size are copied into an exact-size packet and the large rx
+/// buffer goes straight back to the ring (see `rx_take`).
+const RX_COPYBREAK: u32 = SMALL_CAP;
+/// Largest payload the core accepts in one packet (`MAX_PKT_BUF_SIZE`).
+pub(crate) const MAX_CAP: u32 = 64 * 1024;
+
+/// Counters of what the driver did and refused; logged when the device goes away.
+#[derive(Default)]
+struct Stats {
+    rx_pkts: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_copied: AtomicU64,
+    rx_bad_used_len: AtomicU64,
+    rx_bad_hdr_len: AtomicU64,
+    rx_unwritten: AtomicU64,
+    rx_alloc_fail: AtomicU64,
+    rx_small: AtomicU64,
+    tx_pkts: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_queued: AtomicU64,
+    tx_dropped: AtomicU64,
+    ev_reset: AtomicU64,
+    ev_bad: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed)
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// Receive direction, under `Shared::rx`. Running while `vq` is `Some`.
+struct Rx {
+    vq: Option<RxVq>,
+    /// Ring size (buffers we keep posted at most).
+    size: u32,
+    /// Buffers currently posted.
+    posted: u32,
+    /// Large buffers that came back holding a small (copied) payload, ready to post again.
+    recycle: PktQueue,
+}
+
+/// Transmit direction, under `Shared::tx`. Running while `vq` is `Some`.
+struct Tx {
+    vq: Option<TxVq>,
+    /// Packets on the ring (posted, not yet returned).
+    inflight: u32,
+    /// Scatterlist for posting a zerocopy packet.
+    sg: SgTable,
+    /// Packets waiting for ring space, in send order.
+    pending: PktQueue,
+    /// How many of `pending` are replies (RESPONSE/RST), the packets the rx path generates.
+    replies: u32,
+}
+
+/// Event direction, under `Shared::ev`. Running while `vq` is `Some`.
+struct Ev {
+    vq: Option<EvVq>,
+    /// The device, for re-reading the CID on TRANSPORT_RESET (set exactly while `vq` is).
+    vdev: Option<VDev>,
+}
+
+/// The bound device, under `Shared::dev`.
+struct Bound {
+    vdev: VDev,
+    transport: &'static crate::TransportCell,
+}
+
+/// Driver state: one per module (the driver binds one device at a time, like in-tree).
+#[pin_data]
+pub(crate) struct Shared {
+    /// First field, so it is destroyed (drained) first when the state is dropped.
+    wq: WorkQueue,
+    #[pin]
+    dev: Mutex<Option<Bound>>,
+    #[pin]
+    rx: Mutex<Rx>,
+    #[pin]
+    tx: SpinLock<Tx>,
+    #[pin]
+    ev: Mutex<Ev>,
+    #[pin]
+    rx_work: Work,
+    #[pin]
+    tx_work: Work,
+    #[pin]
+    ev_work: Work,
+    /// Event buffers (device-written; in this kmalloc'd structure, so DMA-able).
+    events: [EventBuf; EVENT_BUFS],
+    /// Payload capacity of the large rx buffers (module parameter).
+    rx_cap: u32,
+    /// Our CID (`VMADDR_CID_ANY` without a device).
+    guest_cid: AtomicU32,
+    /// The transport registered for the bound device (null without one).
+    transport: AtomicPtr<RawTransport>,
+    /// Mirror of `Tx::replies` for the rx path (which must not take the tx lock).
+    queued_replies: AtomicU32,
+    /// Size of the rx ring: the rx path stops while `queued_replies` reaches it.
+    reply_limit: AtomicU32,
+    /// The rx work stopped because too many replies were waiting for tx ring space.
+    rx_stalled: AtomicBool,
+    stats: Stats,
+}
+
+/// Whether a packet answers something the peer sent (the rx path's output, bounded by
+/// stalling rx while too many of them wait for ring space; in-tree "reply" packets).
+fn is_reply(h: &Hdr) -> bool {
+    h.op == Op::Response as u16 || h.op == Op::Rst as u16
+}
+
+/// A guest CID the driver accepts from the device: 32-bit, not a reserved or wildcard CID.
+fn valid_cid(cid: u64) -> Option<u32> {
+    let c = u32::try_from(cid).ok()?;
+    (c > VMADDR_CID_HOST && c != VMADDR_CID_ANY).then_some(c)
+}
+
+impl Shared {
+    /// An initialiser of the state, with its workqueue and rx buffer payload size.
+    pub(crate) fn new(wq: WorkQueue, rx_cap: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Shared {
+            wq,
+            dev <- new_mutex!(None, "rvsock_virtio_dev"),
+            rx <- new_mutex!(Rx { vq: None, size: 0, posted: 0, recycle: PktQueue::new() }, "rvsock_virtio_rx"),
+            tx <- new_spinlock!(
+                Tx { vq: None, inflight: 0, sg: SgTable::new(), pending: PktQueue::new(), replies: 0 },
+                "rvsock_virtio_tx"
+            ),
+            ev <- new_mutex!(Ev { vq: None, vdev: None }, "rvsock_virtio_ev"),
+            rx_work <- Work::new(crate::rx_work_fn),
+            tx_work <- Work::new(crate::tx_work_fn),
+            ev_work <- Work::new(crate::ev_work_fn),
+            events: [const { EventBuf::new() }; EVENT_BUFS],
+            rx_cap,
+            guest_cid: AtomicU32::new(VMADDR_CID_ANY),
+            transport: AtomicPtr::new(core::ptr::null_mut()),
+            queued_replies: AtomicU32::new(0),
+            reply_limit: AtomicU32::new(u32::MAX),
+            rx_stalled: AtomicBool::new(false),
+            stats: Stats::default(),
+        }? Error)
+    }
+
+    /// Queues the rx work (virtqueue callback).
+    pub(crate) fn kick_rx(&self) {
+        self.wq.queue(&self.rx_work);
+    }
+
+    /// Queues the tx work (virtqueue callback).
+    pub(crate) fn kick_tx(&self) {
+        self.wq.queue(&self.tx_work);
+    }
+
+    /// Queues the event work (virtqueue callback).
+    pub(crate) fn kick_ev(&self) {
+        self.wq.queue(&self.ev_work);
+    }
+
+    /// Our CID (`local_cid` callback).
+    pub(crate) fn local_cid(&self) -> u32 {
+        self.guest_cid.load(Ordering::Relaxed)
+    }
+
+    // ---- device lifetime -------------------------------------------------------------------
+
+    /// Binds `vdev`: finds the rings, reads the CID, registers the transport, posts buffers.
+    pub(crate) fn probe(&self, vdev: VDev) -> Result {
+        let mut dev = self.dev.lock();
+        if dev.is_some() {
+            pr_warn!("a virtio-vsock device is already bound; ignoring another one\n");
+            return Err(EBUSY);
+        }
+        let raw_cid = vdev.read_config_u64(0); // struct virtio_vsock_config { le64 guest_cid }
+        let Some(cid) = valid_cid(raw_cid) else {
+            pr_err!("device offers invalid guest CID {}\n", raw_cid);
+            return Err(EINVAL);
+        };
+        let seqpacket = vdev.has_feature(ffi::VIRTIO_VSOCK_F_SEQPACKET);
+        let vqs = vdev.find_vqs([
+            (kernel::c_str!("rx"), crate::rx_done as crate::virtio::VqCallback),
+            (kernel::c_str!("tx"), crate::tx_done),
+            (kernel::c_str!("event"), crate::ev_done),
+        ])?;
+        let transport = crate::transport_for(seqpacket);
+        self.guest_cid.store(cid, Ordering::Relaxed);
+        self.transport.store(transport.get(), Ordering::Release);
+        self.reply_limit.store(vqs.rx.0.size(), Ordering::Relaxed);
+        self.queued_replies.store(0, Ordering::Relaxed);
+        self.rx_stalled.store(false, Ordering::Relaxed);
+        {
+            let mut rx = self.rx.lock();
+            rx.size = vqs.rx.0.size();
+            rx.posted = 0;
+            rx.vq = Some(vqs.rx);
+        }
+        {
+            let mut tx = self.tx.lock();
+            tx.replies = 0;
+            tx.inflight = 0;
+            tx.vq = Some(vqs.tx);
+        }
+        {
+            let mut ev = self.ev.lock();
+            ev.vq = Some(vqs.ev);
+            ev.vdev = Some(vdev.clone());
+        }
+        vdev.ready();
+
+        // SAFETY: `transport` is a static descriptor, unchanged while registered; it is
+        // unregistered in `stop` before the module can go away.
+        let r = kernel::error::to_result(unsafe { abi::rvsock_transport_register(transport.get()) });
+        if let Err(e) = r {
+            pr_err!("cannot register the G2H transport: {:?}\n", e);
+            self.stop(&vdev, None);
+            return Err(e);
+        }
+        {
+            let mut rx = self.rx.lock();
+            self.rx_fill(&mut rx);
+            if rx.posted == 0 {
+                pr_warn!("no rx buffer could be posted\n");
+            }
+        }
+        self.ev_fill();
+        pr_info!(
+            "bound virtio-vsock device: guest CID {}, seqpacket {}, rx buffers {} x {} bytes\n",
+            cid,
+            seqpacket,
+            self.rx.lock().posted,
+            self.rx_cap
+        );
+        *dev = Some(Bound { vdev, transport });
+        Ok(())
+    }
+
+    /// Unbinds `vdev` (driver `remove`).
+    pub(crate) fn remove(&self, vdev: *mut ffi::virtio_device) {
+        let mut dev = self.dev.lock();
+        let Some(b) = dev.take_if(|b| b.vdev.is(vdev)) else { return };
+        self.stop(&b.vdev, Some(b.transport));
+        let s = &self.stats;
+        pr_info!(
+            "device removed; since load: rx {} pkts {} bytes ({} copied, {} bad used len, {} bad hdr len, {} unwritten, {} small-buffer fallbacks, {} alloc failures), tx {} pkts {} bytes ({} queued, {} dropped), events {} resets {} bad\n",
+            get(&s.rx_pkts),
+            get(&s.rx_bytes),
+            get(&s.rx_copied),
+            get(&s.rx_bad_used_len),
+            get(&s.rx_bad_hdr_len),
+            get(&s.rx_unwritten),
+            get(&s.rx_small),
+            get(&s.rx_alloc_fail),
+            get(&s.tx_pkts),
+            get(&s.tx_bytes),
+            get(&s.tx_queued),
+            get(&s.tx_dropped),
+            get(&s.ev_reset),
+            get(&s.ev_bad)
+        );
+    }
+
+    /// Stops every direction and releases the rings (`dev` held by the caller). With
+    /// `transport`, unregisters it, which resets every socket still using it.
+    fn stop(&self, vdev: &VDev, transport: Option<&'static crate::TransportCell>) {
+        // Receive and events first, so that nothing is delivered to the core any more and
+        // no connection can be created on the transport while it is being unregistered.
+        let rxq = self.rx.lock().vq.take();
+        let evq = {
+            let mut ev = self.ev.lock();
+            ev.vdev = None;
+            ev.vq.take()
+        };
+        self.rx_work.cancel_sync();
+        self.ev_work.cancel_sync();
+        if let Some(t) = transport {
+            // SAFETY: registered in `probe`.
+            unsafe { abi::rvsock_transport_unregister(t.get()) };
+        }
+        // Transmit: sockets reset above may still have sent packets; later ones get ENODEV.
+        let (txq, pending) = {
+            let mut tx = self.tx.lock();
+            tx.replies = 0;
+            tx.inflight = 0;
+            (tx.vq.take(), core::mem::replace(&mut tx.pending, PktQueue::new()))
+        };
+        drop(pending);
+        self.queued_replies.store(0, Ordering::Relaxed);
+        self.transport.store(core::ptr::null_mut(), Ordering::Release);
+        self.guest_cid.store(VMADDR_CID_ANY, Ordering::Relaxed);
+
+        // The device stops using every buffer and no callback runs after this.
+        vdev.reset();
+        // Work queued by callbacks meanwhile finds no ring and returns; wait for it.
+        self.rx_work.cancel_sync();
+        self.tx_work.cancel_sync();
+        self.ev_work.cancel_sync();
+
+        let recycled = core::mem::replace(&mut self.rx.lock().recycle, PktQueue::new());
+        drop(recycled);
+        if let (Some(mut rx), Some(mut tx), Some(mut ev)) = (rxq, txq, evq) {
+            // SAFETY: the device was reset above.
+            unsafe {
+                while rx.detach().is_some() {}
+                while tx.detach().is_some() {}
+                ev.detach_all();
+            }
+            vdev.del_vqs(Vqs { rx, tx, ev });
+        }
+        self.rx.lock().posted = 0;
+        self.rx_stalled.store(false, Ordering::Relaxed);
+    }
+
+    // ---- receive -------------------------------------------------------------------------
+
+    /// Allocates one rx buffer: a large one if that is possible without direct reclaim or
+    /// compaction (a high-order allocation must not stall the receive path), else a small one.
+    fn rx_alloc(&self) -> Option<Pkt> {
+        use kernel::bindings as b;
+        let direct_reclaim: b::gfp_t = 1 << b::___GFP_DIRECT_RECLAIM_BIT;
+        let gfp = (b::GFP_KERNEL & !direct_reclaim) | b::__GFP_NOWARN;
+        // SAFETY: plain allocation; a null result is handled.
+        let p = unsafe { Pkt::from_raw(abi::rvsock_pkt_alloc(self.rx_cap, gfp)) };
+        if p.is_some() || self.rx_cap <= SMALL_CAP {
+            return p;
+        }
+        inc(&self.stats.rx_small);
+        Pkt::alloc(SMALL_CAP, false).ok()
+    }
+
+    /// Tops the rx ring up to its size (recycled buffers first) and notifies the device.
+    fn rx_fill(&self, rx: &mut Rx) {
+        let Rx { vq, size, posted, recycle } = rx;
+        let Some(vq) = vq.as_mut() else { return };
+        let mut added = false;
+        while *posted < *size {
+            let Some(p) = recycle.pop_front().or_else(|| self.rx_alloc()) else {
+                inc(&self.stats.rx_alloc_fail);
+                break;
+            };
+            match vq.post(p) {
+                Ok(()) => {
+                    *posted += 1;
+                    added = true;
+                }
+                Err((_, p)) => {
+                    recycle.push_front(p);
+                    break;
+                }
+            }
+        }
+        if added {
+            vq.0.kick();
+        }
+    }
+
+    /// Checks one used rx buffer; returns the packet to deliver, or recycles/drops it.
+    fn rx_take(&self, recycle: &mut PktQueue, mut pkt: Pkt, used: u32) -> Option<Pkt> {
+        let cap = pkt.cap();
+        let hdr_len = crate::abi::HDR_LEN as u32;
+        let Some(payload) = used.checked_sub(hdr_len).filter(|&n| n <= cap) else {
+            if inc(&self.stats.rx_bad_used_len) < 8 {
+                pr_warn!("dropping rx buffer: device reports {} bytes used of {}\n", used, cap + hdr_len);
+            }
+            recycle.push_back(pkt);
+            return None;
+        };
+        let h = pkt.hdr();
+        if h.op == 0 {
+            // Zeroed before posting: the device did not write this buffer.
+            if inc(&self.stats.rx_unwritten) < 8 {
+                pr_warn!("dropping rx buffer: device reports {} bytes used but wrote no header\n", used);
+            }
+            recycle.push_back(pkt);
+            return None;
+        }
+        if h.len > payload {
+            if inc(&self.stats.rx_bad_hdr_len) < 8 {
+                pr_warn!("dropping packet: header length {} but {} payload bytes written\n", h.len, payload);
+            }
+            recycle.push_back(pkt);
+            return None;
+        }
+        pkt.set_len(h.len);
+        inc(&self.stats.rx_pkts);
+        add(&self.stats.rx_bytes, u64::from(h.len));
+        if h.len > RX_COPYBREAK || cap <= 2 * RX_COPYBREAK {
+            return Some(pkt);
+        }
+        // Small payload in a large buffer: hand the core an exact-size copy (bounded memory per
+        // queued byte) and reuse the large buffer.
+        let Ok(mut small) = Pkt::alloc(h.len, false) else { return Some(pkt) };
+        small.set_hdr(&h);
+        let src = pkt.unread();
+        if let Some(dst) = small.buf_mut().get_mut(..src.len()) {
+            dst.copy_from_slice(src);
+        }
+        small.set_len(h.len);
+        pkt.set_len(0);
+        recycle.push_back(pkt);
+        inc(&self.stats.rx_copied);
+        Some(small)
+    }
+
+    /// Whether rx must pause because too many replies wait for tx ring space. Registers the
+    /// stall so that the tx work restarts rx; handles the race with that restart.
+    fn rx_must_stall(&self) -> bool {
+        let limit = self.reply_limit.load(Ordering::Relaxed);
+        if self.queued_replies.load(Ordering::SeqCst) < limit {
+            return false;
+        }
+        self.rx_stalled.store(true, Ordering::SeqCst);
+        if self.queued_replies.load(Ordering::SeqCst) >= limit {
+            return true;
+        }
+        // The tx side drained meanwhile: continue, unless it already requeued us (it cleared
+        // the flag), in which case the requeued run continues.
+        !self.rx_stalled.swap(false, Ordering::SeqCst)
+    }
+
+    /// The rx work.
+    pub(crate) fn rx_work(&self) {
+        for _ in 0..RX_ROUNDS {
+            let mut batch = PktQueue::new();
+            let more;
+            {
+                let mut g = self.rx.lock();
+                let rx = &mut *g;
+                if rx.vq.is_none() || self.rx_must_stall() {
+                    return;
+                }
+                {
+                    let Rx { vq, posted, recycle, .. } = &mut *rx;
+                    let Some(vq) = vq.as_mut() else { return };
+                    vq.0.disable_cb();
+                    let mut n = 0;
+                    while n < RX_BATCH {
+                        let Some((pkt, used)) = vq.get() else { break };
+                        n += 1;
+                        *posted = posted.saturating_sub(1);
+                        if let Some(p) = self.rx_take(recycle, pkt, used) {
+                            batch.push_back(p);
+                        }
+                    }
+                    more = n == RX_BATCH || !vq.0.enable_cb();
+                }
+                self.rx_fill(rx);
+            }
+            let t = self.transport.load(Ordering::Acquire);
+            while let Some(p) = batch.pop_front() {
+                if t.is_null() {
+                    continue; // not reachable: rx runs only while registered
+                }
+                // SAFETY: `t` is our registered transport; no lock is held; the core takes
+                // ownership of the packet.
+                unsafe { abi::rvsock_recv_pkt(t, p.into_raw()) };
+            }
+            if !more {
+                return;
+            }
+        }
+        // Still busy: yield to other work and continue in a fresh run.
+        self.kick_rx();
+    }
+
+    // ---- transmit ------------------------------------------------------------------------
+
+    /// Takes back the packets the device has finished sending into `done`, to be freed once
+    /// the tx lock is released (freeing a zerocopy packet releases the user pages and may
+    /// complete the sendmsg's notification, which wakes the socket up).
+    fn tx_reclaim(tx: &mut Tx, done: &mut PktQueue) {
+        let Tx { vq, inflight, .. } = tx;
+        let Some(vq) = vq.as_mut() else { return };
+        while let Some(p) = vq.get() {
+            done.push_back(p);
+            *inflight = inflight.saturating_sub(1);
+        }
+    }
+
+    /// Posts pending packets while the ring has room; notifies the device. Packets that can
+    /// never be sent go to `done` (freed by the caller once the lock is released).
+    fn tx_flush(&self, tx: &mut Tx, done: &mut PktQueue) {
+        let Tx { vq, inflight, sg, pending, replies } = tx;
+        let Some(vq) = vq.as_mut() else { return };
+        let mut added = false;
+        while let Some(p) = pending.pop_front() {
+            let reply = is_reply(&p.hdr());
+            let len = p.len();
+            let r = if p.ext().is_null() { vq.post(p) } else { vq.post_ext(p, sg) };
+            match r {
+                Ok(()) => {
+                    added = true;
+                    *inflight += 1;
+                    inc(&self.stats.tx_pkts);
+                    add(&self.stats.tx_bytes, u64::from(len));
+                }
+                // Ring full: wait for the device to return buffers. (With nothing in flight
+                // the packet can never fit: drop it below rather than block the queue.)
+                Err((e, p)) if e == ENOSPC && *inflight > 0 => {
+                    pending.push_front(p);
+                    break;
+                }
+                Err((e, p)) => {
+                    // Broken ring, or a packet the ring can never take.
+                    if inc(&self.stats.tx_dropped) < 8 {
+                        pr_warn!("dropping tx packet: {:?}\n", e);
+                    }
+                    done.push_back(p);
+                }
+            }
+            if reply {
+                *replies = replies.saturating_sub(1);
+            }
+        }
+        if added {
+            vq.0.kick();
+        }
+        self.queued_replies.store(*replies, Ordering::SeqCst);
+    }
+
+    /// Sends one packet (`send_pkt` callback): consumes it.
+    pub(crate) fn send(&self, pkt: Pkt) -> Result {
+        if pkt.ext().is_null() && pkt.len() > pkt.cap() {
+            inc(&self.stats.tx_dropped);
+            return Err(EINVAL);
+        }
+        let h = pkt.hdr();
+        if h.dst_cid == u64::from(self.guest_cid.load(Ordering::Relaxed)) {
+            // Our own CID is not reachable through the device (in-tree answers the same).
+            return Err(ENODEV);
+        }
+        let mut done = PktQueue::new();
+        let mut g = self.tx.lock();
+        let tx = &mut *g;
+        if tx.vq.is_none() {
+            return Err(ENODEV);
+        }
+        Self::tx_reclaim(tx, &mut done);
+        tx.pending.push_back(pkt);
+        if is_reply(&h) {
+            tx.replies += 1;
+        }
+        self.tx_flush(tx, &mut done);
+        if !tx.pending.is_empty() {
+            // Ours is the last pending packet: it waits for ring space.
+            inc(&self.stats.tx_queued);
+        }
+        drop(g);
+        drop(done);
+        Ok(())
+    }
+
+    /// The tx work: reclaim finished buffers, post what is pending, restart a stalled rx.
+    pub(crate) fn tx_work(&self) {
+        let mut done = PktQueue::new();
+        let replies = {
+            let mut g = self.tx.lock();
+            let tx = &mut *g;
+            loop {
+                let Some(vq) = tx.vq.as_mut() else { return };
+                vq.0.disable_cb();
+                Self::tx_reclaim(tx, &mut done);
+                if tx.vq.as_mut().is_none_or(|vq| vq.0.enable_cb()) {
+                    break;
+                }
+            }
+            self.tx_flush(tx, &mut done);
+            tx.replies
+        };
+        drop(done);
+        if replies < self.reply_limit.load(Ordering::Relaxed) && self.rx_stalled.swap(false, Ordering::SeqCst) {
+            self.kick_rx();
+        }
+    }
+
+    // ---- events --------------------------------------------------------------------------
+
+    /// Posts every event buffer (probe).
+    fn ev_fill(&self) {
+        let mut g = self.ev.lock();
+        let Some(vq) = g.vq.as_mut() else { return };
+        for e in self.events.iter() {
+            // SAFETY: the buffers live in this structure, which outlives the device binding
+            // (teardown resets the device before the state can go); the CPU reads a buffer
+            // only after the ring returns it.
+            if unsafe { vq.post(e) }.is_err() {
+                inc(&self.stats.ev_bad);
+            }
+        }
+        vq.0.kick();
+    }
+
+    /// Index of the event buffer at `p`, if it is one of ours.
+    fn event_index(&self, p: *const EventBuf) -> Option<usize> {
+        self.events.iter().position(|e| core::ptr::eq(e, p))
+    }
+
+    /// The event work.
+    pub(crate) fn ev_work(&self) {
+        let mut reset = false;
+        {
+            let mut g = self.ev.lock();
+            let Ev { vq, vdev } = &mut *g;
+            let Some(vq) = vq.as_mut() else { return };
+            loop {
+                vq.0.disable_cb();
+                while let Some((p, len)) = vq.get() {
+                    let Some(i) = self.event_index(p) else {
+                        // Not a buffer of ours (cannot happen: the virtio core checks ids).
+                        inc(&self.stats.ev_bad);
+                        continue;
+                    };
+                    let Some(e) = self.events.get(i) else { continue };
+                    if len as usize == core::mem::size_of::<ffi::virtio_vsock_event>() {
+                        // SAFETY: the ring returned `e` and it is not posted again yet.
+                        let id = unsafe { event_id(e) };
+                        if id == ffi::virtio_vsock_event_id_VIRTIO_VSOCK_EVENT_TRANSPORT_RESET {
+                            reset = true;
+                        } else {
+                            inc(&self.stats.ev_bad);
+                        }
+                    } else {
+                        inc(&self.stats.ev_bad);
+                    }
+                    // SAFETY: as in `ev_fill`.
+                    if unsafe { vq.post(e) }.is_err() {
+                        inc(&self.stats.ev_bad);
+                    }
+                }
+                if vq.0.enable_cb() {
+                    break;
+                }
+            }
+            vq.0.kick();
+            if reset {
+                // Re-read the CID while the device is surely bound (`vq` is present).
+                inc(&self.stats.ev_reset);
+                if let Some(d) = vdev.as_ref() {
+                    let raw = d.read_config_u64(0);
+                    match valid_cid(raw) {
+                        Some(c) => self.guest_cid.store(c, Ordering::Relaxed),
+                        None => pr_warn!("transport reset: invalid guest CID {}; keeping {}\n", raw, self.local_cid()),
+                    }
+                }
+            }
+        }
+        if reset {
+            let t = self.transport.load(Ordering::Acquire);
+            if !t.is_null() {
+                // SAFETY: our registered transport (teardown cancels this work before it
+                // unregisters); no lock held.
+                unsafe { abi::rvsock_transport_reset(t, u32::MAX) };
+            }
+        }
+    }
+}
