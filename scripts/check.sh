@@ -26,6 +26,8 @@ declare -A SCEN=(
     [c-vhost-hostile-guest]="single c - 20 vhost-hostile"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
+# The transports, {C, rvsock} host x {C, rvsock} guest.
+ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest nested-rvsock-host-rvsock-guest"
 # Sanitizer runs (README "Sanitizer runs": timings, and why c-soak-kasan runs only when named).
 ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan"
 
