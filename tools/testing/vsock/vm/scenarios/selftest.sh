@@ -6,7 +6,7 @@ load_c() { modprobe vsock_loopback; }
 unload_c() {
     i=0
     while ! rmmod vsock_loopback 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 40 ] && return 1; sleep 0.5
+        i=$((i + 1)); [ $i -gt 120 ] && return 1; sleep 0.5
     done
     rmmod vmw_vsock_virtio_transport_common vsock
 }
