@@ -20,6 +20,7 @@ if wait_for /tmp/l2.log RVSOCK-L2-READY 300; then
     run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3
 else
     result fail "l2-never-ready"
+    kill -9 "$qemu" 2>/dev/null   # nothing more will come from it: keep the log, stop waiting
 fi
 reap "$qemu" "${L2_TIMEOUT:-900}"
 reap "$hserver" 10
