@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 //! rvsock host driver (`rvsock_vhost.ko`): `/dev/vhost-vsock` on the kernel's vhost core, so
 //! an unmodified VMM (QEMU `-device vhost-vsock-pci,guest-cid=N`) gives its guest a virtio
-//! vsock device whose host side is rvsock. Registers the H2G transport (local CID 2).
+//! vsock device whose host side is rvsock. Registers the H2G transport (local CID 2) with
+//! SEQPACKET (per guest: only if its driver negotiated it) and MSG_ZEROCOPY (the worker copies
+//! a zerocopy packet's pinned user pages straight into guest buffers through the core's
+//! `rvsock_pkt_copy_to_iter`, as in-tree vhost-vsock does with an skb's frags; upstream
+//! vsock_test's MSG_ZEROCOPY tests expect zerocopy on this transport).
 //!
 //! Module map: `vhost` (binding layer over drivers/vhost/vhost.h), `dev` (one open file: the
 //! vhost device, ioctls, host-to-guest and guest-to-host paths), `table` (guest CID ->

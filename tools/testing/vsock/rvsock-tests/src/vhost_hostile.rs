@@ -301,7 +301,8 @@ impl Guest {
     fn poll_rx(&mut self) -> Result<(), String> {
         let mut any = false;
         while let Some((id, len)) = self.rx.next_used(&self.mem) {
-            let id = u16::try_from(id).ok().filter(|i| *i < NUM).ok_or_else(|| format!("rx used id {id} out of range"))?;
+            let id =
+                u16::try_from(id).ok().filter(|i| *i < NUM).ok_or_else(|| format!("rx used id {id} out of range"))?;
             let len = (len as usize).min(self.rx_buf);
             let b = self.mem.read(self.rx_addr(id), len).ok_or("rx read")?;
             match Hdr::decode(&b) {
@@ -363,7 +364,8 @@ impl Guest {
     /// come back from the device.
     fn send(&mut self, h: &Hdr, payload: &[u8]) -> Result<(), String> {
         let hb = h.encode();
-        let segs: Vec<(&[u8], bool)> = if payload.is_empty() { vec![(&hb, false)] } else { vec![(&hb, false), (payload, false)] };
+        let segs: Vec<(&[u8], bool)> =
+            if payload.is_empty() { vec![(&hb, false)] } else { vec![(&hb, false), (payload, false)] };
         match self.send_chain(&segs, Duration::from_secs(10))? {
             Sent::Returned => Ok(()),
             Sent::Kept => Err(format!("device did not return the TX buffer of {h:?}")),
@@ -510,7 +512,15 @@ fn guest_connect(g: &mut Guest, l: &OwnedFd, gport: u32, hport: u32, buf_alloc: 
     let r = g
         .recv_where(Duration::from_secs(5), |x| x.dst_port == gport && x.src_port == hport && x.op != OP_CREDIT_UPDATE)?
         .ok_or("no reply to REQUEST")?;
-    let want = Hdr { src_cid: HOST, dst_cid: u64::from(g.cid), src_port: hport, dst_port: gport, ty: TYPE_STREAM, op: OP_RESPONSE, ..r.h };
+    let want = Hdr {
+        src_cid: HOST,
+        dst_cid: u64::from(g.cid),
+        src_port: hport,
+        dst_port: gport,
+        ty: TYPE_STREAM,
+        op: OP_RESPONSE,
+        ..r.h
+    };
     if r.h != want || r.h.len != 0 {
         return Err(format!("reply to REQUEST: got {:?}", r.h));
     }
@@ -602,7 +612,10 @@ fn c1(e: &Env) -> Result<&Conn, String> {
 
 /// Guest sends `data` on c1 as one RW packet; the host must read exactly it.
 fn rw_roundtrip(e: &mut Env, data: &[u8]) -> Result<(), String> {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let mut h = e.g.hdr(OP_RW, gp, hp);
     h.len = data.len() as u32;
     e.g.send(&h, data)?;
@@ -620,7 +633,10 @@ fn t_g2h(e: &mut Env) -> TestResult {
 /// Host sends more than one receive buffer holds: the device splits it over buffers.
 fn t_h2g_split(e: &mut Env) -> TestResult {
     let data = pattern(10000, 2);
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let n = sys::send(&c1(e)?.host, &data, 0).or_fail("host send")?;
     if n != data.len() {
         return Err(format!("host sent {n} of {}", data.len()));
@@ -628,11 +644,11 @@ fn t_h2g_split(e: &mut Env) -> TestResult {
     let mut got = Vec::new();
     let mut pkts = 0;
     while got.len() < data.len() {
-        let r = e
-            .g
-            .recv_where(Duration::from_secs(5), |h| h.op == OP_RW && h.dst_port == gp)?
-            .ok_or_else(|| format!("received {} of {} bytes", got.len(), data.len()))?;
-        let want = Hdr { src_cid: HOST, dst_cid: u64::from(e.g.cid), src_port: hp, dst_port: gp, ty: TYPE_STREAM, ..r.h };
+        let r =
+            e.g.recv_where(Duration::from_secs(5), |h| h.op == OP_RW && h.dst_port == gp)?
+                .ok_or_else(|| format!("received {} of {} bytes", got.len(), data.len()))?;
+        let want =
+            Hdr { src_cid: HOST, dst_cid: u64::from(e.g.cid), src_port: hp, dst_port: gp, ty: TYPE_STREAM, ..r.h };
         if r.h != want {
             return Err(format!("RW header {:?}", r.h));
         }
@@ -650,7 +666,10 @@ fn t_h2g_split(e: &mut Env) -> TestResult {
 }
 
 fn t_credit_request(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     e.g.discard(|h| h.op == OP_CREDIT_UPDATE);
     let h = e.g.hdr(OP_CREDIT_REQUEST, gp, hp);
     e.g.send(&h, &[])?;
@@ -680,14 +699,18 @@ fn t_seqpacket_split(e: &mut Env) -> TestResult {
     sys::send(&s, &msg, 0).or_fail("send message")?;
     let mut got = Vec::new();
     loop {
-        let r = e
-            .g
-            .recv_where(Duration::from_secs(5), |x| x.dst_port == gp && x.op == OP_RW)?
-            .ok_or_else(|| format!("message incomplete after {} bytes", got.len()))?;
+        let r =
+            e.g.recv_where(Duration::from_secs(5), |x| x.dst_port == gp && x.op == OP_RW)?
+                .ok_or_else(|| format!("message incomplete after {} bytes", got.len()))?;
         got.extend_from_slice(&r.data);
         let last = got.len() >= msg.len();
         if (r.h.flags & SEQ_EOM != 0) != last {
-            return Err(format!("EOM {} on a piece ending at {} of {}", r.h.flags & SEQ_EOM != 0, got.len(), msg.len()));
+            return Err(format!(
+                "EOM {} on a piece ending at {} of {}",
+                r.h.flags & SEQ_EOM != 0,
+                got.len(),
+                msg.len()
+            ));
         }
         if last {
             break;
@@ -716,7 +739,10 @@ fn t_seqpacket_split(e: &mut Env) -> TestResult {
 
 /// Spoofed source CIDs: nothing may reach a host socket.
 fn t_spoofed(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let cid = u64::from(e.g.cid);
     let spoofs = [cid + 1, HOST, 1, 0, u64::from(u32::MAX), cid | 1 << 32, cid + 1000];
     for (i, s) in spoofs.iter().enumerate() {
@@ -756,9 +782,16 @@ fn t_misaddressed(e: &mut Env) -> TestResult {
 
 /// Truncated chains and headers that claim more than the chain holds: dropped.
 fn t_truncated(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let mut kept = 0;
-    let mut count = |s: Sent| if s == Sent::Kept { kept += 1 };
+    let mut count = |s: Sent| {
+        if s == Sent::Kept {
+            kept += 1
+        }
+    };
     let full = e.g.hdr(OP_RW, gp, hp).encode();
     // Shorter than a header.
     count(e.g.send_chain(&[(&full[..20], false)], ms(300))?);
@@ -778,7 +811,10 @@ fn t_truncated(e: &mut Env) -> TestResult {
     h.len = 300;
     let hb = h.encode();
     let p = pattern(300, 6);
-    match e.g.send_chain(&[(&hb[..10], false), (&hb[10..], false), (&p[..1], false), (&p[1..200], false), (&p[200..], false)], Duration::from_secs(10))? {
+    match e.g.send_chain(
+        &[(&hb[..10], false), (&hb[10..], false), (&p[..1], false), (&p[1..200], false), (&p[200..], false)],
+        Duration::from_secs(10),
+    )? {
         Sent::Returned => {}
         Sent::Kept => return Err("a valid fragmented packet was not returned".into()),
     }
@@ -792,7 +828,10 @@ fn t_truncated(e: &mut Env) -> TestResult {
 
 /// Lengths above 64 KiB are dropped; exactly 64 KiB is delivered.
 fn t_oversized(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let big = pattern(MAX_PKT + 1, 7);
     let mut h = e.g.hdr(OP_RW, gp, hp);
     h.len = (MAX_PKT + 1) as u32;
@@ -807,7 +846,10 @@ fn t_oversized(e: &mut Env) -> TestResult {
 
 /// Device-writable descriptors in a TX chain: dropped.
 fn t_bad_chain(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let mut h = e.g.hdr(OP_RW, gp, hp);
     h.len = 4;
     let hb = h.encode();
@@ -821,7 +863,10 @@ fn t_bad_chain(e: &mut Env) -> TestResult {
 /// Unknown ops and types, control ops with payload: at most an RST comes back, the host
 /// socket sees nothing, and the connection keeps working.
 fn t_nonsense(e: &mut Env) -> TestResult {
-    let (gp, hp) = { let c = c1(e)?; (c.gport, c.hport) };
+    let (gp, hp) = {
+        let c = c1(e)?;
+        (c.gport, c.hport)
+    };
     let cases: [(u16, u16, u32); 7] = [
         (TYPE_STREAM, 0, 0),
         (TYPE_STREAM, 99, 0),
@@ -936,9 +981,10 @@ fn t_storm(e: &mut Env) -> TestResult {
     }
     let (mut resp, mut rst) = (0, 0);
     for _ in 0..N {
-        let r = e
-            .g
-            .recv_where(Duration::from_secs(10), |h| h.dst_port >= base && h.dst_port < base + N && h.src_port == P_STORM && h.op != OP_CREDIT_UPDATE)?
+        let r =
+            e.g.recv_where(Duration::from_secs(10), |h| {
+                h.dst_port >= base && h.dst_port < base + N && h.src_port == P_STORM && h.op != OP_CREDIT_UPDATE
+            })?
             .ok_or_else(|| format!("only {} of {N} REQUESTs answered", resp + rst))?;
         match r.h.op {
             OP_RESPONSE => resp += 1,
@@ -957,10 +1003,9 @@ fn t_storm(e: &mut Env) -> TestResult {
         e.g.send(&h, &[])?;
     }
     for k in 0..N {
-        let r = e
-            .g
-            .recv_where(Duration::from_secs(10), |h| h.src_port == P_NOBODY)?
-            .ok_or_else(|| format!("only {k} of {N} REQUESTs to a closed port answered"))?;
+        let r =
+            e.g.recv_where(Duration::from_secs(10), |h| h.src_port == P_NOBODY)?
+                .ok_or_else(|| format!("only {k} of {N} REQUESTs to a closed port answered"))?;
         if r.h.op != OP_RST || r.h.dst_port < base + N || r.h.dst_port >= base + 2 * N {
             return Err(format!("answer from a closed port: {:?}", r.h));
         }
@@ -997,7 +1042,9 @@ fn host_connect_to(g: &mut Guest, gport: u32) -> Result<(OwnedFd, u32), String> 
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(format!("connect: {}", sys::describe(&e))),
     }
-    let r = g.recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?.ok_or("no REQUEST reached the guest")?;
+    let r = g
+        .recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
+        .ok_or("no REQUEST reached the guest")?;
     if r.h.src_cid != HOST || r.h.dst_cid != u64::from(g.cid) || r.h.ty != TYPE_STREAM {
         return Err(format!("REQUEST {:?}", r.h));
     }
@@ -1084,7 +1131,11 @@ fn t_multi_guest(e: &mut Env) -> TestResult {
     let t0 = Instant::now();
     match sys::connect_vm(&c, e.g.cid + 1, G_LISTEN) {
         Ok(()) => return Err("connected to a CID without a device".into()),
-        Err(err) => e.out.info(format!("multi_guest: connect to a gone guest: {} after {:?}", sys::describe(&err), t0.elapsed())),
+        Err(err) => e.out.info(format!(
+            "multi_guest: connect to a gone guest: {} after {:?}",
+            sys::describe(&err),
+            t0.elapsed()
+        )),
     }
     Ok(Outcome::Pass)
 }
@@ -1116,7 +1167,11 @@ fn t_bad_ring(e: &mut Env) -> TestResult {
     let hb = c.hdr(OP_RW, 1, 2).encode();
     c.send_chain(&[(&hb, true), (b"evil", false)], ms(300))?;
     thread::sleep(ms(500));
-    e.out.info(format!("bad_ring: rx error signalled: {}, tx error signalled: {}", c.error_signalled(0), c.error_signalled(1)));
+    e.out.info(format!(
+        "bad_ring: rx error signalled: {}, tx error signalled: {}",
+        c.error_signalled(0),
+        c.error_signalled(1)
+    ));
     drop(c);
     drop(b);
     drop(s);
@@ -1139,7 +1194,9 @@ fn t_release(e: Env) -> TestResult {
         r => return Err(format!("recv after the device closed: {r:?}")),
     }
     match sys::send(&c.host, b"x", 0) {
-        Err(err) if matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)) => Ok(Outcome::Pass),
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)) => {
+            Ok(Outcome::Pass)
+        }
         r => Err(format!("send after the device closed: {r:?}")),
     }
 }
@@ -1201,4 +1258,44 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     out.result(&name("release_resets"), &t_release(e));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_uapi() {
+        assert_eq!(SET_OWNER, 0xAF01);
+        assert_eq!(GET_FEATURES, 0x8008_AF00);
+        assert_eq!(SET_FEATURES, 0x4008_AF00);
+        assert_eq!(sys::vhost_ioc(1, 0x03, 8), 0x4008_AF03);
+        assert_eq!(SET_VRING_NUM, 0x4008_AF10);
+        assert_eq!(SET_VRING_ADDR, 0x4028_AF11);
+        assert_eq!(SET_VRING_KICK, 0x4008_AF20);
+        assert_eq!(GET_BACKEND_FEATURES, 0x8008_AF26);
+        assert_eq!(SET_GUEST_CID, 0x4008_AF60);
+        assert_eq!(SET_RUNNING, 0x4004_AF61);
+    }
+
+    #[test]
+    fn header_roundtrip() {
+        let h = Hdr {
+            src_cid: 3,
+            dst_cid: 2,
+            src_port: 5,
+            dst_port: 6,
+            len: 7,
+            ty: 1,
+            op: 5,
+            flags: 8,
+            buf_alloc: 9,
+            fwd_cnt: 10,
+        };
+        let b = h.encode();
+        assert_eq!(b[0], 3);
+        assert_eq!(b[28], 1);
+        assert_eq!(Hdr::decode(&b), Some(h));
+        assert_eq!(Hdr::decode(&b[..43]), None);
+    }
 }
