@@ -219,11 +219,16 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    /// Sends it (allocation failures drop the control packet, as in-tree does on OOM).
-    pub(crate) fn send(self) {
-        if let Ok(mut p) = Pkt::alloc(0, false) {
-            p.set_hdr(&self.h);
-            let _ = send_on(self.t, p);
+    /// Sends it. An allocation failure drops the control packet (as in-tree does on OOM)
+    /// and counts as sent; a transport error (e.g. -ENODEV: no device for the CID) is
+    /// returned, and only `connect` acts on it.
+    pub(crate) fn send(self) -> Result {
+        match Pkt::alloc(0, false) {
+            Ok(mut p) => {
+                p.set_hdr(&self.h);
+                send_on(self.t, p)
+            }
+            Err(_) => Ok(()),
         }
     }
 }
@@ -343,7 +348,7 @@ pub(crate) fn run_after(sk: Sk, a: After) {
         unhash(sk);
     }
     if let Some(o) = a.out {
-        o.send();
+        let _ = o.send();
     }
     if a.error {
         sk.error_report();
@@ -560,9 +565,18 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
                 s.ss = ss::CONNECTING;
                 c.and_then(|c| s.ctl(c, None))
             };
-            match out {
+            let sent = match out {
                 Some(o) => o.send(),
-                None => return Err(EINVAL),
+                None => Err(EINVAL),
+            };
+            if let Err(e) = sent {
+                // The request never left (in-tree: the transport's connect fails, e.g. ENODEV
+                // for a CID without a device): fail now instead of waiting for the timeout.
+                let mut s = vsk(sk).st.lock();
+                s.conn = Conn::new(sock_type(sk), s.buffer_size);
+                s.ss = ss::UNCONNECTED;
+                mirror(sk, &s);
+                return Err(e);
             }
             err = Err(errno!(EINPROGRESS));
         }
@@ -736,7 +750,7 @@ pub(crate) fn shutdown(sk: Sk, how: i32) -> Result {
         sk.state_change();
     }
     if let Some(o) = out {
-        o.send();
+        let _ = o.send();
     }
     Ok(())
 }
@@ -762,7 +776,7 @@ pub(crate) fn release(sk: Sk) {
     }
     drop(children);
     if let Some(o) = r.1 {
-        o.send();
+        let _ = o.send();
     }
     let mut wait_for_peer = r.0;
     if wait_for_peer && sk.flag(net::SOCK_LINGER) {
@@ -806,7 +820,7 @@ pub(crate) fn release_child(c: Sk) {
         o
     };
     if let Some(o) = out {
-        o.send();
+        let _ = o.send();
     }
     purge_rx(c);
     unhash(c);
@@ -1161,7 +1175,7 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
         c.and_then(|c| s.ctl(c, None))
     };
     if let Some(o) = out {
-        o.send();
+        let _ = o.send();
     }
     if copied == 0 {
         res.map(|_| 0)
@@ -1232,7 +1246,7 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
         }
     };
     if let Some(o) = out {
-        o.send();
+        let _ = o.send();
     }
     res?;
     let e = sk.err();
@@ -1362,7 +1376,7 @@ pub(crate) fn rcvlowat_changed(sk: Sk, lowat: i32) {
         c.and_then(|c| s.ctl(c, None))
     };
     if let Some(o) = out {
-        o.send();
+        let _ = o.send();
     }
 }
 

@@ -4,23 +4,36 @@
 # Not part of `make check`. Under TCG only the ratios mean anything.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-ROUNDS=${ROUNDS:-3} MS=${MS:-2000}
+ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-}
 "$TOP/scripts/setup-toolchain.sh" >/dev/null
 "$TOP/scripts/build-kernel.sh" release
 "$TOP/scripts/build-vsock-tests.sh" release
 "$TOP/scripts/build-tools.sh"
 "$TOP/scripts/build-modules.sh" release
-img=$("$TOP/scripts/mkinitramfs.sh" release both)
 kdir=$(kernel_dir release)
 mkdir -p "$TOP/build/logs"
+# TRANSPORTS: loopback (one VM, both stacks swapped in it) and/or nested (an L1 host VM with
+# vhost and an L2 guest with virtio: guest-to-host and host-to-guest).
+TRANSPORTS=${TRANSPORTS:-loopback nested}
 LOG=$TOP/build/logs/bench.log
-log "benchmark VM: $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
-timeout -s KILL 3600 qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nodefaults -no-user-config \
-    -display none -nic none -no-reboot -serial "file:$LOG" \
-    -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-    -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_mods=both rvsock_script=bench rvsock_rounds=$ROUNDS rvsock_ms=$MS" \
-    < /dev/null > /dev/null 2>&1 || true
-grep -aq 'RVSOCK-TEST ok bench-complete' "$LOG" || { echo "benchmark did not complete, see $LOG"; exit 1; }
+: > "$LOG"
+for t in $TRANSPORTS; do
+    case $t in
+        loopback) img=$("$TOP/scripts/mkinitramfs.sh" release both); script=bench; mem=2G ;;
+        nested) img=$("$TOP/scripts/mkinitramfs.sh" release both both); script=bench-nested; mem=3G ;;
+        *) echo "unknown transport $t"; exit 2 ;;
+    esac
+    tlog=$TOP/build/logs/bench-$t.log
+    log "benchmark VM ($t): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
+    timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m $mem -smp 2 -nodefaults -no-user-config \
+        -display none -nic none -no-reboot -serial "file:$tlog" \
+        -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_mods=both rvsock_script=$script rvsock_rounds=$ROUNDS rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE}" \
+        < /dev/null > /dev/null 2>&1 || true
+    grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" || { echo "benchmark ($t) did not complete, see $tlog"; exit 1; }
+    cat "$tlog" >> "$LOG"
+    grep -a '^# bench' "$tlog" | sort | uniq -c | sed 's/^/failed metric: /' || true
+done
 grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
     { key = $4 "|" $5; v[$2, key, ++n[$2, key]] = $6; unit[key] = $7; better[key] = $8; keys[key] = 1 }
     function med(s, k,   i, j, t, c, a) {

@@ -12,16 +12,16 @@ set -uo pipefail
 # Scenarios join this table when the feature they test exists.
 declare -A SCEN=(
     [c-loopback]="single c - 26 loopback"
-    [c-nested]="nested c c 52 nested-l1"
+    [c-nested]="nested c c 61 nested-l1"
     [rvsock-loopback]="single rvsock - 26 loopback"
     [rvsock-selftest]="single both - 40 selftest"
     [rvsock-soak]="single rvsock - 43 soak"
     [c-soak]="single c - 43 soak"
-    [c-vhost-user]="vhostuser c - 10 vhost-user-guest"
-    [vhost-user-guest]="vhostuser rvsock - 10 vhost-user-guest"
-    [nested-c-host-rvsock-guest]="nested c rvsock 52 nested-l1"
-    [nested-rvsock-host-c-guest]="nested rvsock c 52 nested-l1"
-    [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 52 nested-l1"
+    [c-vhost-user]="vhostuser c - 12 vhost-user-guest"
+    [vhost-user-guest]="vhostuser rvsock - 12 vhost-user-guest"
+    [nested-c-host-rvsock-guest]="nested c rvsock 61 nested-l1"
+    [nested-rvsock-host-c-guest]="nested rvsock c 61 nested-l1"
+    [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61 nested-l1"
     [vhost-hostile-guest]="single rvsock - 20 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 20 vhost-hostile"
 )

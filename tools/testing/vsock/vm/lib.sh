@@ -78,3 +78,37 @@ reap() {
     done
     wait "$1" 2>/dev/null
 }
+
+# l2_qemu LOG CID MEM SCRIPT EXTRA... : run an L2 guest (the /l2 image of an L1 host) with a
+# vhost-vsock-pci device of CID, module set $L2MODS, extra kernel arguments $L2_APPEND.
+l2_qemu() {
+    log=$1 cid=$2 mem=$3 script=$4; shift 4
+    accel="-accel kvm -cpu ${L2_CPU:-qemu64}"
+    [ -c /dev/kvm ] || accel="-accel tcg -cpu max"
+    QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu \
+    qemu-system-x86_64 $accel -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
+        -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
+        -serial "file:$log" -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script ${L2_APPEND:-}" \
+        "$@" -device "vhost-vsock-pci,guest-cid=$cid"
+}
+
+# boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
+# and wait until its script prints RVSOCK-L2-READY. The L2 boot under KVM on QEMU's emulated
+# SVM occasionally stalls before its init runs (an empty L2 serial log): give it a bounded
+# time and boot it again, at most 3 times.
+boot_l2() {
+    for attempt in 1 2 3; do
+        : > "$1"
+        l2_qemu "$@" >> /tmp/qemu.out 2>&1 &
+        qemu=$!
+        # RVSOCK-BEGIN shows the L2 init started; after that, readiness gets the full budget.
+        if wait_for "$1" RVSOCK-BEGIN 120 && wait_for "$1" RVSOCK-L2-READY 300; then
+            return 0
+        fi
+        grep -q RVSOCK-BEGIN "$1" && return 1   # it booted and failed: no retry
+        echo "L2 boot attempt $attempt ($1) stalled, retrying"
+        kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
+    done
+    return 1
+}

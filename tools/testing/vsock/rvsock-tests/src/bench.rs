@@ -1,17 +1,37 @@
-//! `bench`: the metrics of the rvsock-vs-C benchmark, measured on whatever vsock stack is
-//! loaded. Both ends run in this process (over loopback, peer CID 1) so one run needs no
-//! coordination. Prints `RVSOCK-BENCH <metric> <value> <unit> <better>` lines; the harness
-//! (scripts/bench.sh) runs this on each stack in turn and computes the ratios.
+//! `bench` and `bench-serve`: the metrics of the rvsock-vs-C benchmark, measured on whatever
+//! vsock stack is loaded. Prints `RVSOCK-BENCH <metric> <value> <unit> <better>` lines; the
+//! harness (scripts/bench.sh) runs this on each stack in turn and computes the ratios.
+//!
+//! Every metric has a server half (a listener on `port + offset` and its handler) and a client
+//! half. `bench` alone runs both halves in this process (loopback, peer CID 1). With
+//! `--remote`, the server halves run in the peer VM (`bench-serve` there, started first) and
+//! `bench` only runs the clients: guest-to-host and host-to-guest.
+//!
+//! Results the client cannot see itself come back on the connection: a throughput sink answers
+//! the byte count it received and the busy CPU ticks of its machine while it received (the
+//! host side sees the CPU time of both ends: an L2 guest's vCPUs run in L1's QEMU), a
+//! SEQPACKET sink the message count.
 
 use crate::args::Args;
 use crate::sys;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const AF_VSOCK: i32 = 40;
 const CID_ANY: u32 = u32::MAX;
+
+/// Port offsets of the metrics (from `--port`).
+const OFF_STREAM: u32 = 0; // +0, +1, +2: 4 KiB, 64 KiB, 256 KiB writes
+const OFF_SEQ: u32 = 10; // +10, +11: 64 B, 64 KiB messages
+const OFF_RR: u32 = 20;
+const OFF_CONNECT: u32 = 30;
+const OFF_IDLE: u32 = 40;
+const STREAM_SIZES: [usize; 3] = [4096, 65536, 262144];
+const SEQ_SIZES: [usize; 2] = [64, 65536];
 
 fn sock(ty: i32) -> io::Result<OwnedFd> {
     sys::socket(AF_VSOCK, ty, 0)
@@ -33,6 +53,12 @@ fn connect(ty: i32, cid: u32, port: u32) -> io::Result<OwnedFd> {
     sys::set_io_timeout(&s, IO_TIMEOUT)?;
     sys::connect_vm(&s, cid, port)?;
     Ok(s)
+}
+
+fn accept(l: &OwnedFd) -> io::Result<OwnedFd> {
+    let c = sys::accept(l, false)?;
+    sys::set_io_timeout(&c, IO_TIMEOUT)?;
+    Ok(c)
 }
 
 /// Busy CPU time of the whole machine (all CPUs), from /proc/stat, in clock ticks.
@@ -63,62 +89,207 @@ fn io_err(what: &str, e: io::Error) -> String {
     format!("{what}: {}", sys::describe(&e))
 }
 
-/// Sends with `wsize`-byte writes for `dur`; the reader counts. Returns (bytes/s, ticks/GiB).
-fn stream_tput(cid: u32, port: u32, wsize: usize, dur: Duration) -> Result<(f64, f64), String> {
-    let l = listener(libc::SOCK_STREAM, port, 1).map_err(|e| io_err("listen", e))?;
-    let reader = thread::spawn(move || -> io::Result<u64> {
-        let c = {
-            let c = sys::accept(&l, false)?;
-            sys::set_io_timeout(&c, IO_TIMEOUT)?;
-            c
-        };
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = sys::recv(&c, &mut buf, 0)?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n as u64;
+fn send_all(s: &OwnedFd, buf: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        off += sys::send(s, &buf[off..], libc::MSG_NOSIGNAL)?;
+    }
+    Ok(())
+}
+
+fn recv_exact(s: &OwnedFd, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = sys::recv(s, &mut buf[got..], 0)?;
+        if n == 0 {
+            return Ok(false);
         }
-    });
+        got += n;
+    }
+    Ok(true)
+}
+
+fn u64s(a: u64, b: u64) -> [u8; 16] {
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&a.to_le_bytes());
+    r[8..].copy_from_slice(&b.to_le_bytes());
+    r
+}
+
+fn from_u64s(r: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&r[..8]);
+    b.copy_from_slice(&r[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
+
+// ---------------------------------------------------------------------------------------
+// Server halves: each serves connections on its listener until `stop`.
+
+/// Runs `f` on each accepted connection, one at a time, until `stop` is set.
+fn serve(l: OwnedFd, stop: Arc<AtomicBool>, f: impl Fn(OwnedFd) -> io::Result<()> + Send + 'static) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            match sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
+                Ok(r) if r & libc::POLLIN != 0 => {
+                    if let Ok(c) = accept(&l) {
+                        let _ = f(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Stream sink: counts bytes until EOF, answers (bytes, busy ticks meanwhile).
+fn stream_sink(c: OwnedFd) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let mut c0 = None;
+    loop {
+        let n = sys::recv(&c, &mut buf, 0)?;
+        if n == 0 {
+            break;
+        }
+        c0.get_or_insert_with(busy_ticks);
+        total += n as u64;
+    }
+    let ticks = c0.map_or(0, |c0| busy_ticks().saturating_sub(c0));
+    send_all(&c, &u64s(total, ticks))
+}
+
+/// SEQPACKET sink: counts messages until EOF (the sender's SHUT_WR), answers the count.
+fn seq_sink(c: OwnedFd, size: usize) -> io::Result<()> {
+    let mut buf = vec![0u8; size.max(16)];
+    let mut msgs = 0u64;
+    loop {
+        let n = sys::recv(&c, &mut buf, 0)?;
+        if n == 0 {
+            break;
+        }
+        msgs += 1;
+    }
+    sys::send(&c, &u64s(msgs, 0), libc::MSG_NOSIGNAL).map(|_| ())
+}
+
+/// 64-byte echo.
+fn echo(c: OwnedFd) -> io::Result<()> {
+    let mut buf = [0u8; 64];
+    while recv_exact(&c, &mut buf)? {
+        sys::send(&c, &buf, libc::MSG_NOSIGNAL)?;
+    }
+    Ok(())
+}
+
+/// Accepts and closes as fast as connections come (drains the whole queue each wakeup: a
+/// full backlog resets new connects).
+fn acceptor(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            if let Ok(r) = sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
+                if r & libc::POLLIN != 0 {
+                    while let Ok(c) = sys::accept(&l, true) {
+                        drop(c);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Holds every accepted connection open until its peer closes it (idle-memory metric).
+fn holder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut held: Vec<OwnedFd> = Vec::new();
+        while !stop.load(Relaxed) {
+            if let Ok(r) = sys::poll_one(&l, libc::POLLIN, Duration::from_millis(50)) {
+                if r & libc::POLLIN != 0 {
+                    while let Ok(c) = sys::accept(&l, true) {
+                        held.push(c);
+                    }
+                    continue;
+                }
+            }
+            // Quiet: drop the connections whose peer has gone.
+            if held.is_empty() {
+                continue;
+            }
+            let mut fds: Vec<libc::pollfd> = held
+                .iter()
+                .map(|c| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(c), events: libc::POLLIN, revents: 0 })
+                .collect();
+            if sys::poll(&mut fds, Duration::ZERO).is_ok() {
+                let gone: Vec<bool> = fds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0).collect();
+                let mut i = 0;
+                held.retain(|_| {
+                    i += 1;
+                    !gone[i - 1]
+                });
+            }
+        }
+    })
+}
+
+/// Every server half, listening on `port + offset`; they run until `stop`.
+fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHandle<()>>, String> {
+    let mut t = Vec::new();
+    for (i, _) in STREAM_SIZES.iter().enumerate() {
+        let l = listener(libc::SOCK_STREAM, port + OFF_STREAM + i as u32, 1).map_err(|e| io_err("listen", e))?;
+        t.push(serve(l, stop.clone(), stream_sink));
+    }
+    for (i, size) in SEQ_SIZES.into_iter().enumerate() {
+        let l = listener(libc::SOCK_SEQPACKET, port + OFF_SEQ + i as u32, 1).map_err(|e| io_err("listen", e))?;
+        t.push(serve(l, stop.clone(), move |c| seq_sink(c, size)));
+    }
+    let l = listener(libc::SOCK_STREAM, port + OFF_RR, 1).map_err(|e| io_err("listen", e))?;
+    t.push(serve(l, stop.clone(), echo));
+    let l = listener(libc::SOCK_STREAM, port + OFF_CONNECT, 128).map_err(|e| io_err("listen", e))?;
+    t.push(acceptor(l, stop.clone()));
+    let l = listener(libc::SOCK_STREAM, port + OFF_IDLE, 4096).map_err(|e| io_err("listen", e))?;
+    t.push(holder(l, stop.clone()));
+    Ok(t)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client halves.
+
+/// Which machine's CPU time counts for ticks/GiB: the sink's or ours.
+#[derive(Clone, Copy, PartialEq)]
+enum CpuFrom {
+    Sink,
+    Sender,
+}
+
+/// Sends with `wsize`-byte writes for `dur`. Returns (bytes/s, ticks/GiB).
+fn stream_tput(cid: u32, port: u32, wsize: usize, dur: Duration, cpu: CpuFrom) -> Result<(f64, f64), String> {
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
     let buf = vec![0x5au8; wsize];
     let t0 = Instant::now();
     let c0 = busy_ticks();
     while t0.elapsed() < dur {
-        let mut off = 0;
-        while off < wsize {
-            off += sys::send(&s, &buf[off..], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
-        }
+        send_all(&s, &buf).map_err(|e| io_err("send", e))?;
     }
     sys::shutdown(&s, libc::SHUT_WR).map_err(|e| io_err("shutdown", e))?;
-    let total = reader.join().map_err(|_| "reader panicked".to_string())?.map_err(|e| io_err("recv", e))?;
+    let mut r = [0u8; 16];
+    // The sink answers when it has read everything: wait as long as the data needs.
+    sys::set_io_timeout(&s, Duration::from_secs(120)).map_err(|e| io_err("timeout", e))?;
+    if !recv_exact(&s, &mut r).map_err(|e| io_err("recv count", e))? {
+        return Err("sink closed without a count".into());
+    }
+    let (total, sink_ticks) = from_u64s(&r);
     let secs = t0.elapsed().as_secs_f64();
-    let ticks = busy_ticks().saturating_sub(c0) as f64;
+    let ticks = match cpu {
+        CpuFrom::Sink => sink_ticks,
+        CpuFrom::Sender => busy_ticks().saturating_sub(c0),
+    } as f64;
     let gib = total as f64 / (1u64 << 30) as f64;
     Ok((total as f64 / secs, if gib > 0.0 { ticks / gib } else { 0.0 }))
 }
 
-/// SEQPACKET messages of `size` bytes per second.
+/// SEQPACKET messages of `size` bytes per second (as received).
 fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, String> {
-    let l = listener(libc::SOCK_SEQPACKET, port, 1).map_err(|e| io_err("listen", e))?;
-    let reader = thread::spawn(move || -> io::Result<u64> {
-        let c = {
-            let c = sys::accept(&l, false)?;
-            sys::set_io_timeout(&c, IO_TIMEOUT)?;
-            c
-        };
-        let mut buf = vec![0u8; size.max(1)];
-        let mut msgs = 0u64;
-        loop {
-            let n = sys::recv(&c, &mut buf, 0)?;
-            if n == 0 {
-                return Ok(msgs);
-            }
-            msgs += 1;
-        }
-    });
     let s = connect(libc::SOCK_SEQPACKET, cid, port).map_err(|e| io_err("connect", e))?;
     let buf = vec![0x33u8; size];
     let t0 = Instant::now();
@@ -127,72 +298,34 @@ fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, Stri
             sys::send(&s, &buf, libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
         }
     }
-    drop(s);
-    let msgs = reader.join().map_err(|_| "reader panicked".to_string())?.map_err(|e| io_err("recv", e))?;
-    Ok(msgs as f64 / t0.elapsed().as_secs_f64())
+    sys::shutdown(&s, libc::SHUT_WR).map_err(|e| io_err("shutdown", e))?;
+    sys::set_io_timeout(&s, Duration::from_secs(120)).map_err(|e| io_err("timeout", e))?;
+    let mut r = [0u8; 16];
+    let n = sys::recv(&s, &mut r, 0).map_err(|e| io_err("recv count", e))?;
+    if n != 16 {
+        return Err(format!("sink answered {n} bytes, not a count"));
+    }
+    Ok(from_u64s(&r).0 as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// 64-byte request/response round trips per second.
 fn rr_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
-    let l = listener(libc::SOCK_STREAM, port, 1).map_err(|e| io_err("listen", e))?;
-    let echo = thread::spawn(move || -> io::Result<()> {
-        let c = {
-            let c = sys::accept(&l, false)?;
-            sys::set_io_timeout(&c, IO_TIMEOUT)?;
-            c
-        };
-        let mut buf = [0u8; 64];
-        loop {
-            let mut got = 0;
-            while got < 64 {
-                let n = sys::recv(&c, &mut buf[got..], 0)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                got += n;
-            }
-            sys::send(&c, &buf, libc::MSG_NOSIGNAL)?;
-        }
-    });
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
     let mut buf = [7u8; 64];
     let mut n = 0u64;
     let t0 = Instant::now();
     while t0.elapsed() < dur {
         sys::send(&s, &buf, libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
-        let mut got = 0;
-        while got < 64 {
-            let r = sys::recv(&s, &mut buf[got..], 0).map_err(|e| io_err("recv", e))?;
-            if r == 0 {
-                return Err("echo closed".into());
-            }
-            got += r;
+        if !recv_exact(&s, &mut buf).map_err(|e| io_err("recv", e))? {
+            return Err("echo closed".into());
         }
         n += 1;
     }
-    drop(s);
-    let _ = echo.join();
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// connect + accept + close per second.
 fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
-    let l = listener(libc::SOCK_STREAM, port, 128).map_err(|e| io_err("listen", e))?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let st = stop.clone();
-    let acc = thread::spawn(move || {
-        while !st.load(std::sync::atomic::Ordering::Relaxed) {
-            match sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
-                Ok(r) if r & libc::POLLIN != 0 => {
-                    // Drain the whole accept queue: a full backlog resets new connects.
-                    while let Ok(c) = sys::accept(&l, true) {
-                        drop(c);
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
     let mut n = 0u64;
     let t0 = Instant::now();
     while t0.elapsed() < dur {
@@ -207,28 +340,29 @@ fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
             Err(e) => return Err(io_err("connect", e)),
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = acc.join();
-    Ok(n as f64 / secs)
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// Kernel memory per idle connection (both ends) with `conns` connections open.
+/// Kernel slab memory of this machine per idle connection with `conns` connections open (both
+/// ends over loopback; this end and the transport's share of it otherwise).
 fn idle_mem(cid: u32, port: u32, conns: usize) -> Result<f64, String> {
     sys::raise_nofile(2 * conns as u64 + 64).map_err(|e| io_err("rlimit", e))?;
-    let l = listener(libc::SOCK_STREAM, port, 4096).map_err(|e| io_err("listen", e))?;
     let before = slab_bytes();
-    let mut keep = Vec::with_capacity(2 * conns);
+    let mut keep = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
-        let c = sys::accept(&l, false).map_err(|e| io_err("accept", e))?;
-        keep.push(s);
-        keep.push(c);
+        match connect(libc::SOCK_STREAM, cid, port) {
+            Ok(s) => keep.push(s),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(io_err("connect", e)),
+        }
     }
-    thread::sleep(Duration::from_millis(200));
+    // Let the peer accept everything (the holder drains its queue continuously).
+    thread::sleep(Duration::from_millis(500));
     let after = slab_bytes();
+    let n = keep.len().max(1);
     drop(keep);
-    Ok(after.saturating_sub(before) as f64 / conns as f64)
+    thread::sleep(Duration::from_millis(200));
+    Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
 /// Reports a metric, or a `failed` line (the run goes on with the next metric).
@@ -241,22 +375,54 @@ fn emit(metric: &str, r: Result<f64, String>, unit: &str, better: &str) {
 
 /// The `bench` subcommand.
 pub fn run(a: &Args) -> Result<(), String> {
-    let cid = a.u64_or("peer-cid", 1)? as u32;
-    let port = a.u64_or("port", 7000)? as u32;
+    let cid = a.u32_or("peer-cid", 1)?;
+    let port = a.u32_or("port", 7000)?;
     let dur = Duration::from_millis(a.u64_or("ms", 2000)?);
-    let conns = a.u64_or("idle-conns", 10000)? as usize;
-    for (i, w) in [4096usize, 65536, 262144].into_iter().enumerate() {
-        let r = stream_tput(cid, port + i as u32, w, dur);
+    let conns = a.usize_or("idle-conns", 10000)?;
+    let remote = a.flag("remote");
+    // Over loopback the sender's machine is the sink's; against a peer VM the host side
+    // (this end when `--cpu-here`, else the sink) sees the CPU time of both ends.
+    let cpu = if !remote || a.flag("cpu-here") { CpuFrom::Sender } else { CpuFrom::Sink };
+    a.check_unused()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = if remote { Vec::new() } else { start_servers(port, &stop)? };
+    for (i, w) in STREAM_SIZES.into_iter().enumerate() {
+        let r = stream_tput(cid, port + OFF_STREAM + i as u32, w, dur, cpu);
         let name = format!("stream_tput_{}k", w / 1024);
         if w == 65536 {
             emit("cpu_ticks_per_GiB", r.clone().map(|x| x.1), "ticks/GiB", "lower");
         }
         emit(&name, r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
-    emit("seqpacket_rate_64B", seq_rate(cid, port + 10, 64, dur), "msg/s", "higher");
-    emit("seqpacket_rate_64KiB", seq_rate(cid, port + 11, 65536, dur), "msg/s", "higher");
-    emit("rr_64B", rr_rate(cid, port + 20, dur), "rt/s", "higher");
-    emit("connect_rate", connect_rate(cid, port + 30, dur), "conn/s", "higher");
-    emit("idle_mem_per_conn", idle_mem(cid, port + 40, conns), "bytes", "lower");
+    for (i, size) in SEQ_SIZES.into_iter().enumerate() {
+        let name = if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) };
+        emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
+    }
+    emit("rr_64B", rr_rate(cid, port + OFF_RR, dur), "rt/s", "higher");
+    emit("connect_rate", connect_rate(cid, port + OFF_CONNECT, dur), "conn/s", "higher");
+    emit("idle_mem_per_conn", idle_mem(cid, port + OFF_IDLE, conns), "bytes", "lower");
+    stop.store(true, Relaxed);
+    for t in servers {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// The `bench-serve` subcommand: the server halves for a `bench --remote` in the peer VM,
+/// for `--secs` seconds (or until killed). Prints `RVSOCK-BENCH-SERVING` once listening.
+pub fn serve_cmd(a: &Args) -> Result<(), String> {
+    let port = a.u32_or("port", 7000)?;
+    let secs = a.u64_or("secs", 3600)?;
+    a.check_unused()?;
+    // The idle-memory holder keeps every connection of the peer's run open.
+    let _ = sys::raise_nofile(65536);
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = start_servers(port, &stop)?;
+    println!("RVSOCK-BENCH-SERVING {port}");
+    thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Relaxed);
+    for t in servers {
+        let _ = t.join();
+    }
     Ok(())
 }

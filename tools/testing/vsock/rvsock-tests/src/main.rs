@@ -23,10 +23,12 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
   uds-recv    --listen PATH [--count M] [--name NAME] [--timeout SECS]
   selftest    [--peer-cid C] [--conns N] [--bytes B] [--unreachable-cid C] [--only SUBSTRING]
   rmmod-while-open --modules a,b,... [--cid C] [--timeout SECS]
-  bench       [--peer-cid C] [--port P] [--ms MILLIS] [--idle-conns N]
+  bench       [--peer-cid C] [--port P] [--ms MILLIS] [--idle-conns N] [--remote [--cpu-here]]
+  bench-serve [--port P] [--secs S]
   soak        [--cycles N] [--concurrency C] [--seed S] [--peer-cid C] [--timeout SECS] [--max-bytes B]
               [--only SUBSTRING[,SUBSTRING...]] [--family vsock|unix]
   vhost-hostile [--cid C] [--rx-buf BYTES]
+  vhost-cid --cid C --own G
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -47,9 +49,11 @@ fn main() -> ExitCode {
         "uds-recv" => run(cmds::uds_recv),
         "selftest" => run(selftest::run),
         "bench" => run(bench::run),
+        "bench-serve" => run(bench::serve_cmd),
         "soak" => run(soak::run),
         "rmmod-while-open" => run(cmds::rmmod_while_open),
         "vhost-hostile" => run(vhost_hostile::run),
+        "vhost-cid" => run(vhost_hostile::run_cid),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1126,18 +1126,63 @@ fn t_multi_guest(e: &mut Env) -> TestResult {
         Err(err) if err.raw_os_error() == Some(libc::ECONNRESET) => {}
         r => return Err(format!("host socket after the device closed: recv {r:?}")),
     }
-    // No device for that CID any more: connecting must fail, not hang.
-    let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
-    let t0 = Instant::now();
-    match sys::connect_vm(&c, e.g.cid + 1, G_LISTEN) {
-        Ok(()) => return Err("connected to a CID without a device".into()),
-        Err(err) => e.out.info(format!(
-            "multi_guest: connect to a gone guest: {} after {:?}",
-            sys::describe(&err),
-            t0.elapsed()
-        )),
-    }
+    // No device for that CID any more: connecting fails at once with ENODEV (in-tree).
+    connect_enodev(e.g.cid + 1)?;
     Ok(Outcome::Pass)
+}
+
+/// A connect to `cid`, which has no vhost device, fails at once with ENODEV, as in-tree
+/// (the transport refuses the REQUEST), and the socket can connect again afterwards.
+fn connect_enodev(cid: u32) -> Result<(), String> {
+    let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
+    for attempt in 0..2 {
+        let t0 = Instant::now();
+        match sys::connect_vm(&c, cid, G_LISTEN) {
+            Ok(()) => return Err(format!("connected to CID {cid}, which has no device")),
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) && t0.elapsed() < Duration::from_secs(1) => {}
+            Err(err) => {
+                return Err(format!(
+                    "connect {attempt} to CID {cid} without a device: {} after {:?}, expected ENODEV at once",
+                    sys::describe(&err),
+                    t0.elapsed()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `vhost-cid --cid C --own G`: the CID rules on a host that is itself a guest with CID `G`
+/// (its G2H transport is up): `G` is refused with EADDRINUSE like a CID of another guest,
+/// `C` is taken, and a connect to a CID without a device fails with ENODEV.
+pub fn run_cid(a: &Args) -> Result<(), String> {
+    let cid = a.u32_req("cid")?;
+    let own = a.u32_req("own")?;
+    a.check_unused()?;
+    let out = Out::default();
+    let r = (|| -> TestResult {
+        let local = OpenOptions::new().read(true).open("/dev/vsock").or_fail("open /dev/vsock")?;
+        let local = sys::ioctl_int(&OwnedFd::from(local), sys::IOCTL_VM_SOCKETS_GET_LOCAL_CID)
+            .or_fail("IOCTL_VM_SOCKETS_GET_LOCAL_CID")? as u32;
+        if local != own {
+            return Err(format!("local CID is {local}, expected our guest CID {own}"));
+        }
+        let a = open_dev().or_fail("open")?;
+        let e = sys::errno_of(&ioctl_u64(&a, SET_GUEST_CID, u64::from(own)));
+        if e != libc::EADDRINUSE {
+            return Err(format!("SET_GUEST_CID(our own guest CID {own}): {}, expected EADDRINUSE", sys::errno_name(e)));
+        }
+        ioctl_u64(&a, SET_GUEST_CID, u64::from(cid)).or_fail("SET_GUEST_CID(free)")?;
+        let b = open_dev().or_fail("open")?;
+        let e = sys::errno_of(&ioctl_u64(&b, SET_GUEST_CID, u64::from(cid)));
+        if e != libc::EADDRINUSE {
+            return Err(format!("second device, same CID: {}, expected EADDRINUSE", sys::errno_name(e)));
+        }
+        Ok(Outcome::Pass)
+    })();
+    out.result("vhost-cid.own_guest_cid", &r);
+    out.result("vhost-cid.connect_enodev", &connect_enodev(cid + 1).map(|()| Outcome::Pass));
+    Ok(())
 }
 
 /// Broken rings (descriptors outside guest memory, loops) on a throwaway device: the

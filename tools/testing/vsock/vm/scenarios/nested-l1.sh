@@ -1,44 +1,56 @@
 # Nested, L1 (the host): vhost transport here, an L2 guest under QEMU with vhost-vsock-pci.
 # Direction 1: vsock_test server in L2, client here. Direction 2: server here, client in L2.
 # The control channel is TCP over QEMU user networking (hostfwd for L1->L2, 10.0.2.2 for L2->L1).
+# Then two guests at once: a second L2 (CID 4) joins, a third QEMU asking for CID 3 (taken)
+# must be refused, and streams run to and from both guests at the same time.
 L2MODS=$(arg rvsock_l2mods)
 load_stack vhost || return
 vsock_test --mode=server --control-port=1235 --peer-cid=3 > /tmp/h-server.out 2>&1 &
 hserver=$!
-export QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu
-accel="-accel kvm -cpu ${L2_CPU:-qemu64}"
-[ -c /dev/kvm ] || accel="-accel tcg -cpu max"
-# The L2 boot under KVM on QEMU's emulated SVM occasionally stalls before its init runs (an
-# empty L2 serial log): give it a bounded time and boot it again, at most 3 times.
-start_l2() {
-    : > /tmp/l2.log
-    qemu-system-x86_64 $accel -m 512M -smp 1 -nodefaults -no-user-config -display none \
-        -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
-        -serial file:/tmp/l2.log -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=nested-l2" \
-        -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
-        -device virtio-net-pci,netdev=n0,romfile= \
-        -device vhost-vsock-pci,guest-cid=3 >> /tmp/qemu.out 2>&1 &
-    qemu=$!
-}
-ready=no
-for attempt in 1 2 3; do
-    start_l2
-    # RVSOCK-BEGIN shows the L2 init started; after that, readiness gets the full budget.
-    if wait_for /tmp/l2.log RVSOCK-BEGIN 120 && wait_for /tmp/l2.log RVSOCK-L2-READY 300; then
-        ready=yes; break
-    fi
-    grep -q RVSOCK-BEGIN /tmp/l2.log && break   # it booted and failed: no retry
-    echo "L2 boot attempt $attempt stalled, retrying"
-    kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
-done
-if [ $ready = yes ]; then
+if boot_l2 /tmp/l2.log 3 512M nested-l2 \
+    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
+    -device virtio-net-pci,netdev=n0,romfile=; then
+    qemu_a=$qemu
     run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3
+    reap "$hserver" 900   # direction 2 (the L2 client) is done
+
+    # Two guests at once. The first L2 now waits for a stream on port 3000.
+    rvsock-tests stream-recv --port 3001 --count 2 --timeout 600 --name two-guests.g2h.host &
+    g2h=$!
+    # A QEMU that got the CID would sit paused (-S): reap kills it, and the check fails.
+    l2_qemu /tmp/l2-dup.log 3 128M nested-l2-second -S > /tmp/qemu-dup.out 2>&1 &
+    reap $! 60
+    if grep -q "Address already in use" /tmp/qemu-dup.out; then
+        result ok two-guests.duplicate-cid-refused
+    else
+        result fail two-guests.duplicate-cid-refused
+    fi
+    cat /tmp/qemu-dup.out
+    qemu_b=
+    if boot_l2 /tmp/l2b.log 4 384M nested-l2-second; then
+        qemu_b=$qemu
+        result ok two-guests.second-guest-ready
+        rvsock-tests stream-send --cid 4 --port 3000 --bytes 16m --seed 41 --timeout 300 --name two-guests.h2g.cid4.host &
+        s4=$!
+    else
+        result fail two-guests.second-guest-ready
+        kill -9 "$qemu" 2>/dev/null
+        kill "$g2h" 2>/dev/null   # one of its two streams will never come
+    fi
+    # The first guest gets its stream in any case (it waits for it).
+    rvsock-tests stream-send --cid 3 --port 3000 --bytes 16m --seed 31 --timeout 300 --name two-guests.h2g.cid3.host
+    [ -n "$qemu_b" ] && reap "$s4" 400
+    reap "$g2h" 700
+    [ -n "$qemu_b" ] && reap "$qemu_b" 300
 else
+    qemu_a=$qemu
     result fail "l2-never-ready"
-    kill -9 "$qemu" 2>/dev/null   # nothing more will come from it: keep the log, stop waiting
+    kill -9 "$qemu_a" 2>/dev/null   # nothing more will come from it: keep the log, stop waiting
 fi
-reap "$qemu" "${L2_TIMEOUT:-900}"
+reap "$qemu_a" "${L2_TIMEOUT:-900}"
 reap "$hserver" 10
 echo "qemu output:"; cat /tmp/qemu.out
 echo "RVSOCK-L2-LOG-BEGIN"; sed 's/^/L2| /' /tmp/l2.log; echo "RVSOCK-L2-LOG-END"
+if [ -f /tmp/l2b.log ]; then
+    echo "RVSOCK-L2-LOG-BEGIN (second guest)"; sed 's/^/L2| /' /tmp/l2b.log; echo "RVSOCK-L2-LOG-END"
+fi

@@ -9,3 +9,8 @@ sleep 1
 echo "RVSOCK-L2-READY"
 reap "$server" 900
 run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2
+
+# Two guests at once (nested-l1.sh): the host sends to this guest (CID 3) and to a second one
+# (CID 4) at the same time; each guest sends one stream back.
+rvsock-tests stream-recv --port 3000 --count 1 --timeout 900 --name two-guests.h2g.cid3.guest
+rvsock-tests stream-send --cid 2 --port 3001 --bytes 16m --seed 32 --timeout 300 --name two-guests.g2h.cid3.guest

@@ -1,6 +1,7 @@
 # Guest VM whose vsock device is vhost-device-vsock (rust-vmm) on the build machine, whose
 # host side is Unix sockets driven by scripts/vhost-user-host.sh. Guest-to-host and
-# host-to-guest streams checked by hash, and concurrent connections.
+# host-to-guest streams checked by hash, and concurrent connections; the vhost CID rules of a
+# host that is itself a guest; device unbind/rebind and driver unload.
 load_stack virtio || return
 echo "local cid: $(cat /sys/bus/virtio/devices/*/features 2>/dev/null | head -1)"
 rvsock-tests stream-send --cid 2 --port 1234 --bytes 64m --seed 1 --name g2h.64MiB.guest
@@ -11,6 +12,13 @@ sleep 1
 echo "RVSOCK-H2G-READY"
 reap "$h2g" 600
 cat /tmp/h2g.out
+
+# Nested host rules: with the vhost transport loaded too, this VM is a host whose own guest
+# CID (3, from the virtio device) cannot be given to a guest of its own (EADDRINUSE), and a
+# connect to a CID without a device fails at once with ENODEV.
+if load_stack vhost; then
+    rvsock-tests vhost-cid --cid 5 --own 3
+fi
 
 # Device unbind while a transfer is in flight, rebind, transfer again, unload the driver. The
 # unbind must end the transfer with an error (its connection is reset), never hang or crash;

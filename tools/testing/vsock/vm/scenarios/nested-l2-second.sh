@@ -1,0 +1,10 @@
+# Nested, the second L2 guest (CID 4) of the two-guests phase of nested-l1.sh: takes a stream
+# from the host while the first guest takes one too, then sends one back.
+load_stack virtio || return
+rvsock-tests stream-recv --port 3000 --count 1 --timeout 600 --name two-guests.h2g.cid4.guest > /tmp/recv.out 2>&1 &
+recv=$!
+sleep 1
+echo "RVSOCK-L2-READY"
+reap "$recv" 700
+cat /tmp/recv.out
+rvsock-tests stream-send --cid 2 --port 3001 --bytes 16m --seed 42 --timeout 300 --name two-guests.g2h.cid4.guest
