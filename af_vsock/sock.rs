@@ -591,11 +591,15 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
         }
         return err;
     }
+    // Done once the RESPONSE came (`ss` CONNECTED), even if the peer has closed or reset
+    // since: packets are delivered in place, so RESPONSE and the peer's SHUTDOWN can both
+    // land before this task runs; the caller then reads EOF, as with TCP.
+    let done = || sk.state() == state::ESTABLISHED || sk.err() != 0 || vsk(sk).st.lock().ss == ss::CONNECTED;
     loop {
-        if sk.state() == state::ESTABLISHED || sk.err() != 0 {
+        if done() {
             break;
         }
-        timeout = sk.wait(&g, timeout, || sk.state() == state::ESTABLISHED || sk.err() != 0);
+        timeout = sk.wait(&g, timeout, done);
         if net::signal_pending() {
             let mut s = vsk(sk).st.lock();
             let a = s.conn.connect_timeout();
@@ -606,7 +610,7 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
             unhash_connected(sk);
             return Err(net::intr_errno(timeout));
         }
-        if sk.state() != state::ESTABLISHED && timeout == 0 && sk.err() == 0 {
+        if !done() && timeout == 0 {
             let mut s = vsk(sk).st.lock();
             let _ = s.conn.connect_timeout();
             sk.set_err(0);

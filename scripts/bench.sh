@@ -10,29 +10,45 @@ ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-}
 "$TOP/scripts/build-vsock-tests.sh" release
 "$TOP/scripts/build-tools.sh"
 "$TOP/scripts/build-modules.sh" release
-kdir=$(kernel_dir release)
 mkdir -p "$TOP/build/logs"
 # TRANSPORTS: loopback (one VM, both stacks swapped in it) and/or nested (an L1 host VM with
 # vhost and an L2 guest with virtio: guest-to-host and host-to-guest).
 TRANSPORTS=${TRANSPORTS:-loopback nested}
 LOG=$TOP/build/logs/bench.log
 : > "$LOG"
-for t in $TRANSPORTS; do
-    case $t in
-        loopback) img=$("$TOP/scripts/mkinitramfs.sh" release both); script=bench; mem=2G ;;
-        nested) img=$("$TOP/scripts/mkinitramfs.sh" release both both); script=bench-nested; mem=3G ;;
-        *) echo "unknown transport $t"; exit 2 ;;
-    esac
-    tlog=$TOP/build/logs/bench-$t.log
-    log "benchmark VM ($t): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
-    timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m $mem -smp 2 -nodefaults -no-user-config \
+kdir=$(kernel_dir release)
+bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
+    local tlog=$1 mem=$2 img=$3 script=$4; shift 4
+    timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
         -display none -nic none -no-reboot -serial "file:$tlog" \
         -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_mods=both rvsock_script=$script rvsock_rounds=$ROUNDS rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE}" \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} $*" \
         < /dev/null > /dev/null 2>&1 || true
-    grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" || { echo "benchmark ($t) did not complete, see $tlog"; exit 1; }
+    grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" || { echo "benchmark VM did not complete, see $tlog"; exit 1; }
     cat "$tlog" >> "$LOG"
-    grep -a '^# bench' "$tlog" | sort | uniq -c | sed 's/^/failed metric: /' || true
+    grep -a '^# bench' "$tlog" | sed 's/^/failed metric: /' || true
+}
+for t in $TRANSPORTS; do
+    case $t in
+        loopback)
+            # One VM; the stacks are swapped in it round by round.
+            log "benchmark ($t): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
+            bench_vm "$TOP/build/logs/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" release both)" bench \
+                rvsock_mods=both rvsock_rounds=$ROUNDS ;;
+        nested)
+            # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
+            imgc=$("$TOP/scripts/mkinitramfs.sh" release c c)
+            imgr=$("$TOP/scripts/mkinitramfs.sh" release rvsock rvsock)
+            for r in $(seq 1 "$ROUNDS"); do
+                for st in c rvsock; do
+                    log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
+                    img=$imgc; [ $st = rvsock ] && img=$imgr
+                    bench_vm "$TOP/build/logs/bench-$t-$st-$r.log" 3G "$img" bench-nested \
+                        rvsock_mods=$st rvsock_round=$r
+                done
+            done ;;
+        *) echo "unknown transport $t"; exit 2 ;;
+    esac
 done
 grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
     { key = $4 "|" $5; v[$2, key, ++n[$2, key]] = $6; unit[key] = $7; better[key] = $8; keys[key] = 1 }

@@ -337,7 +337,7 @@ fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
             // Backlog full: in-tree vsock answers with a reset (no SYN retry as in TCP);
             // let the acceptor catch up and only count completed connections.
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => thread::yield_now(),
-            Err(e) => return Err(io_err("connect", e)),
+            Err(e) => return Err(io_err(&format!("connect {} (after {:?})", n + 1, t0.elapsed()), e)),
         }
     }
     Ok(n as f64 / t0.elapsed().as_secs_f64())
@@ -367,10 +367,20 @@ fn idle_mem(cid: u32, port: u32, conns: usize) -> Result<f64, String> {
 
 /// Reports a metric, or a `failed` line (the run goes on with the next metric).
 fn emit(metric: &str, r: Result<f64, String>, unit: &str, better: &str) {
+    if !wanted(metric) {
+        return;
+    }
     match r {
         Ok(v) => report(metric, v, unit, better),
         Err(e) => println!("# bench {metric} failed: {e}"),
     }
+}
+
+/// `--only` filter (comma-separated substrings of metric names; empty: all).
+static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn wanted(metric: &str) -> bool {
+    ONLY.get().map_or(true, |o| o.is_empty() || o.iter().any(|w| metric.contains(w.as_str())))
 }
 
 /// The `bench` subcommand.
@@ -383,10 +393,15 @@ pub fn run(a: &Args) -> Result<(), String> {
     // Over loopback the sender's machine is the sink's; against a peer VM the host side
     // (this end when `--cpu-here`, else the sink) sees the CPU time of both ends.
     let cpu = if !remote || a.flag("cpu-here") { CpuFrom::Sender } else { CpuFrom::Sink };
+    let only = a.str_or("only", "").split(',').filter(|w| !w.is_empty()).map(str::to_string).collect();
     a.check_unused()?;
+    let _ = ONLY.set(only);
     let stop = Arc::new(AtomicBool::new(false));
     let servers = if remote { Vec::new() } else { start_servers(port, &stop)? };
     for (i, w) in STREAM_SIZES.into_iter().enumerate() {
+        if !wanted(&format!("stream_tput_{}k", w / 1024)) && !(w == 65536 && wanted("cpu_ticks_per_GiB")) {
+            continue;
+        }
         let r = stream_tput(cid, port + OFF_STREAM + i as u32, w, dur, cpu);
         let name = format!("stream_tput_{}k", w / 1024);
         if w == 65536 {
@@ -396,11 +411,19 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let name = if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) };
-        emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
+        if wanted(&name) {
+            emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
+        }
     }
-    emit("rr_64B", rr_rate(cid, port + OFF_RR, dur), "rt/s", "higher");
-    emit("connect_rate", connect_rate(cid, port + OFF_CONNECT, dur), "conn/s", "higher");
-    emit("idle_mem_per_conn", idle_mem(cid, port + OFF_IDLE, conns), "bytes", "lower");
+    if wanted("rr_64B") {
+        emit("rr_64B", rr_rate(cid, port + OFF_RR, dur), "rt/s", "higher");
+    }
+    if wanted("connect_rate") {
+        emit("connect_rate", connect_rate(cid, port + OFF_CONNECT, dur), "conn/s", "higher");
+    }
+    if wanted("idle_mem_per_conn") {
+        emit("idle_mem_per_conn", idle_mem(cid, port + OFF_IDLE, conns), "bytes", "lower");
+    }
     stop.store(true, Relaxed);
     for t in servers {
         let _ = t.join();

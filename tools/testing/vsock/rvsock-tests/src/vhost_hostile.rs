@@ -372,6 +372,35 @@ impl Guest {
         }
     }
 
+    /// Sends header-only packets as one batch: every chain is published before a single
+    /// kick, so the device handles them in one pass. All must come back.
+    fn send_batch(&mut self, hs: &[Hdr]) -> Result<(), String> {
+        if hs.is_empty() || hs.len() > usize::from(NUM) {
+            return Err("bad batch length".into());
+        }
+        for (i, h) in hs.iter().enumerate() {
+            let off = TX_AREA + 64 * i;
+            self.mem.write(off, &h.encode()).ok_or("tx area too small")?;
+            self.tx.set_desc(&self.mem, i as u16, self.mem.addr(off), HDR as u32, 0, 0).ok_or("tx desc")?;
+            self.tx.publish(&self.mem, i as u16).ok_or("tx publish")?;
+        }
+        self.kick(1)?;
+        let t0 = Instant::now();
+        let mut back = 0;
+        while back < hs.len() {
+            self.poll_rx()?;
+            if self.tx.next_used(&self.mem).is_some() {
+                back += 1;
+                continue;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!("device returned {back} of {} TX buffers", hs.len()));
+            }
+            thread::sleep(ms(1));
+        }
+        Ok(())
+    }
+
     /// A header from us to the host.
     fn hdr(&self, op: u16, src_port: u32, dst_port: u32) -> Hdr {
         Hdr {
@@ -1089,6 +1118,53 @@ fn t_host_connect(e: &mut Env) -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// The guest answers a host's blocking connect with RESPONSE and, in the same batch, a full
+/// SHUTDOWN (a server that accepts and closes at once). Both are delivered before the
+/// connecting task runs again: connect() must still succeed and the host then reads EOF.
+/// (In-tree, connect then waits for an ESTABLISHED state that is gone and fails with
+/// ETIMEDOUT: reported as a skip on the C reference.)
+fn t_connect_then_close(e: &mut Env) -> TestResult {
+    let gport = G_LISTEN + 20;
+    let mut last = String::new();
+    for round in 0..3 {
+        let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
+        let cid = e.g.cid;
+        let t = thread::spawn(move || {
+            let r = sys::connect_vm(&s, cid, gport);
+            (s, r)
+        });
+        let r = e
+            .g
+            .recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
+            .ok_or("no REQUEST reached the guest")?;
+        let hport = r.h.src_port;
+        let mut sh = e.g.hdr(OP_SHUTDOWN, gport, hport);
+        sh.flags = 3;
+        e.g.send_batch(&[e.g.hdr(OP_RESPONSE, gport, hport), sh])?;
+        let (s, r) = t.join().map_err(|_| "connect thread panicked".to_string())?;
+        let _ = e.g.recv_where(Duration::from_secs(2), |h| h.dst_port == gport && h.op == OP_RST)?;
+        e.g.discard(|h| h.dst_port == gport);
+        match r {
+            Ok(()) => {
+                sys::set_io_timeout(&s, Duration::from_secs(5)).or_fail("timeout")?;
+                let mut b = [0u8; 8];
+                match sys::recv(&s, &mut b, 0) {
+                    Ok(0) => {}
+                    r => return Err(format!("round {round}: after connect + SHUTDOWN the host read {r:?}")),
+                }
+            }
+            Err(err) => last = format!("round {round}: connect: {}", sys::describe(&err)),
+        }
+    }
+    if last.is_empty() {
+        Ok(Outcome::Pass)
+    } else if std::fs::read_to_string("/proc/modules").unwrap_or_default().contains("rvsock_vhost ") {
+        Err(last)
+    } else {
+        Ok(Outcome::Skip(format!("in-tree stack: {last}")))
+    }
+}
+
 /// Two guests at once: packets go to the device of their destination CID only; another
 /// guest cannot inject into (or reset) a connection, not even with its own valid CID;
 /// closing a device resets the host's connections to it.
@@ -1276,7 +1352,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
     };
     let mut e = Env { out: out.clone(), g, l, c1: None };
-    let checks: [(&str, Check); 14] = [
+    let checks: [(&str, Check); 15] = [
         ("connect", t_connect),
         ("g2h_data", t_g2h),
         ("h2g_split", t_h2g_split),
@@ -1291,6 +1367,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("credit", t_credit),
         ("storm", t_storm),
         ("host_connect", t_host_connect),
+        ("connect_then_close", t_connect_then_close),
     ];
     for (n, f) in checks {
         let r = f(&mut e);
