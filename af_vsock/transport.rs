@@ -78,7 +78,7 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *
                 len: 0,
                 off: 0,
                 cap,
-                _pad: 0,
+                xmark: 0,
                 ext: core::ptr::null_mut(),
                 hdr: [0; crate::abi::HDR_LEN],
             })

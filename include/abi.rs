@@ -24,8 +24,10 @@ pub struct RawPkt {
     pub off: u32,
     /// Payload capacity.
     pub cap: u32,
-    /// Padding, keeps `hdr` 8-byte aligned.
-    pub _pad: u32,
+    /// Transport-private word: the transport that holds the packet may use it as it likes
+    /// (vhost marks the replies it queued); zero when the core allocates, never read by the
+    /// core. Also keeps `hdr` 8-byte aligned.
+    pub xmark: u32,
     /// Core-private payload extension (user pages of a MSG_ZEROCOPY send), null for inline
     /// payloads. Only transports with `TRANSPORT_F_ZEROCOPY` ever see it set.
     pub ext: *mut c_void,

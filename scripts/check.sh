@@ -28,8 +28,12 @@ declare -A SCEN=(
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 # The transports, {C, rvsock} host x {C, rvsock} guest.
 ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest nested-rvsock-host-rvsock-guest"
-# Sanitizer runs (README "Sanitizer runs": timings, and why c-soak-kasan runs only when named).
-ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan"
+# The host driver against a hostile fake guest (and the in-tree driver as the reference).
+ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
+# Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer
+# runs": timings, and why the other C references run only when named).
+ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest-kasan vhost-hostile-guest-kasan"
+ALL+=" nested-c-host-rvsock-guest-kasan nested-rvsock-host-c-guest-kasan nested-rvsock-host-rvsock-guest-kasan"
 
 TOTAL_P=0 TOTAL_F=0
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)

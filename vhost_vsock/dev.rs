@@ -177,9 +177,9 @@ fn raw_of(p: &mut Pkt) -> *mut RawPkt {
 /// Sets a packet's reply mark, returning the previous one.
 fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
     let raw = raw_of(p);
-    // SAFETY: `raw` is the live packet `p` owns, borrowed mutably; `_pad` is padding the core
-    // never reads, used as transport-private scratch while we own the packet.
-    unsafe { core::mem::replace(&mut (*raw)._pad, mark) }
+    // SAFETY: `raw` is the live packet `p` owns, borrowed mutably; `xmark` is the word the
+    // ABI leaves to the transport holding the packet (the core never reads it).
+    unsafe { core::mem::replace(&mut (*raw).xmark, mark) }
 }
 
 /// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pinned user pages
