@@ -56,6 +56,8 @@ pub(crate) const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u32 = 0x7b9;
 pub(crate) const SOCK_DONE: u32 = ffi::sock_flags_SOCK_DONE;
 /// SO_LINGER set.
 pub(crate) const SOCK_LINGER: u32 = ffi::sock_flags_SOCK_LINGER;
+/// `SOCK_DEAD`: the socket was orphaned (its file is closed).
+pub(crate) const SOCK_DEAD: u32 = ffi::sock_flags_SOCK_DEAD;
 /// SO_ZEROCOPY set.
 pub(crate) const SOCK_ZEROCOPY: u32 = ffi::sock_flags_SOCK_ZEROCOPY;
 

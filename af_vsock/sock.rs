@@ -462,7 +462,54 @@ pub(crate) fn encode_addr(a: Addr, flags: u8) -> [u8; 16] {
 pub(crate) fn bind(sk: Sk, raw: &[u8]) -> Result {
     let (addr, _) = parse_addr(raw).map_err(|_| EINVAL)?;
     let _g = sk.lock();
+    if addr.port != VMADDR_PORT_ANY && vsk(sk).st.lock().local.port == VMADDR_PORT_ANY {
+        reclaim_lingering(sk, addr);
+    }
     do_bind(sk, addr)
+}
+
+/// If `addr` is held by a closed socket that only waits for its peer's RST (it sent
+/// SHUTDOWN both ways, its file is gone, the close timer is armed), ends that wait now as
+/// the close timeout would (RST to the peer, unhash), so the port can be bound again.
+///
+/// In-tree answers EADDRINUSE until the RST arrives or the 8 s timer fires; an application
+/// that closes, hears from its peer on another channel and binds the same port again
+/// (upstream vsock_test `double_bind_connect`) then depends on which of the two messages
+/// the peer's machine delivers first. Nothing can reach the closed socket any more, so
+/// finishing its close early changes nothing else.
+fn reclaim_lingering(me: Sk, addr: Addr) {
+    let Some(old) = global().lock().find_bound(addr).cloned() else { return };
+    let o = old.sk();
+    if o.as_ptr() == me.as_ptr() || !o.flag(net::SOCK_DEAD) {
+        return;
+    }
+    {
+        let s = vsk(o).st.lock();
+        if !s.close_armed || s.conn.local_shutdown() != net::SHUTDOWN_MASK || s.conn.is_done() {
+            return;
+        }
+    }
+    // Cancelling the pending timer hands us its reference; a timer already running finishes
+    // the close itself.
+    if !vsk(o).close_work.cancel() {
+        return;
+    }
+    // SAFETY: the timer's reference, leaked in `release` when it armed the timer.
+    let timer_ref = unsafe { SkRef::from_raw(o.as_ptr()) };
+    let mut s = vsk(o).st.lock();
+    let mut a = s.conn.close_timeout();
+    // As in `close_work_fn`: the timer's reference is ours, not finish_close's to drop.
+    let fin = a.finish_close;
+    a.finish_close = false;
+    s.close_armed = false;
+    let mut after = apply(o, &mut s, &a, None);
+    after.unhash |= fin;
+    drop(s);
+    if fin {
+        purge_rx(o);
+    }
+    run_after(o, after);
+    drop(timer_ref);
 }
 
 fn auto_bind(sk: Sk) -> Result {

@@ -22,8 +22,8 @@ declare -A SCEN=(
     [nested-c-host-rvsock-guest]="nested c rvsock 61 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61 nested-l1"
-    [vhost-hostile-guest]="single rvsock - 21 vhost-hostile"
-    [c-vhost-hostile-guest]="single c - 21 vhost-hostile"
+    [vhost-hostile-guest]="single rvsock - 22 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 # The transports, {C, rvsock} host x {C, rvsock} guest.
