@@ -9,16 +9,7 @@
 
 use kernel::prelude::*;
 
-#[allow(unreachable_pub)]
-#[path = "../include/ffi.rs"]
-mod ffi;
-// Shared sources: each module uses a different subset of them.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/abi.rs"]
-mod abi;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/pkt.rs"]
-mod pkt;
+include!("../include/mods.rs");
 #[allow(dead_code, unused_imports, unused_attributes, unreachable_pub)]
 #[path = "../virtio_transport_common/src/lib.rs"]
 mod proto;

@@ -496,20 +496,26 @@ fn reclaim_lingering(me: Sk, addr: Addr) {
     }
     // SAFETY: the timer's reference, leaked in `release` when it armed the timer.
     let timer_ref = unsafe { SkRef::from_raw(o.as_ptr()) };
-    let mut s = vsk(o).st.lock();
+    close_timed_out(o);
+    drop(timer_ref);
+}
+
+/// The close timeout's work (the timer fired, or `reclaim_lingering` ended the wait early):
+/// RST to the peer and finish the close. The caller holds the timer's reference, which is
+/// not finish_close's to drop.
+fn close_timed_out(sk: Sk) {
+    let mut s = vsk(sk).st.lock();
     let mut a = s.conn.close_timeout();
-    // As in `close_work_fn`: the timer's reference is ours, not finish_close's to drop.
     let fin = a.finish_close;
     a.finish_close = false;
     s.close_armed = false;
-    let mut after = apply(o, &mut s, &a, None);
+    let mut after = apply(sk, &mut s, &a, None);
     after.unhash |= fin;
     drop(s);
     if fin {
-        purge_rx(o);
+        purge_rx(sk);
     }
-    run_after(o, after);
-    drop(timer_ref);
+    run_after(sk, after);
 }
 
 fn auto_bind(sk: Sk) -> Result {
@@ -728,19 +734,7 @@ unsafe extern "C" fn close_work_fn(w: *mut ffi::work_struct) {
     };
     let s_ = sk.sk();
     let _g = s_.lock();
-    let mut s = vsk(s_).st.lock();
-    let mut a = s.conn.close_timeout();
-    // The timer fired: its reference is ours now, not to be dropped again by finish_close.
-    let fin = a.finish_close;
-    a.finish_close = false;
-    s.close_armed = false;
-    let mut after = apply(s_, &mut s, &a, None);
-    after.unhash |= fin;
-    drop(s);
-    if fin {
-        purge_rx(s_);
-    }
-    run_after(s_, after);
+    close_timed_out(s_);
 }
 
 /// accept(2): returns the child socket (referenced), grafted onto `newsock` by the caller.

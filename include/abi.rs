@@ -92,4 +92,19 @@ extern "C" {
     pub fn rvsock_pkt_alloc(cap: u32, gfp: crate::ffi::gfp_t) -> *mut RawPkt;
     /// Frees a packet.
     pub fn rvsock_pkt_free(pkt: *mut RawPkt);
+    /// Copies up to `n` payload bytes of `pkt` (lent, not consumed), starting `skip` bytes
+    /// after its consumed part, into `iter`, whether the payload is inline or the pinned user
+    /// pages of a MSG_ZEROCOPY send; returns the bytes copied (vhost: into guest buffers).
+    pub fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut crate::ffi::iov_iter) -> usize;
+    /// The `i`-th piece (page, offset, length) of the pinned user pages of a MSG_ZEROCOPY
+    /// packet (lent, not consumed); false past the last piece or for an inline payload. At
+    /// most 32 pieces per packet (`zerocopy::MAX_FRAGS` in the core): a transport that gives
+    /// each piece its own descriptor (virtio) needs that many plus one for the header.
+    pub fn rvsock_pkt_ext_frag(
+        pkt: *const RawPkt,
+        i: u32,
+        page: *mut *mut crate::ffi::page,
+        off: *mut u32,
+        len: *mut u32,
+    ) -> bool;
 }

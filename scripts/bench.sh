@@ -4,7 +4,7 @@
 # Not part of `make check`. Under TCG only the ratios mean anything.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-}
+ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-} ONLY=${ONLY:-}
 "$TOP/scripts/setup-toolchain.sh" >/dev/null
 "$TOP/scripts/build-kernel.sh" release
 "$TOP/scripts/build-vsock-tests.sh" release
@@ -22,7 +22,7 @@ bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
     timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
         -display none -nic none -no-reboot -serial "file:$tlog" \
         -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} $*" \
+        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
         < /dev/null > /dev/null 2>&1 || true
     grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" || { echo "benchmark VM did not complete, see $tlog"; exit 1; }
     cat "$tlog" >> "$LOG"

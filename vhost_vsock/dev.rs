@@ -187,7 +187,7 @@ fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
 fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
     let raw = raw_of(p);
     // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
-    unsafe { crate::rvsock_pkt_copy_to_iter(raw, 0, n, it.as_mut_ptr()) }
+    unsafe { crate::abi::rvsock_pkt_copy_to_iter(raw, 0, n, it.as_mut_ptr()) }
 }
 
 impl VhostVsock {

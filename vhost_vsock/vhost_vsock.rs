@@ -16,15 +16,7 @@ use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
-#[allow(unreachable_pub)]
-#[path = "../include/ffi.rs"]
-mod ffi;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/abi.rs"]
-mod abi;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/pkt.rs"]
-mod pkt;
+include!("../include/mods.rs");
 #[allow(dead_code, unused_imports, unused_attributes, unreachable_pub)]
 #[path = "../virtio_transport_common/src/lib.rs"]
 mod proto;
@@ -36,13 +28,6 @@ mod vhost;
 use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_H2G};
 use dev::VhostVsock;
 use pkt::Pkt;
-
-// Exported by rvsock.ko next to the functions of `include/abi.rs`: copies a packet's payload
-// (inline, or the pinned user pages of a MSG_ZEROCOPY send) into an iterator.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut ffi::iov_iter) -> usize;
-}
 
 /// A positive kernel errno from the generated bindings as an `Error`.
 #[macro_export]

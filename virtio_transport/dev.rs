@@ -46,8 +46,9 @@ const RX_BATCH: u32 = 64;
 const RX_ROUNDS: u32 = 16;
 /// Payload of a small buffer: the whole allocation is one 4 KiB slab object.
 pub(crate) const SMALL_CAP: u32 = (4096 - core::mem::size_of::<RawPkt>()) as u32;
-/// Received payloads up to this size are copied into an exact-size packet and the large rx
-/// buffer goes straight back to the ring (see `rx_take`).
+/// Received payloads up to this size, or up to an eighth of a large rx buffer, are copied
+/// into an exact-size packet and the large rx buffer goes straight back to the ring (see
+/// `rx_take`): a 4 KiB write from the host must not pin (and make us reallocate) 64 KiB.
 const RX_COPYBREAK: u32 = SMALL_CAP;
 /// Largest payload the core accepts in one packet (`MAX_PKT_BUF_SIZE`).
 pub(crate) const MAX_CAP: u32 = 64 * 1024;
@@ -439,7 +440,7 @@ impl Shared {
         pkt.set_len(h.len);
         inc(&self.stats.rx_pkts);
         add(&self.stats.rx_bytes, u64::from(h.len));
-        if h.len > RX_COPYBREAK || cap <= 2 * RX_COPYBREAK {
+        if cap <= 2 * RX_COPYBREAK || h.len > RX_COPYBREAK.max(cap / 8) {
             return Some(pkt);
         }
         // Small payload in a large buffer: hand the core an exact-size copy (bounded memory per
@@ -499,7 +500,14 @@ impl Shared {
                     }
                     more = n == RX_BATCH || !vq.0.enable_cb();
                 }
-                self.rx_fill(rx);
+                // Refill once half the ring is used, as in-tree: each refill notifies the
+                // device (a trap to the hypervisor), and an idle vhost asks for a notification
+                // on every buffer added. Safe against a stall: every refill notifies, so the
+                // device knows all posted buffers, and a starved device means `posted` is 0
+                // once its used buffers are taken.
+                if rx.posted * 2 < rx.size {
+                    self.rx_fill(rx);
+                }
             }
             let t = self.transport.load(Ordering::Acquire);
             while let Some(p) = batch.pop_front() {

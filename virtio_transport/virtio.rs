@@ -275,13 +275,6 @@ impl SgTable {
     }
 }
 
-// Exported by rvsock.ko next to the functions of `include/abi.rs`: the pieces (page, offset,
-// length) of a MSG_ZEROCOPY packet's payload, which is otherwise core-private.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn rvsock_pkt_ext_frag(pkt: *const RawPkt, i: u32, page: *mut *mut ffi::page, off: *mut u32, len: *mut u32) -> bool;
-}
-
 /// The `i`-th piece of the external payload of `raw`.
 ///
 /// # Safety
@@ -290,7 +283,7 @@ unsafe fn ext_frag(raw: *const RawPkt, i: usize) -> Option<(*mut ffi::page, u32,
     let (mut page, mut off, mut len) = (core::ptr::null_mut(), 0u32, 0u32);
     let i = u32::try_from(i).ok()?;
     // SAFETY: live packet (contract); the out-parameters are our locals.
-    unsafe { rvsock_pkt_ext_frag(raw, i, &mut page, &mut off, &mut len) }.then_some((page, off, len))
+    unsafe { crate::abi::rvsock_pkt_ext_frag(raw, i, &mut page, &mut off, &mut len) }.then_some((page, off, len))
 }
 
 /// Fills `sgt` with the header of `raw` and the pieces of its external payload; returns the

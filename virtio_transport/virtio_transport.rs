@@ -18,16 +18,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::ffi::{c_int, c_uint};
 use kernel::prelude::*;
 
-#[allow(unreachable_pub)]
-#[path = "../include/ffi.rs"]
-mod ffi;
-// Shared sources: each module uses a different subset of them.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/abi.rs"]
-mod abi;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../include/pkt.rs"]
-mod pkt;
+include!("../include/mods.rs");
 #[allow(dead_code, unused_imports, unreachable_pub)]
 mod proto;
 

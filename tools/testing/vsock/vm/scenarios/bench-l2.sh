@@ -1,6 +1,6 @@
 # `make bench`, the L2 guest of bench-nested.sh: serves the host-to-guest metrics, then (when
 # the host says go) runs the guest-to-host clients against the host's servers.
-ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle)
+ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle); ONLY=$(arg rvsock_only)
 load_stack virtio || return
 rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
@@ -13,7 +13,7 @@ echo "RVSOCK-L2-READY"
 reap "$go" 1800
 reap "$perf" 10
 awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " h2g vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-h2g.rx
-rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $MODS $ROUND g2h /"
+rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $MODS $ROUND g2h /"
 vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
 echo "RVSOCK-BENCH-DONE"
 kill "$serve" 2>/dev/null

@@ -8,15 +8,16 @@
 ROUND=$(arg rvsock_round); ROUND=${ROUND:-1}
 MS=$(arg rvsock_ms); MS=${MS:-2000}
 IDLE=$(arg rvsock_idle); IDLE=${IDLE:-10000}
+ONLY=$(arg rvsock_only)
 load_stack vhost || return
 rvsock-tests bench-serve --port 7300 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
 vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 &
 perf=$!
-L2MODS=$MODS L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE"
+L2MODS=$MODS L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
-    rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here |
+    rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
         sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $MODS $ROUND h2g /"
     vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
     # Tell the guest to run its half (the g2h clients): a 1-byte stream to its port 7399.

@@ -2,6 +2,7 @@
 # so machine noise hits both; every metric line is tagged with its stack and round.
 ROUNDS=$(arg rvsock_rounds); ROUNDS=${ROUNDS:-3}
 MS=$(arg rvsock_ms); MS=${MS:-2000}
+ONLY=$(arg rvsock_only)
 swap_out() { # module... : unload, retrying while closed sockets linger (close timeout)
     for m in "$@"; do
         i=0
@@ -11,7 +12,8 @@ swap_out() { # module... : unload, retrying while closed sockets linger (close t
     done
 }
 run_stack() { # stack round
-    rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
+    rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
+    [ -z "$ONLY" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 0 ;; esac
     vsock_perf --port 7100 --bytes 256M > /tmp/perf.rx 2>&1 &
     sleep 0.3
     vsock_perf --sender 1 --port 7100 --bytes 256M > /tmp/perf.tx 2>&1
