@@ -324,14 +324,20 @@ fn rr_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// connect + accept + close per second.
-fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
+/// connect + accept + close per second, and the mean time spent in connect(2) and in
+/// close(2) (microseconds).
+fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64), String> {
     let mut n = 0u64;
+    let (mut in_connect, mut in_close) = (Duration::ZERO, Duration::ZERO);
     let t0 = Instant::now();
     while t0.elapsed() < dur {
+        let t1 = Instant::now();
         match connect(libc::SOCK_STREAM, cid, port) {
             Ok(s) => {
+                let t2 = Instant::now();
                 drop(s);
+                in_connect += t2 - t1;
+                in_close += t2.elapsed();
                 n += 1;
             }
             // Backlog full: in-tree vsock answers with a reset (no SYN retry as in TCP);
@@ -340,7 +346,8 @@ fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
             Err(e) => return Err(io_err(&format!("connect {} (after {:?})", n + 1, t0.elapsed()), e)),
         }
     }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+    let per = |d: Duration| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), per(in_connect), per(in_close)))
 }
 
 /// Kernel slab memory of this machine per idle connection with `conns` connections open (both
@@ -418,8 +425,11 @@ pub fn run(a: &Args) -> Result<(), String> {
     if wanted("rr_64B") {
         emit("rr_64B", rr_rate(cid, port + OFF_RR, dur), "rt/s", "higher");
     }
-    if wanted("connect_rate") {
-        emit("connect_rate", connect_rate(cid, port + OFF_CONNECT, dur), "conn/s", "higher");
+    if wanted("connect_rate") || wanted("connect_time_us") || wanted("close_time_us") {
+        let r = connect_rate(cid, port + OFF_CONNECT, dur);
+        emit("connect_time_us", r.clone().map(|x| x.1), "us", "lower");
+        emit("close_time_us", r.clone().map(|x| x.2), "us", "lower");
+        emit("connect_rate", r.map(|x| x.0), "conn/s", "higher");
     }
     if wanted("idle_mem_per_conn") {
         emit("idle_mem_per_conn", idle_mem(cid, port + OFF_IDLE, conns), "bytes", "lower");
