@@ -1210,17 +1210,29 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
         }
         p.consume(n as u32);
         copied += n;
-        if p.remaining() > 0 {
-            vsk(sk).st.lock().rxq.push_front(p);
+        // Consumption is accounted packet by packet, so that a writer waiting for credit
+        // refills the buffer while this reader copies the rest of a large read (the policy
+        // in `Conn::on_consume` speaks up only when the peer is starved or half a window
+        // is free). Accounting once at the end left the writer idle for the whole copy.
+        // A finished packet is freed here, with no spinlock held (freeing a zerocopy one
+        // may wake its sender).
+        let rest = if p.remaining() > 0 {
+            Some(p)
+        } else {
+            drop(p);
+            None
+        };
+        let out = {
+            let mut s = vsk(sk).st.lock();
+            if let Some(p) = rest {
+                s.rxq.push_front(p);
+            }
+            let c = s.conn.on_consume(n as u32);
+            c.and_then(|c| s.ctl(c, None))
+        };
+        if let Some(o) = out {
+            let _ = o.send();
         }
-    }
-    let out = {
-        let mut s = vsk(sk).st.lock();
-        let c = s.conn.on_consume(copied as u32);
-        c.and_then(|c| s.ctl(c, None))
-    };
-    if let Some(o) = out {
-        let _ = o.send();
     }
     if copied == 0 {
         res.map(|_| 0)

@@ -18,13 +18,19 @@ LOG=$TOP/build/logs/bench.log
 : > "$LOG"
 kdir=$(kernel_dir release)
 bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
-    local tlog=$1 mem=$2 img=$3 script=$4; shift 4
-    timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
-        -display none -nic none -no-reboot -serial "file:$tlog" \
-        -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
-        < /dev/null > /dev/null 2>&1 || true
-    grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" || { echo "benchmark VM did not complete, see $tlog"; exit 1; }
+    local tlog=$1 mem=$2 img=$3 script=$4 try; shift 4
+    # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
+    # the same L1); then try a fresh L1 VM, up to 3 times.
+    for try in 1 2 3; do
+        timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
+            -display none -nic none -no-reboot -serial "file:$tlog" \
+            -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+            -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
+            < /dev/null > /dev/null 2>&1 || true
+        grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" && break
+        grep -aq 'L2 never got ready' "$tlog" && [ $try -lt 3 ] && { echo "L2 boot stalled ($tlog), new VM"; continue; }
+        echo "benchmark VM did not complete, see $tlog"; exit 1
+    done
     cat "$tlog" >> "$LOG"
     grep -a '^# bench' "$tlog" | sed 's/^/failed metric: /' || true
 }

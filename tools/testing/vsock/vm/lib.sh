@@ -107,7 +107,8 @@ boot_l2() {
             return 0
         fi
         grep -q RVSOCK-BEGIN "$1" && return 1   # it booted and failed: no retry
-        echo "L2 boot attempt $attempt ($1) stalled, retrying"
+        echo "L2 boot attempt $attempt ($1) stalled, retrying; its last lines and QEMU's:"
+        tail -n 3 "$1" | cut -c1-160; tail -n 3 /tmp/qemu.out | cut -c1-160
         kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
     done
     return 1

@@ -14,7 +14,7 @@ rvsock-tests bench-serve --port 7300 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
 vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 &
 perf=$!
-L2MODS=$MODS L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"
+L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
