@@ -85,8 +85,10 @@ l2_qemu() {
     log=$1 cid=$2 mem=$3 script=$4; shift 4
     accel="-accel kvm -cpu ${L2_CPU:-qemu64}"
     [ -c /dev/kvm ] || accel="-accel tcg -cpu max"
+    # exec: run in the background (`l2_qemu ... &`), the subshell becomes QEMU, so `$!` is
+    # QEMU's pid and killing it frees the guest CID for a retry.
     QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu \
-    qemu-system-x86_64 $accel -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
+    exec qemu-system-x86_64 $accel -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
         -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
         -serial "file:$log" -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
         -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script ${L2_APPEND:-}" \
