@@ -1,19 +1,21 @@
 # `make bench`, the L2 guest of bench-nested.sh: serves the host-to-guest metrics, then (when
 # the host says go) runs the guest-to-host clients against the host's servers.
 ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle); ONLY=$(arg rvsock_only)
+want_perf() { [ -z "$ONLY" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
 load_stack virtio || return
 rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
-vsock_perf --port 7400 --bytes 256M > /tmp/perf-h2g.rx 2>&1 &
-perf=$!
+perf=
+want_perf && { vsock_perf --port 7400 --bytes 256M > /tmp/perf-h2g.rx 2>&1 & perf=$!; }
 rvsock-tests stream-recv --port 7399 --count 1 --timeout 1800 --name bench-go > /tmp/go.out 2>&1 &
 go=$!
 sleep 1
 echo "RVSOCK-L2-READY"
 reap "$go" 1800
-reap "$perf" 10
+[ -z "$perf" ] || reap "$perf" 10
+touch /tmp/perf-h2g.rx
 awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " h2g vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-h2g.rx
 rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $MODS $ROUND g2h /"
-vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
+want_perf && vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
 echo "RVSOCK-BENCH-DONE"
 kill "$serve" 2>/dev/null
