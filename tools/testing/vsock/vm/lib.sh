@@ -79,6 +79,9 @@ reap() {
     wait "$1" 2>/dev/null
 }
 
+# want_perf: whether the bench runs upstream vsock_perf ($ONLY empty, or naming vsock_perf).
+want_perf() { [ -z "${ONLY:-}" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
+
 # l2_qemu LOG CID MEM SCRIPT EXTRA... : run an L2 guest (the /l2 image of an L1 host) with a
 # vhost-vsock-pci device of CID, module set $L2MODS, extra kernel arguments $L2_APPEND.
 l2_qemu() {

@@ -1,7 +1,6 @@
 # `make bench`, the L2 guest of bench-nested.sh: serves the host-to-guest metrics, then (when
 # the host says go) runs the guest-to-host clients against the host's servers.
 ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle); ONLY=$(arg rvsock_only)
-want_perf() { [ -z "$ONLY" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
 load_stack virtio || return
 rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!

@@ -12,7 +12,6 @@ ONLY=$(arg rvsock_only)
 load_stack vhost || return
 rvsock-tests bench-serve --port 7300 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
-want_perf() { [ -z "$ONLY" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
 perf=
 want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & perf=$!; }
 L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"

@@ -13,7 +13,7 @@ swap_out() { # module... : unload, retrying while closed sockets linger (close t
 }
 run_stack() { # stack round
     rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
-    [ -z "$ONLY" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 0 ;; esac
+    want_perf || return 0
     vsock_perf --port 7100 --bytes 256M > /tmp/perf.rx 2>&1 &
     sleep 0.3
     vsock_perf --sender 1 --port 7100 --bytes 256M > /tmp/perf.tx 2>&1
