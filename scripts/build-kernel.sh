@@ -7,18 +7,18 @@ FLAVOUR=${1:-release}
 [ -f "$TOP/kernel/$FLAVOUR.config" ] || die "no kernel/$FLAVOUR.config"
 OUT=$(kernel_dir "$FLAVOUR")
 FLAGS=$(kernel_make_flags "$FLAVOUR")
+kernel_env "$FLAVOUR"
+[ -n "$KERNEL_PKG_VERSION" ] || die "$KERNEL_SRC_PKG is not installed: run scripts/setup-toolchain.sh"
 JOBS=${JOBS:-$(( $(nproc) + 1 ))}
 
 if [ -f "$OUT/.rvsock-built" ]; then
-    log "kernel $FLAVOUR up to date: $OUT"; exit 0
+    log "kernel $FLAVOUR ($KERNEL_SRC_PKG $KERNEL_PKG_VERSION) up to date: $OUT"; exit 0
 fi
 
 if [ ! -f "$SRC/.rvsock-unpacked" ]; then
-    tarball=/usr/src/linux-source-6.12.tar.xz
+    tarball=/usr/src/$KERNEL_SRC_PKG.tar.xz
     [ -f "$tarball" ] || die "$tarball missing: run scripts/setup-toolchain.sh"
-    got=$(dpkg-query -W -f='${Version}' linux-source-6.12)
-    [ "$got" = "$KERNEL_PKG_VERSION" ] || die "linux-source-6.12 is $got, want $KERNEL_PKG_VERSION"
-    log "unpacking $tarball"
+    log "unpacking $tarball ($KERNEL_SRC_PKG $KERNEL_PKG_VERSION)"
     rm -rf "$SRC" && mkdir -p "$SRC"
     tar -xf "$tarball" -C "$SRC" --strip-components=1
     touch "$SRC/.rvsock-unpacked"
@@ -36,7 +36,7 @@ while IFS= read -r line; do
                     CONFIG_*) grep -qx "$line" "$OUT/.config" || { echo "  $line dropped"; bad=1; } ;; esac
 done < "$TOP/kernel/$FLAVOUR.config"
 [ $bad = 0 ] || die "config fragment not applied (see above)"
-log "building $FLAVOUR kernel (-j$JOBS)"
+log "building $FLAVOUR kernel from $KERNEL_SRC_PKG $KERNEL_PKG_VERSION (-j$JOBS, LIBCLANG_PATH=$LIBCLANG_PATH $FLAGS)"
 make -s -C "$SRC" O="$OUT" $FLAGS -j"$JOBS" RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" bzImage modules
 make -s -C "$SRC" O="$OUT" $FLAGS INSTALL_MOD_PATH="$OUT/modinst" INSTALL_MOD_STRIP=1 modules_install
 make -s -C "$SRC" O="$OUT" headers_install INSTALL_HDR_PATH="$OUT/hdr" >/dev/null

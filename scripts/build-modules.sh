@@ -7,6 +7,7 @@ set -euo pipefail
 FLAVOUR=${1:-release}
 KDIR=$(kernel_dir "$FLAVOUR")
 [ -f "$KDIR/.rvsock-built" ] || die "kernel $FLAVOUR not built (scripts/build-kernel.sh $FLAVOUR)"
+kernel_env "$FLAVOUR"
 # MODSRC_TAG gives a private build folder (parallel builds by several people).
 W=$TOP/build/$FLAVOUR/modsrc$BUILD_TAG
 OUTD=$TOP/build/$FLAVOUR/modules$BUILD_TAG

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(rustc-web rust-web-src libclang-dev clang lld llvm bc flex bison libelf-dev libssl-dev
       cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file
-      linux-source-6.12)
+      "$KERNEL_SRC_PKG")
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+log "kernel source: $KERNEL_SRC_PKG $(kernel_pkg_version)"
 
 mkdir -p "$TOOLS/bin"
 if [ ! -x "$TOOLS/bin/bindgen" ]; then
