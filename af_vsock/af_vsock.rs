@@ -4,7 +4,7 @@
 //! logic comes from the kernel-independent `virtio_transport_common` crate, compiled in.
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
-//! callbacks), `sock` (socket calls), `rx` (receive path), `table` (global tables),
+//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables),
 //! `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
@@ -16,7 +16,10 @@ mod proto;
 
 #[macro_use]
 mod net;
+mod close;
+mod connect;
 mod family;
+mod io;
 mod rx;
 mod sock;
 mod table;

@@ -141,7 +141,11 @@ impl Drop for Registration {
 unsafe extern "C" fn sk_destruct(sk: *mut ffi::sock) {
     // SAFETY: the kernel calls this once, for a socket of our proto, when its last reference
     // is gone.
-    unsafe { VSock::destruct(Sk::from_raw(sk)) };
+    let s = unsafe { Sk::from_raw(sk) };
+    // Completions queued after release (a packet freed late by a transport) die here.
+    s.purge_errqueue();
+    // SAFETY: as above.
+    unsafe { VSock::destruct(s) };
 }
 
 /// Allocates and initialises a socket (`sock`: the `struct socket` for socket(2), null for a
@@ -333,10 +337,7 @@ unsafe extern "C" fn op_shutdown(sock: *mut ffi::socket, how: c_int) -> c_int {
 unsafe extern "C" fn op_set_rcvlowat(sk: *mut ffi::sock, val: c_int) -> c_int {
     // SAFETY: the socket layer passes our live socket.
     let s = unsafe { Sk::from_raw(sk) };
-    // SAFETY: plain field write, as `sock_setsockopt` does without this callback.
-    unsafe { (*sk).sk_rcvlowat = if val != 0 { val } else { 1 } };
-    sock::rcvlowat_changed(s, val);
-    0
+    ret(sock::set_rcvlowat(s, val))
 }
 
 /// Copies a setsockopt value (`sockptr_t`: kernel or user memory).

@@ -153,6 +153,12 @@ impl Sk {
         unsafe { ffi::rvsock_errqueue_empty(self.as_ptr()) }
     }
 
+    /// Frees every queued MSG_ZEROCOPY completion (nobody can read them any more).
+    pub(crate) fn purge_errqueue(self) {
+        // SAFETY: live socket; `skb_queue_purge` takes the queue's own lock.
+        unsafe { ffi::rvsock_errqueue_purge(self.as_ptr()) };
+    }
+
     /// Tests a `sock_flags` bit.
     pub(crate) fn flag(self, f: u32) -> bool {
         // SAFETY: atomic bit test on a live socket.
@@ -169,6 +175,12 @@ impl Sk {
     pub(crate) fn lingertime(self) -> c_long {
         // SAFETY: read of a live socket's field set by sock_setsockopt.
         unsafe { (*self.as_ptr()).sk_lingertime as c_long }
+    }
+
+    /// Sets `sk_rcvlowat` (called with the socket lock held, from `set_rcvlowat`).
+    pub(crate) fn set_rcvlowat(self, v: i32) {
+        // SAFETY: plain field write of a live socket; sock_setsockopt holds lock_sock.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*self.as_ptr()).sk_rcvlowat), v) };
     }
 
     /// Backlog limit set by listen().
@@ -405,8 +417,9 @@ impl Msg {
         unsafe { ffi::rvsock_iov_iter_count(self.iter()) }
     }
 
-    /// Copies from the user buffer into `dst`; Err(EFAULT) on a short copy.
-    pub(crate) fn copy_from_user(&mut self, dst: &mut [u8]) -> Result {
+    /// Copies from the user buffer into `dst` (a packet's uninitialised payload area);
+    /// Err(EFAULT) on a short copy.
+    pub(crate) fn copy_from_user(&mut self, dst: &mut [core::mem::MaybeUninit<u8>]) -> Result {
         // SAFETY: `dst` is valid for writes of its length; the iterator is live.
         let n = unsafe { ffi::rvsock_copy_from_iter(dst.as_mut_ptr().cast(), dst.len(), self.iter()) };
         if n == dst.len() { Ok(()) } else { Err(EFAULT) }

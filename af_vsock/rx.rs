@@ -4,9 +4,11 @@
 //! only, so a transport may deliver in the sender's own context (loopback).
 
 use crate::family;
-use crate::pkt::Pkt;
+use crate::pkt::{Pkt, PktQueue};
 use crate::proto::conn::State;
-use crate::proto::hdr::{rst_reply, validate, Addr, Hdr, Op, ValidateCtx, MAX_PKT_BUF_SIZE};
+use crate::proto::hdr::{
+    rst_reply, validate, Addr, Hdr, Op, SockType, ValidateCtx, MAX_PKT_BUF_SIZE, SEQ_EOM, VMADDR_CID_HOST,
+};
 use crate::sock::{self, apply, run_after, send_on, vsk, After, TransportRef};
 use crate::table::{global, TransportPtr};
 use kernel::prelude::*;
@@ -64,6 +66,26 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         reset_no_sock(t, &h);
         return;
     }
+    // A payload for an established connection: decide how it joins the receive queue and
+    // check the queue's memory budget before the state machine accounts it.
+    let seq = v.ty == SockType::Seqpacket;
+    let mut append = false;
+    if v.op == Op::Rw && (v.len > 0 || v.flags & SEQ_EOM != 0) && s.conn.state() == State::Established {
+        append = tail_takes(&mut s.rxq, &pkt, seq);
+        if !append {
+            if let Some(c) = compact(&pkt, seq, s.rxq.is_empty()) {
+                pkt = c;
+            }
+        }
+        let extra = if append { 0 } else { pkt.mem_cost() };
+        if u64::from(s.rxq.mem()) + u64::from(extra) > s.conn.rx().mem_budget() {
+            let a = s.conn.on_mem_overrun(&v);
+            let after = apply(s_, &mut s, &a, Some(&h));
+            drop(s);
+            run_after(s_, after);
+            return;
+        }
+    }
     let a = s.conn.on_packet(&v, &h);
     if a.new_child {
         drop(s);
@@ -71,7 +93,19 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         return;
     }
     if a.enqueue {
-        s.rxq.push_back(pkt);
+        if append {
+            let flags = v.flags;
+            s.rxq.with_back(|tail| {
+                tail.append(pkt.unread());
+                if flags != 0 {
+                    let mut th = tail.hdr();
+                    th.flags |= flags;
+                    tail.set_hdr(&th);
+                }
+            });
+        } else {
+            s.rxq.push_back(pkt);
+        }
     }
     let after = if listening {
         // Listener answering a non-REQUEST: the reply goes to the packet's sender.
@@ -88,9 +122,59 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     run_after(s_, after);
 }
 
-/// A listener got a REQUEST: create the child, queue it for accept(), answer RESPONSE.
+/// Capacity of a merge buffer: small payloads of a lagging reader's connection are gathered
+/// in buffers of one 4 KiB allocation each.
+const MERGE_CAP: u32 = 4096 - core::mem::size_of::<crate::abi::RawPkt>() as u32;
+
+/// Whether `p`'s payload fits in the tail room of the last queued packet, which may take
+/// it: STREAM always, SEQPACKET only within one message (the tail does not end one).
+fn tail_takes(q: &mut PktQueue, p: &Pkt, seqpacket: bool) -> bool {
+    if !p.ext().is_null() {
+        return false;
+    }
+    let n = p.remaining();
+    q.with_back(|t| t.room() >= n && (!seqpacket || t.hdr().flags & SEQ_EOM == 0)).unwrap_or(false)
+}
+
+/// A compact copy of `p` for a queue whose reader lags (`queue_empty` false): a small payload
+/// moves to a fresh merge buffer (later small payloads are appended to it), a payload that
+/// uses little of a large buffer (a virtio rx buffer) to an exact-size one. `None` when the
+/// reader keeps up (it will take the packet at once), or when copying saves nothing.
+fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
+    if queue_empty || !p.ext().is_null() {
+        return None;
+    }
+    let n = p.remaining();
+    let h = p.hdr();
+    let ends_msg = seqpacket && h.flags & SEQ_EOM != 0;
+    let cap = if n < MERGE_CAP && !ends_msg { MERGE_CAP } else { n };
+    if crate::pkt::alloc_size(cap) >= p.mem_cost() {
+        return None;
+    }
+    let mut c = Pkt::alloc(cap, true).ok()?;
+    c.set_hdr(&h);
+    c.append(p.unread());
+    Some(c)
+}
+
+/// A listener got a REQUEST: create the child, answer RESPONSE, then queue it for accept().
+///
+/// Order matters: the child is published (accept queue) only after its RESPONSE has been
+/// handed to the transport, so nothing the accepting application sends can reach the peer
+/// before the peer's connect() has seen the RESPONSE; and `child` keeps our own reference
+/// until we are done with it, because once queued, a concurrent accept() + close() or the
+/// listener's close may drop every other reference.
 fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid, h: &Hdr) {
     if lsk.acceptq_is_full() || lsk.shutdown() == crate::net::SHUTDOWN_MASK {
+        reset_no_sock(t, h);
+        return;
+    }
+    // The transport a connect() towards the peer would pick must be the one the REQUEST came
+    // on (in-tree assigns the child's transport and resets on a mismatch): a packet cannot
+    // claim an address that another transport serves.
+    let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
+    let expected = global().lock().pick_transport(v.src.cid, to_host);
+    if expected.map(|e| e.0) != Some(t.0) {
         reset_no_sock(t, h);
         return;
     }
@@ -98,6 +182,11 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         reset_no_sock(t, h);
         return;
     };
+    // A peer that did not negotiate SEQPACKET gets no SEQPACKET connection.
+    if v.ty == SockType::Seqpacket && !tref.seqpacket_allow(v.src.cid) {
+        reset_no_sock(t, h);
+        return;
+    }
     let child = {
         let ls = vsk(lsk).st.lock();
         family::new_child(lsk, &ls)
@@ -113,7 +202,7 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         s.conn = conn;
         s.local = Addr { cid: v.dst.cid, port: v.dst.port };
         s.remote = Addr { cid: v.src.cid, port: v.src.port };
-        if s.local.cid > crate::proto::hdr::VMADDR_CID_HOST && s.remote.cid > crate::proto::hdr::VMADDR_CID_HOST {
+        if to_host {
             s.remote_flags |= sock::FLAG_TO_HOST;
         }
         s.transport = Some(tref);
@@ -124,19 +213,19 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         reset_no_sock(t, h);
         return;
     }
+    // RESPONSE first (with loopback the peer's connect completes inside this call).
+    run_after(c, after);
     {
         let mut ls = vsk(lsk).st.lock();
         // The listener may have been closed since the check above: `release` marks it shut
         // down and empties the queue under this lock, so checking here closes the race.
         let closed = ls.conn.local_shutdown() == crate::net::SHUTDOWN_MASK;
-        if closed || ls.accept_q.push(child, GFP_ATOMIC).is_err() {
+        if closed || ls.accept_q.push(child.clone(), GFP_ATOMIC).is_err() {
             drop(ls);
             sock::release_child(c);
             return;
         }
     }
     lsk.acceptq_added();
-    run_after(c, after);
     lsk.data_ready();
-    let _ = Op::Response;
 }

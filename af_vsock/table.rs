@@ -99,9 +99,12 @@ impl Global {
         })
     }
 
-    /// Picks a free ephemeral port for `cid` (in-tree: random start, 1024 and up).
+    /// Picks a free ephemeral port for `cid` as in-tree does: from a cursor with a random
+    /// start, 1024 and up, giving up (EADDRNOTAVAIL) after `MAX_PORT_RETRIES` taken ports in
+    /// a row (upstream vsock_test "transport release use-after-free" relies on that).
     pub(crate) fn pick_port(&mut self, cid: u32) -> Option<u32> {
-        for _ in 0..1024 {
+        const MAX_PORT_RETRIES: u32 = 24;
+        for _ in 0..MAX_PORT_RETRIES {
             if self.next_port == VMADDR_PORT_ANY || self.next_port <= LAST_RESERVED_PORT {
                 self.next_port = LAST_RESERVED_PORT + 1;
             }

@@ -135,12 +135,56 @@ impl Pkt {
         unsafe { core::slice::from_raw_parts(self.data_ptr().add(off), len - off) }
     }
 
-    /// The whole payload area (`cap` bytes) for filling; set `len` afterwards.
-    pub fn buf_mut(&mut self) -> &mut [u8] {
+    /// The whole payload area (`cap` bytes) for filling; set `len` afterwards. The memory
+    /// is not initialised (`kmalloc`), hence `MaybeUninit`: only the first `len` bytes are
+    /// ever read, and writers set `len` after filling them.
+    pub fn buf_mut(&mut self) -> &mut [core::mem::MaybeUninit<u8>] {
         let cap = self.raw().cap as usize;
         // SAFETY: the allocation holds `cap` payload bytes after the header; `&mut self`
-        // guarantees exclusive access. The area was zeroed at allocation.
-        unsafe { core::slice::from_raw_parts_mut(self.data_ptr(), cap) }
+        // guarantees exclusive access; `MaybeUninit` makes no claim about their contents.
+        unsafe { core::slice::from_raw_parts_mut(self.data_ptr().cast(), cap) }
+    }
+
+    /// Copies `src` into the payload area after the present payload (inline packets only),
+    /// as far as the capacity allows; returns the bytes appended.
+    pub fn append(&mut self, src: &[u8]) -> u32 {
+        let r = self.raw();
+        if !r.ext.is_null() {
+            return 0;
+        }
+        let len = r.len.min(r.cap);
+        let n = (src.len() as u64).min(u64::from(r.cap - len)) as u32;
+        // SAFETY: `len + n <= cap` bytes of payload area follow the header; `src` is a valid
+        // buffer that cannot overlap this packet (we hold it exclusively).
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.data_ptr().add(len as usize), n as usize) };
+        self.raw_mut().len = len + n;
+        n
+    }
+
+    /// Free payload room after the present payload (0 for an external payload).
+    pub fn room(&self) -> u32 {
+        let r = self.raw();
+        if r.ext.is_null() { r.cap.saturating_sub(r.len) } else { 0 }
+    }
+
+    /// Kernel memory this packet holds: its allocation as the allocator rounds it, plus the
+    /// pinned user pages of an external payload.
+    pub fn mem_cost(&self) -> u32 {
+        let r = self.raw();
+        let ext = if r.ext.is_null() { 0 } else { r.len };
+        alloc_size(r.cap).saturating_add(ext)
+    }
+}
+
+/// The memory `rvsock_pkt_alloc(cap)` takes: `kmalloc` rounds a request up to its size class
+/// (powers of two, plus 96 and 192 bytes), and past 8 KiB to a power-of-two number of pages.
+pub fn alloc_size(cap: u32) -> u32 {
+    let n = (core::mem::size_of::<RawPkt>() as u32).saturating_add(cap);
+    match n {
+        0..=8 => 8,
+        65..=96 => 96,
+        129..=192 => 192,
+        _ => n.checked_next_power_of_two().unwrap_or(u32::MAX),
     }
 }
 
@@ -156,6 +200,8 @@ pub struct PktQueue {
     head: *mut RawPkt,
     tail: *mut RawPkt,
     count: u32,
+    /// Sum of `Pkt::mem_cost` of the queued packets.
+    mem: u32,
 }
 
 // SAFETY: the queue exclusively owns its packets (see `Pkt`), so it may move between threads.
@@ -164,7 +210,7 @@ unsafe impl Send for PktQueue {}
 impl PktQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        PktQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), count: 0 }
+        PktQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), count: 0, mem: 0 }
     }
 
     /// Whether the queue holds no packet.
@@ -177,8 +223,14 @@ impl PktQueue {
         self.count
     }
 
+    /// Kernel memory held by the queued packets (sum of [`Pkt::mem_cost`]).
+    pub fn mem(&self) -> u32 {
+        self.mem
+    }
+
     /// Appends a packet.
     pub fn push_back(&mut self, p: Pkt) {
+        self.mem = self.mem.saturating_add(p.mem_cost());
         let raw = p.into_raw();
         // SAFETY: `raw` is a live packet we now own; `tail`, when non-null, is the last
         // packet of this queue, also owned by it.
@@ -196,6 +248,7 @@ impl PktQueue {
 
     /// Puts a packet back at the front (a reader returning a partly consumed packet).
     pub fn push_front(&mut self, p: Pkt) {
+        self.mem = self.mem.saturating_add(p.mem_cost());
         let raw = p.into_raw();
         // SAFETY: `raw` is a live packet we now own.
         unsafe { (*raw).next = self.head };
@@ -223,14 +276,24 @@ impl PktQueue {
         }
         self.count -= 1;
         // SAFETY: see above: we own `raw` now.
-        unsafe { Pkt::from_raw(raw) }
+        let p = unsafe { Pkt::from_raw(raw) };
+        if let Some(p) = &p {
+            self.mem = self.mem.saturating_sub(p.mem_cost());
+        }
+        p
     }
 
-    /// The last packet, for appending small payloads to its tail room.
-    pub fn back_mut(&mut self) -> Option<&mut RawPkt> {
-        // SAFETY: `tail` is null or a live packet owned by this queue; `&mut self` makes the
-        // borrow exclusive.
-        unsafe { self.tail.as_mut() }
+    /// Lends the last packet to `f` (e.g. to append a small payload to its tail room).
+    pub fn with_back<R>(&mut self, f: impl FnOnce(&mut Pkt) -> R) -> Option<R> {
+        if self.tail.is_null() {
+            return None;
+        }
+        // SAFETY: `tail` is a live packet owned by this queue; the temporary `Pkt` is never
+        // dropped (`ManuallyDrop`), so ownership stays with the queue, and `&mut self` makes
+        // the access exclusive. (The queue's `mem` stays exact as long as `f` only appends to
+        // an inline payload, which leaves `mem_cost` unchanged.)
+        let mut p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(self.tail) }?);
+        Some(f(&mut p))
     }
 
     /// Visits the packets front to back without removing them; stops when `f` returns false.

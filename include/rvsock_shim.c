@@ -51,6 +51,7 @@ void rvsock_zcopy_set_copied(struct ubuf_info *uarg) { uarg_to_msgzc(uarg)->zero
 size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; }
 void rvsock_put_page(struct page *page) { put_page(page); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
+void rvsock_errqueue_purge(struct sock *sk) { skb_queue_purge(&sk->sk_error_queue); }
 /* vhost_vsock */
 #include <linux/mutex.h>
 #include <linux/eventfd.h>

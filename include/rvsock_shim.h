@@ -52,6 +52,7 @@ void rvsock_zcopy_set_copied(struct ubuf_info *uarg);
 size_t rvsock_iov_iter_offset(const struct iov_iter *i);
 void rvsock_put_page(struct page *page);
 bool rvsock_errqueue_empty(const struct sock *sk);
+void rvsock_errqueue_purge(struct sock *sk);
 #endif
 /* vhost_vsock */
 #ifndef RVSOCK_SHIM_VHOST_H

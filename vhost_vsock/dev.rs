@@ -379,10 +379,14 @@ impl VhostVsock {
             return Err(Reject::Truncated);
         }
         let mut it = g.iter(0, out, len, false);
-        let mut hb = [0u8; HDR_LEN];
+        let mut hb = [core::mem::MaybeUninit::new(0u8); HDR_LEN];
         if it.read(&mut hb) != HDR_LEN {
             return Err(Reject::Fault);
         }
+        let hb = hb.map(|b| {
+            // SAFETY: every byte was initialised above (zero, then the copy).
+            unsafe { b.assume_init() }
+        });
         let h = Hdr::decode(&hb);
         // The guest is untrusted: only packets from its own CID to the host, and only as
         // long as the chain really holds them, are accepted.

@@ -276,8 +276,9 @@ impl IovIter<'_> {
     }
 
     /// Copies guest memory into `dst`; returns the bytes copied (short on a fault).
-    pub(crate) fn read(&mut self, dst: &mut [u8]) -> usize {
-        // SAFETY: `dst` is a valid kernel buffer; the copy checks the user side.
+    pub(crate) fn read(&mut self, dst: &mut [core::mem::MaybeUninit<u8>]) -> usize {
+        // SAFETY: `dst` is a valid kernel buffer (possibly uninitialised: it is only written);
+        // the copy checks the user side.
         unsafe { ffi::rvsock_copy_from_iter(dst.as_mut_ptr().cast(), dst.len(), &mut self.it) }
     }
 }

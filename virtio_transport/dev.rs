@@ -447,11 +447,7 @@ impl Shared {
         // queued byte) and reuse the large buffer.
         let Ok(mut small) = Pkt::alloc(h.len, false) else { return Some(pkt) };
         small.set_hdr(&h);
-        let src = pkt.unread();
-        if let Some(dst) = small.buf_mut().get_mut(..src.len()) {
-            dst.copy_from_slice(src);
-        }
-        small.set_len(h.len);
+        small.append(pkt.unread());
         pkt.set_len(0);
         recycle.push_back(pkt);
         inc(&self.stats.rx_copied);

@@ -401,12 +401,7 @@ impl Conn {
                 a.enqueue = v.len > 0 || v.flags & SEQ_EOM != 0;
                 a.wake_readers = a.enqueue;
             }
-            Op::Rw => {
-                a.send = rst_reply(v);
-                self.do_close(a);
-                a.error = Some(SockError::NoBufs);
-                a.unhash = true;
-            }
+            Op::Rw => self.overrun(v, a),
             Op::CreditRequest => a.send = Some(Ctl::CreditUpdate),
             Op::Shutdown => {
                 self.peer_shutdown |= v.flags;
@@ -422,6 +417,25 @@ impl Conn {
             Op::Rst => self.do_close(a),
             Op::CreditUpdate | Op::Request | Op::Response | Op::Invalid => {}
         }
+    }
+
+    /// The peer sent more than we can queue: RST, close with `ENOBUFS` (upstream).
+    fn overrun(&mut self, v: &Valid, a: &mut Actions) {
+        a.send = rst_reply(v);
+        self.do_close(a);
+        a.error = Some(SockError::NoBufs);
+        a.unhash = true;
+    }
+
+    /// An RW packet within credit that the receive queue cannot hold within
+    /// [`RxCredit::mem_budget`] (the glue measures the queue's memory): handled like a
+    /// credit overrun. Call it instead of [`Conn::on_packet`] for that packet.
+    pub fn on_mem_overrun(&mut self, v: &Valid) -> Actions {
+        let mut a = Actions::default();
+        if self.state == State::Established && !self.done {
+            self.overrun(v, &mut a);
+        }
+        a
     }
 
     fn do_close(&mut self, a: &mut Actions) {

@@ -268,3 +268,26 @@ fn peer_cap_shrink_rechecks_credit() {
     let (v, h) = pkt(Op::CreditUpdate, SockType::Stream, 0, 0, 100 * K, 0);
     assert_eq!(c.on_packet(&v, &h).send, Some(Ctl::CreditUpdate));
 }
+
+#[test]
+fn memory_overrun_resets_like_a_credit_overrun() {
+    let mut c = established(SockType::Seqpacket);
+    let (v, _) = pkt(Op::Rw, SockType::Seqpacket, 0, SEQ_EOM, 4096, 0);
+    let a = c.on_mem_overrun(&v);
+    assert_eq!(a.send, Some(Ctl::RstReply));
+    assert_eq!(a.error, Some(SockError::NoBufs));
+    assert!(a.done && a.unhash && !a.enqueue);
+    assert!(c.is_done());
+    // Once done, nothing more happens.
+    assert_eq!(c.on_mem_overrun(&v), Actions::default());
+}
+
+#[test]
+fn memory_budget_is_twice_the_window_plus_a_packet() {
+    let c = established_with(SockType::Stream, 256 * 1024);
+    assert_eq!(c.rx().mem_budget(), 2 * 256 * 1024 + 64 * 1024);
+    // Shrinking the buffer keeps the budget of the window already advertised.
+    let mut c = c;
+    let _ = c.set_buf_alloc(4096);
+    assert_eq!(c.rx().mem_budget(), 2 * 256 * 1024 + 64 * 1024);
+}

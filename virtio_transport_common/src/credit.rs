@@ -268,6 +268,17 @@ impl RxCredit {
         u64::from(self.rx_bytes).saturating_add(u64::from(len)) <= u64::from(self.room)
     }
 
+    /// Most kernel memory (payloads plus per-packet overhead) the receive queue may hold:
+    /// twice the furthest window ever advertised (at least the buffer size), plus one
+    /// maximum-size packet. A peer that respects its credit stays below it however it cuts
+    /// its data, because the glue merges small payloads; only a flood of tiny messages that
+    /// cannot be merged (SEQPACKET, or empty ones, which credit does not limit at all) with
+    /// a reader that does not consume can reach it. Upstream resets such a connection when
+    /// its per-packet overhead exceeds `buf_alloc`; so does the glue here.
+    pub fn mem_budget(&self) -> u64 {
+        2 * u64::from(self.room.max(self.buf_alloc)) + u64::from(MAX_PKT_BUF_SIZE)
+    }
+
     /// Accounts an accepted payload as queued.
     pub fn on_enqueue(&mut self, len: u32) {
         self.rx_bytes = self.rx_bytes.saturating_add(len);

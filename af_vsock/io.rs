@@ -1,0 +1,525 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Data path socket calls: sendmsg(2) (credit waits, packetising, MSG_ZEROCOPY),
+//! recvmsg(2) for STREAM and SEQPACKET (peek, per-packet credit accounting, MSG_ERRQUEUE),
+//! poll(2) and the SIOCINQ/SIOCOUTQ ioctls.
+
+use crate::ffi;
+use crate::net::{self, state, Msg, Sk, SockGuard};
+use crate::pkt::{Pkt, PktQueue};
+use crate::proto::hdr::{SockType, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_PORT_ANY};
+use crate::sock::{send_on, sock_type, src_addr, vsk};
+use kernel::ffi::c_long;
+use kernel::prelude::*;
+
+/// sendmsg(2).
+pub(crate) fn sendmsg(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
+    let flags = msg.flags();
+    if flags & ffi::MSG_OOB != 0 {
+        return Err(errno!(EOPNOTSUPP));
+    }
+    let g = sk.lock();
+    let seq = sock_type(sk) == SockType::Seqpacket;
+    let r = send_locked(sk, &g, msg, len, flags, seq);
+    match r {
+        Err(e) if e == EPIPE && !seq && flags & ffi::MSG_NOSIGNAL == 0 => {
+            // SAFETY: `sk_stream_error` only sends SIGPIPE to current and returns the error.
+            let e2 = unsafe { ffi::sk_stream_error(sk.as_ptr(), flags as i32, -(ffi::EPIPE as i32)) };
+            Err(Error::from_errno(e2))
+        }
+        r => r,
+    }
+}
+
+fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq: bool) -> Result<usize> {
+    {
+        let s = vsk(sk).st.lock();
+        if msg.namelen() != 0 {
+            return Err(if sk.state() == state::ESTABLISHED { errno!(EISCONN) } else { errno!(EOPNOTSUPP) });
+        }
+        if s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0 {
+            return Err(EPIPE);
+        }
+        if s.transport.is_none() || sk.state() != state::ESTABLISHED || s.local.port == VMADDR_PORT_ANY {
+            return Err(errno!(ENOTCONN));
+        }
+        if seq && len as u64 > s.conn.tx().buf_size() as u64 {
+            return Err(errno!(EMSGSIZE));
+        }
+    }
+    let mut timeout = sk.sndtimeo(flags & ffi::MSG_DONTWAIT != 0);
+    // MSG_ZEROCOPY counts only once SO_ZEROCOPY is on (in-tree behaviour).
+    let zc = if flags & ffi::MSG_ZEROCOPY != 0 && sk.flag(net::SOCK_ZEROCOPY) {
+        let (credit, pages_ok) = {
+            let s = vsk(sk).st.lock();
+            let f = s.transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);
+            (s.conn.has_space(), f & crate::abi::TRANSPORT_F_ZEROCOPY != 0)
+        };
+        Some(crate::zerocopy::ZcSend::begin(sk, msg, len, credit, pages_ok)?)
+    } else {
+        None
+    };
+    let mut sent = 0usize;
+    let total = len;
+    let mut err: Result = Ok(());
+    while sent < total {
+        // Wait for credit.
+        loop {
+            let (space, stop) = {
+                let s = vsk(sk).st.lock();
+                let stop = sk.err() != 0
+                    || s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0
+                    || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0;
+                (s.conn.has_space(), stop)
+            };
+            if space > 0 || stop {
+                break;
+            }
+            if timeout == 0 {
+                err = Err(EAGAIN);
+                break;
+            }
+            timeout = sk.wait(g, timeout, || {
+                let s = vsk(sk).st.lock();
+                s.conn.has_space() > 0 || sk.err() != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0
+            });
+            if net::signal_pending() {
+                err = Err(net::intr_errno(timeout));
+                break;
+            }
+            if timeout == 0 && vsk(sk).st.lock().conn.has_space() == 0 {
+                err = Err(EAGAIN);
+                break;
+            }
+        }
+        if err.is_err() {
+            break;
+        }
+        let e = sk.err();
+        if e != 0 {
+            err = Err(Error::from_errno(-e));
+            break;
+        }
+        {
+            let s = vsk(sk).st.lock();
+            if s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0 {
+                err = Err(EPIPE);
+                break;
+            }
+        }
+        match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy)) {
+            Ok(n) => sent += n,
+            Err(e) => {
+                err = Err(e);
+                break;
+            }
+        }
+    }
+    if let Some(z) = zc {
+        z.end(sent > 0);
+    }
+    if sent > 0 && (!seq || sent == total) {
+        return Ok(sent);
+    }
+    err.map(|_| sent)
+}
+
+/// Sends up to `want` bytes (bounded by credit and the packet size) as one packet.
+fn send_chunk(
+    sk: Sk,
+    msg: &mut Msg,
+    want: usize,
+    seq: bool,
+    flags: u32,
+    zc: Option<&crate::zerocopy::ZcSend>,
+) -> Result<usize> {
+    // Inline packets stay within one 64 KiB allocation, header included.
+    let max = want.min(MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>()) as u32;
+    let mut n = vsk(sk).st.lock().conn.take_credit(max);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut p = match Pkt::alloc(if zc.is_some() { 0 } else { n }, false) {
+        Ok(p) => p,
+        Err(e) => {
+            vsk(sk).st.lock().conn.put_back_credit(n);
+            return Err(e);
+        }
+    };
+    let filled = match zc {
+        Some(z) => z.fill(&mut p, msg, n as usize).map(|got| got as u32),
+        None => p.buf_mut().get_mut(..n as usize).ok_or(EINVAL).and_then(|b| msg.copy_from_user(b)).map(|_| n),
+    };
+    match filled {
+        Ok(got) => {
+            if got < n {
+                vsk(sk).st.lock().conn.put_back_credit(n - got);
+                n = got;
+            }
+        }
+        Err(e) => {
+            vsk(sk).st.lock().conn.put_back_credit(n);
+            return Err(e);
+        }
+    }
+    p.set_len(n);
+    let last = msg.left() == 0;
+    let mut pflags = 0;
+    if seq && last {
+        pflags |= SEQ_EOM;
+        if flags & ffi::MSG_EOR != 0 {
+            pflags |= SEQ_EOR;
+        }
+    }
+    let t = {
+        let mut s = vsk(sk).st.lock();
+        let Some(t) = s.transport.as_ref() else {
+            s.conn.put_back_credit(n);
+            return Err(errno!(ENOTCONN));
+        };
+        let tp = t.ptr();
+        let src = src_addr(&s, t);
+        let remote = s.remote;
+        let h = s.conn.data_packet(n, pflags, src, remote);
+        p.set_hdr(&h);
+        tp
+    };
+    if let Err(e) = send_on(t, p) {
+        // The packet never left: its credit and `unsent` bytes are ours again.
+        vsk(sk).st.lock().conn.put_back_credit(n);
+        return Err(e);
+    }
+    vsk(sk).st.lock().conn.on_tx_done(n);
+    Ok(n as usize)
+}
+
+/// Copies the first `n` unread payload bytes of `p` to the user.
+fn copy_pkt(p: &Pkt, n: usize, msg: &mut Msg) -> Result {
+    let ext = p.ext();
+    if ext.is_null() {
+        msg.copy_to_user(p.unread().get(..n).ok_or(EINVAL)?)
+    } else {
+        crate::zerocopy::copy_out(p, ext, 0, n, msg)
+    }
+}
+
+/// Waits until there is something to read, an error, or a shutdown; returns false on a
+/// shutdown/error with nothing queued.
+fn wait_data(sk: Sk, g: &SockGuard, timeout: &mut c_long) -> Result<bool> {
+    loop {
+        let (data, stop) = {
+            let s = vsk(sk).st.lock();
+            let stop = sk.err() != 0
+                || s.conn.local_shutdown() & net::RCV_SHUTDOWN != 0
+                || s.conn.peer_shutdown() & net::SEND_SHUTDOWN != 0;
+            (s.readable_bytes(), stop)
+        };
+        if data > 0 {
+            return Ok(true);
+        }
+        if stop {
+            return Ok(false);
+        }
+        if *timeout == 0 {
+            return Err(EAGAIN);
+        }
+        *timeout = sk.wait(g, *timeout, || {
+            let s = vsk(sk).st.lock();
+            s.readable_bytes() > 0
+                || sk.err() != 0
+                || s.conn.peer_shutdown() & net::SEND_SHUTDOWN != 0
+                || s.conn.local_shutdown() & net::RCV_SHUTDOWN != 0
+        });
+        if net::signal_pending() {
+            return Err(net::intr_errno(*timeout));
+        }
+        if *timeout == 0 && vsk(sk).st.lock().readable_bytes() == 0 {
+            return Err(EAGAIN);
+        }
+    }
+}
+
+/// recvmsg(2).
+pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
+    if flags & ffi::MSG_ERRQUEUE != 0 {
+        // SAFETY: live socket and msghdr of the current call.
+        let r = unsafe {
+            ffi::sock_recv_errqueue(sk.as_ptr(), msg.as_ptr(), len as i32, ffi::SOL_VSOCK as i32, ffi::VSOCK_RECVERR as i32)
+        };
+        return if r < 0 { Err(Error::from_errno(r)) } else { Ok(r as usize) };
+    }
+    let g = sk.lock();
+    {
+        let s = vsk(sk).st.lock();
+        if s.transport.is_none() || sk.state() != state::ESTABLISHED {
+            return if sk.flag(net::SOCK_DONE) { Ok(0) } else { Err(errno!(ENOTCONN)) };
+        }
+    }
+    if flags & ffi::MSG_OOB != 0 {
+        return Err(errno!(EOPNOTSUPP));
+    }
+    if sk.shutdown() & net::RCV_SHUTDOWN != 0 || len == 0 {
+        return Ok(0);
+    }
+    if sock_type(sk) == SockType::Stream {
+        stream_recv(sk, &g, msg, len, flags)
+    } else {
+        seq_recv(sk, &g, msg, len, flags)
+    }
+}
+
+fn stream_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
+    let mut target = sk.rcvlowat(flags & ffi::MSG_WAITALL != 0, len.min(i32::MAX as usize) as i32).max(1) as usize;
+    if target as u64 >= vsk(sk).st.lock().buffer_size.max(1) {
+        return Err(ENOMEM);
+    }
+    let mut timeout = sk.rcvtimeo(flags & ffi::MSG_DONTWAIT != 0);
+    let mut copied = 0usize;
+    let mut res: Result<usize> = Ok(0);
+    loop {
+        match wait_data(sk, g, &mut timeout) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+        let r = if flags & ffi::MSG_PEEK != 0 {
+            stream_peek(sk, msg, len - copied)
+        } else {
+            stream_dequeue(sk, msg, len - copied)
+        };
+        match r {
+            Ok(n) => {
+                copied += n;
+                if n >= target || flags & ffi::MSG_PEEK != 0 {
+                    break;
+                }
+                target -= n;
+            }
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    let e = sk.err();
+    if e != 0 {
+        res = Err(Error::from_errno(-e));
+    } else if sk.shutdown() & net::RCV_SHUTDOWN != 0 {
+        res = Ok(0);
+    }
+    if copied > 0 {
+        return Ok(copied);
+    }
+    res
+}
+
+fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
+    // Peek copies under the state lock would fault-sleep; take the whole queue out instead
+    // (only this reader, under lock_sock, removes packets), copy, and put it back in front.
+    let mut q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
+    let mut copied = 0usize;
+    let mut res = Ok(());
+    q.for_each(|p| {
+        let n = (p.remaining() as usize).min(len - copied);
+        if let Err(e) = copy_pkt(p, n, msg) {
+            res = Err(e);
+            return false;
+        }
+        copied += n;
+        copied < len
+    });
+    {
+        let mut s = vsk(sk).st.lock();
+        // New packets may have arrived meanwhile: append them after ours.
+        while let Some(p) = s.rxq.pop_front() {
+            q.push_back(p);
+        }
+        s.rxq = q;
+    }
+    res.map(|_| copied)
+}
+
+fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
+    let mut copied = 0usize;
+    let mut res = Ok(());
+    while copied < len {
+        let Some(mut p) = vsk(sk).st.lock().rxq.pop_front() else { break };
+        let n = (p.remaining() as usize).min(len - copied);
+        if let Err(e) = copy_pkt(&p, n, msg) {
+            vsk(sk).st.lock().rxq.push_front(p);
+            res = Err(e);
+            break;
+        }
+        p.consume(n as u32);
+        copied += n;
+        // Consumption is accounted packet by packet, so that a writer waiting for credit
+        // refills the buffer while this reader copies the rest of a large read (the policy
+        // in `Conn::on_consume` speaks up only when the peer is starved or half a window
+        // is free). Accounting once at the end left the writer idle for the whole copy.
+        // A finished packet is freed here, with no spinlock held (freeing a zerocopy one
+        // may wake its sender).
+        let rest = if p.remaining() > 0 {
+            Some(p)
+        } else {
+            drop(p);
+            None
+        };
+        let out = {
+            let mut s = vsk(sk).st.lock();
+            if let Some(p) = rest {
+                s.rxq.push_front(p);
+            }
+            let c = s.conn.on_consume(n as u32);
+            c.and_then(|c| s.ctl(c, None))
+        };
+        if let Some(o) = out {
+            let _ = o.send();
+        }
+    }
+    if copied == 0 {
+        res.map(|_| 0)
+    } else {
+        Ok(copied)
+    }
+}
+
+fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
+    let mut timeout = sk.rcvtimeo(flags & ffi::MSG_DONTWAIT != 0);
+    if !wait_data(sk, g, &mut timeout)? {
+        return Ok(0);
+    }
+    let peek = flags & ffi::MSG_PEEK != 0;
+    // Take the queue out (only this reader removes packets), walk one message.
+    let mut q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
+    let mut msg_len = 0usize;
+    let mut copied = 0usize;
+    let mut eor = false;
+    let mut res = Ok(());
+    if peek {
+        q.for_each(|p| {
+            let rem = p.remaining() as usize;
+            let n = rem.min(len.saturating_sub(copied));
+            if n > 0 && res.is_ok() {
+                if let Err(e) = copy_pkt(p, n, msg) {
+                    res = Err(e);
+                }
+                copied += n;
+            }
+            msg_len += rem;
+            let f = p.hdr().flags;
+            if f & SEQ_EOM != 0 {
+                eor = f & SEQ_EOR != 0;
+                return false;
+            }
+            true
+        });
+    } else {
+        while let Some(p) = q.pop_front() {
+            let rem = p.remaining() as usize;
+            let n = rem.min(len.saturating_sub(copied));
+            if n > 0 && res.is_ok() {
+                if let Err(e) = copy_pkt(&p, n, msg) {
+                    res = Err(e);
+                }
+                copied += n;
+            }
+            msg_len += rem;
+            let f = p.hdr().flags;
+            if f & SEQ_EOM != 0 {
+                eor = f & SEQ_EOR != 0;
+                break;
+            }
+        }
+    }
+    let out = {
+        let mut s = vsk(sk).st.lock();
+        while let Some(p) = s.rxq.pop_front() {
+            q.push_back(p);
+        }
+        s.rxq = q;
+        if peek {
+            None
+        } else {
+            let c = s.conn.on_seq_consume(msg_len as u32);
+            c.and_then(|c| s.ctl(c, None))
+        }
+    };
+    if let Some(o) = out {
+        let _ = o.send();
+    }
+    res?;
+    let e = sk.err();
+    if e != 0 {
+        return Err(Error::from_errno(-e));
+    }
+    if sk.shutdown() & net::RCV_SHUTDOWN != 0 {
+        return Ok(0);
+    }
+    if eor {
+        msg.add_flags(ffi::MSG_EOR);
+    }
+    if msg_len > len {
+        msg.add_flags(ffi::MSG_TRUNC);
+    }
+    Ok(if flags & ffi::MSG_TRUNC != 0 { msg_len } else { copied })
+}
+
+/// poll(2) mask (EPOLL* bits), as in-tree `vsock_poll` for connectible sockets.
+pub(crate) fn poll_mask(sk: Sk) -> u32 {
+    const IN: u32 = 0x1 | 0x40; // EPOLLIN | EPOLLRDNORM
+    const OUT: u32 = 0x4 | 0x100; // EPOLLOUT | EPOLLWRNORM
+    const ERR: u32 = 0x8;
+    const HUP: u32 = 0x10;
+    const RDHUP: u32 = 0x2000;
+    let _g = sk.lock();
+    let s = vsk(sk).st.lock();
+    let mut mask = 0;
+    if sk.err() != 0 || !sk.errqueue_empty() {
+        mask |= ERR;
+    }
+    let shut = s.conn.local_shutdown();
+    let peer = s.conn.peer_shutdown();
+    let st = sk.state();
+    if st == state::LISTEN && !s.accept_q.is_empty() {
+        mask |= IN;
+    }
+    let active = s.transport.is_some() && st == state::ESTABLISHED;
+    if active && shut & net::RCV_SHUTDOWN == 0 {
+        let target = sk.rcvlowat(false, i32::MAX).max(1) as u32;
+        let ready = match s.conn.ty() {
+            SockType::Stream => s.conn.has_data() >= target,
+            SockType::Seqpacket => s.conn.seq_has_data() > 0,
+        };
+        if ready {
+            mask |= IN;
+        }
+    }
+    if shut == net::SHUTDOWN_MASK || (shut & net::SEND_SHUTDOWN != 0 && peer & net::SEND_SHUTDOWN != 0) {
+        mask |= HUP;
+    }
+    if shut & net::RCV_SHUTDOWN != 0 || peer & net::SEND_SHUTDOWN != 0 {
+        mask |= RDHUP | IN;
+    }
+    if s.transport.is_some() && st == state::ESTABLISHED && shut & net::SEND_SHUTDOWN == 0 && s.conn.has_space() > 0 {
+        mask |= OUT;
+    }
+    if (st == state::CLOSE || st == state::CLOSING) && shut & net::SEND_SHUTDOWN == 0 {
+        mask |= OUT;
+    }
+    mask
+}
+
+/// SIOCINQ / SIOCOUTQ.
+pub(crate) fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
+    let _g = sk.lock();
+    let s = vsk(sk).st.lock();
+    if s.transport.is_none() {
+        return Err(errno!(EOPNOTSUPP));
+    }
+    if sk.state() == state::LISTEN {
+        return Err(EINVAL);
+    }
+    Ok(if inq { s.conn.has_data() as i32 } else { s.conn.tx().unsent() as i32 })
+}
