@@ -59,6 +59,10 @@ impl<T> KStatic<T> {
     }
 }
 
+/// The descriptor carries the in-tree transport's symbol name, so tools that look for the
+/// registered transports in /proc/kallsyms (upstream vsock_test; needs CONFIG_KALLSYMS_ALL
+/// for module data) find ours.
+#[export_name = "vhost_transport"]
 static TRANSPORT: KStatic<RawTransport> = KStatic(UnsafeCell::new(RawTransport {
     owner: core::ptr::null_mut(),
     name: c"vhost".as_ptr().cast(),

@@ -135,9 +135,13 @@ impl TransportCell {
 
 /// Registered when the device negotiated VIRTIO_VSOCK_F_SEQPACKET. Two immutable descriptors
 /// instead of one with a per-device feature word: a socket of a previous device may still
-/// read its descriptor while a new device is probed.
+/// read its descriptor while a new device is probed. The symbol names follow the in-tree
+/// `virtio_transport`, so tools that look for registered transports in /proc/kallsyms find
+/// ours (module data appears there with CONFIG_KALLSYMS_ALL).
+#[export_name = "virtio_transport"]
 static T_SEQPACKET: TransportCell = TransportCell::new(TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY);
 /// Registered otherwise (STREAM only).
+#[export_name = "virtio_transport_stream_only"]
 static T_STREAM: TransportCell = TransportCell::new(TRANSPORT_F_ZEROCOPY);
 
 /// The descriptor matching the negotiated features.

@@ -29,6 +29,10 @@ struct TransportCell(UnsafeCell<RawTransport>);
 // SAFETY: written once in `init` before registration publishes it, read-only afterwards.
 unsafe impl Sync for TransportCell {}
 
+/// The descriptor carries the in-tree transport's symbol name, so tools that look for the
+/// registered transports in /proc/kallsyms (upstream vsock_test; needs CONFIG_KALLSYMS_ALL
+/// for module data) find ours.
+#[export_name = "loopback_transport"]
 static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
     owner: core::ptr::null_mut(),
     name: c"loopback".as_ptr().cast(),
