@@ -131,12 +131,14 @@ fn pair(l: &OwnedFd, ty: c_int, port: u32) -> Result<(OwnedFd, OwnedFd), String>
 /// A field of /proc/meminfo, in KiB.
 pub(crate) fn meminfo_kib(key: &str) -> Result<u64, String> {
     let t = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
-    t.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .ok_or_else(|| format!("no {key} in /proc/meminfo"))
+    meminfo_field(&t, key).ok_or_else(|| format!("no {key} in /proc/meminfo"))
+}
+
+fn meminfo_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Kernel slab memory (`Slab:` of /proc/meminfo), in bytes.
@@ -147,6 +149,10 @@ pub(crate) fn slab_bytes() -> Result<u64, String> {
 /// Active objects of the named slab caches (those that exist); None if none exists.
 fn slab_objs(names: &[&str]) -> Result<Option<u64>, String> {
     let t = std::fs::read_to_string("/proc/slabinfo").map_err(|e| format!("/proc/slabinfo: {e}"))?;
+    Ok(slabinfo_active(&t, names))
+}
+
+fn slabinfo_active(t: &str, names: &[&str]) -> Option<u64> {
     let mut sum = None;
     for l in t.lines() {
         let mut w = l.split_whitespace();
@@ -157,7 +163,7 @@ fn slab_objs(names: &[&str]) -> Result<Option<u64>, String> {
             }
         }
     }
-    Ok(sum)
+    sum
 }
 
 fn mib(b: u64) -> String {
@@ -935,4 +941,36 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     cx.out.info(format!("regress: done in {:.1}s", t0.elapsed().as_secs_f64()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_parsing() {
+        let m = "MemTotal:        1000 kB\nSlab:              2048 kB\nSReclaimable:  5 kB\n";
+        assert_eq!(meminfo_field(m, "Slab"), Some(2048));
+        assert_eq!(meminfo_field(m, "Sla"), None);
+        let s = "slabinfo - version: 2.1\n# name <active_objs> <num_objs>\nskbuff_head_cache 100 120 256\n\
+                 skbuff_small_head 7 8 640\nAF_VSOCK 3 4 1200\n";
+        assert_eq!(slabinfo_active(s, &["skbuff_head_cache", "skbuff_small_head"]), Some(107));
+        assert_eq!(slabinfo_active(s, &["nope"]), None);
+    }
+
+    #[test]
+    fn scaling() {
+        let cx = Ctx { reference: false, scale: 35, out: Out::default() };
+        assert_eq!(cx.n(2000), 700);
+        assert_eq!(cx.n(5), 1);
+        assert_eq!(cx.secs(60), Duration::from_secs(21));
+        let cx = Ctx { reference: true, scale: 1, out: Out::default() };
+        assert_eq!(cx.n(1000), 100);
+        assert_eq!(cx.secs(10), Duration::from_secs(1));
+        assert!(
+            matches!(cx.intree_too(Err("x".into())), Ok(Outcome::Skip(s)) if s.starts_with("in-tree 6.12 has this bug too"))
+        );
+        let mut r = Rng::new(1);
+        assert!((0..100).all(|_| r.below(7) < 7));
+    }
 }
