@@ -7,6 +7,7 @@ mod cmds;
 mod proto;
 mod regress;
 mod regress_guest;
+mod regress_mem;
 mod report;
 mod selftest;
 mod soak;

@@ -141,8 +141,8 @@ pub(crate) fn t_connect_signal(cx: &Ctx, cid: u32) -> TestResult {
                         e => {
                             return Err(format!(
                                 "iteration {i}: connect returned EINTR, then the restarted blocking connect \
-                                 returned {} (expected 0 or EISCONN; the first connect was interrupted {}us \
-                                 after the RESPONSE was sent)",
+                                 returned {} (expected 0 or EISCONN; SIGALRM was sent {}us after the \
+                                 RESPONSE was queued)",
                                 sys::errno_name(e),
                                 d
                             ))
