@@ -6,8 +6,8 @@
 //! Loopback tests live here; the ones that need a peer we control (late RESPONSE, silent
 //! peer, transport reset, a guest without SEQPACKET) use the fake guest of `vhost_hostile`
 //! and live in `regress_guest.rs`; the memory tests are in `regress_mem.rs`. Every flood is
-//! capped by a count, a time and a kernel
-//! memory growth limit, so the 1 GiB test VM survives a stack that does not bound it.
+//! capped by a count, a time and a kernel memory growth limit, so the 1 GiB test VM survives
+//! a stack that does not bound it.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
