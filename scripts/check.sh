@@ -24,12 +24,16 @@ declare -A SCEN=(
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61 nested-l1"
     [vhost-hostile-guest]="single rvsock - 22 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
+    [rvsock-regress]="single rvsock - 15 regress"
+    [c-regress]="single c - 15 regress"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 # The transports, {C, rvsock} host x {C, rvsock} guest.
 ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest nested-rvsock-host-rvsock-guest"
 # The host driver against a hostile fake guest (and the in-tree driver as the reference).
 ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
+# One test per reviewed kernel defect (rvsock-tests regress), in-tree reference first.
+ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
 # Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer
 # runs": timings, and why the other C references run only when named).
 ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest-kasan vhost-hostile-guest-kasan"
@@ -66,6 +70,7 @@ run_scenario() {
     local moddirs="af_vsock vsock_loopback virtio_transport vhost_vsock"
     [ "$topo" = single ] && moddirs="af_vsock vsock_loopback"
     [ "$script" = vhost-hostile ] && moddirs="af_vsock vhost_vsock"
+    [ "$script" = regress ] && moddirs="af_vsock vsock_loopback vhost_vsock"
     if ! prepare "$flavour" "$needmods" "$moddirs" > "$LOGS/$name.build.log" 2>&1; then
         echo "scenario $name: build failed, see $LOGS/$name.build.log"; tail -n 20 "$LOGS/$name.build.log"
         summary "$name" 0 1 0; return
@@ -78,10 +83,10 @@ run_scenario() {
         vhostuser) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
     esac
     [ "$flavour" = kasan ] && tmo=$((tmo * 2))
-    # slab_nomerge: our AF_VSOCK cache stays a cache of its own, so its counts (soak) and the
-    # cache names in KASAN reports are exact.
+    # slab_nomerge: our AF_VSOCK cache stays a cache of its own, so its counts (soak, regress:
+    # the skbuff caches) and the cache names in KASAN reports are exact.
     local kargs=""
-    if [ "$flavour" = kasan ] || [ "$script" = soak ]; then kargs="slab_nomerge"; fi
+    if [ "$flavour" = kasan ] || [ "$script" = soak ] || [ "$script" = regress ]; then kargs="slab_nomerge"; fi
     local extra=() helpers=() hostlog=$LOGS/$name.host.log
     : > "$hostlog"
     if [ "$topo" = vhostuser ]; then

@@ -128,7 +128,11 @@ fn from_u64s(r: &[u8; 16]) -> (u64, u64) {
 // Server halves: each serves connections on its listener until `stop`.
 
 /// Runs `f` on each accepted connection, one at a time, until `stop` is set.
-fn serve(l: OwnedFd, stop: Arc<AtomicBool>, f: impl Fn(OwnedFd) -> io::Result<()> + Send + 'static) -> thread::JoinHandle<()> {
+fn serve(
+    l: OwnedFd,
+    stop: Arc<AtomicBool>,
+    f: impl Fn(OwnedFd) -> io::Result<()> + Send + 'static,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         while !stop.load(Relaxed) {
             match sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
@@ -221,7 +225,8 @@ fn holder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
                 .map(|c| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(c), events: libc::POLLIN, revents: 0 })
                 .collect();
             if sys::poll(&mut fds, Duration::ZERO).is_ok() {
-                let gone: Vec<bool> = fds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0).collect();
+                let gone: Vec<bool> =
+                    fds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0).collect();
                 let mut i = 0;
                 held.retain(|_| {
                     i += 1;
@@ -417,7 +422,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         emit(&name, r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
-        let name = if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) };
+        let name =
+            if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) };
         if wanted(&name) {
             emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
         }

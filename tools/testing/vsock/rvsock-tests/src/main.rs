@@ -5,6 +5,9 @@ mod args;
 mod bench;
 mod cmds;
 mod proto;
+mod regress;
+mod regress_guest;
+mod regress_mem;
 mod report;
 mod selftest;
 mod soak;
@@ -30,6 +33,7 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
               [--only SUBSTRING[,SUBSTRING...]] [--family vsock|unix]
   vhost-hostile [--cid C] [--rx-buf BYTES]
   vhost-cid --cid C --own G
+  regress     [--reference] [--scale PERCENT] [--guest-cid C] [--only SUBSTRING]
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         "rmmod-while-open" => run(cmds::rmmod_while_open),
         "vhost-hostile" => run(vhost_hostile::run),
         "vhost-cid" => run(vhost_hostile::run_cid),
+        "regress" => run(regress::run),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

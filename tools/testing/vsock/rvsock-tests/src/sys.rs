@@ -535,3 +535,68 @@ impl Drop for GuestMem {
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `regress`: signals, per-thread capabilities.
+
+/// Installs a handler for `sig` that does nothing, without `SA_RESTART`, so a blocking
+/// system call the signal interrupts returns EINTR.
+pub fn install_noop_handler(sig: c_int) -> io::Result<()> {
+    extern "C" fn noop(_: c_int) {}
+    // SAFETY: a zeroed sigaction is valid; the handler is an `extern "C" fn(c_int)` that
+    // touches nothing (async-signal-safe); `old` may be NULL.
+    unsafe {
+        let mut sa: libc::sigaction = mem::zeroed();
+        sa.sa_sigaction = noop as extern "C" fn(c_int) as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        cvt(libc::sigaction(sig, &sa, std::ptr::null_mut())).map(drop)
+    }
+}
+
+/// pthread_kill(3) on a thread of this process (from `JoinHandleExt::as_pthread_t`, the
+/// thread still running: callers keep its handle and join it only afterwards).
+pub fn pthread_kill(t: libc::pthread_t, sig: c_int) -> io::Result<()> {
+    // SAFETY: `t` names a live thread of ours (caller contract); no pointers.
+    let r = unsafe { libc::pthread_kill(t, sig) };
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes capability `cap` from the calling thread's effective set (capabilities are
+/// per-thread in Linux; the raw capset system call changes only the caller).
+pub fn drop_effective_cap(cap: u32) -> io::Result<()> {
+    // struct __user_cap_header_struct { u32 version; int pid; } and two
+    // struct __user_cap_data_struct { u32 effective, permitted, inheritable; } (v3).
+    let mut hdr = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: `hdr` and `data` have the layout and size the v3 capget/capset expect.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, hdr.as_mut_ptr(), data.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (word, bit) = ((cap / 32) as usize, cap % 32);
+        data[word * 3] &= !(1 << bit);
+        if libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// recvmsg(2) of one message into `buf`; returns (bytes, msg_flags).
+pub fn recv_flags(fd: &impl AsFd, buf: &mut [u8], flags: c_int) -> io::Result<(usize, c_int)> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: a zeroed msghdr is valid (no name, no control); it points at `iov`, which
+    // describes `buf`, both alive for the call.
+    unsafe {
+        let mut m: libc::msghdr = mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        let n = cvt_size(libc::recvmsg(raw(fd), &mut m, flags))?;
+        Ok((n, m.msg_flags))
+    }
+}

@@ -25,24 +25,24 @@ use crate::sys::{self, GuestMem, AF_VSOCK, VMADDR_CID_ANY};
 // ---------------------------------------------------------------------------------------
 // Wire format and constants.
 
-const HDR: usize = 44;
-const HOST: u64 = 2;
-const OP_REQUEST: u16 = 1;
-const OP_RESPONSE: u16 = 2;
-const OP_RST: u16 = 3;
-const OP_SHUTDOWN: u16 = 4;
-const OP_RW: u16 = 5;
-const OP_CREDIT_UPDATE: u16 = 6;
-const OP_CREDIT_REQUEST: u16 = 7;
-const TYPE_STREAM: u16 = 1;
-const TYPE_SEQPACKET: u16 = 2;
-const SEQ_EOM: u32 = 1;
+pub(crate) const HDR: usize = 44;
+pub(crate) const HOST: u64 = 2;
+pub(crate) const OP_REQUEST: u16 = 1;
+pub(crate) const OP_RESPONSE: u16 = 2;
+pub(crate) const OP_RST: u16 = 3;
+pub(crate) const OP_SHUTDOWN: u16 = 4;
+pub(crate) const OP_RW: u16 = 5;
+pub(crate) const OP_CREDIT_UPDATE: u16 = 6;
+pub(crate) const OP_CREDIT_REQUEST: u16 = 7;
+pub(crate) const TYPE_STREAM: u16 = 1;
+pub(crate) const TYPE_SEQPACKET: u16 = 2;
+pub(crate) const SEQ_EOM: u32 = 1;
 const MAX_PKT: usize = 64 * 1024;
-const GUEST_BUF: u32 = 256 * 1024;
+pub(crate) const GUEST_BUF: u32 = 256 * 1024;
 
-const F_VERSION_1: u64 = 1 << 32;
+pub(crate) const F_VERSION_1: u64 = 1 << 32;
 const F_ACCESS_PLATFORM: u64 = 1 << 33;
-const F_SEQPACKET: u64 = 1 << 1;
+pub(crate) const F_SEQPACKET: u64 = 1 << 1;
 
 const SET_OWNER: u64 = sys::vhost_ioc(0, 0x01, 0);
 const GET_FEATURES: u64 = sys::vhost_ioc(2, 0x00, 8);
@@ -60,17 +60,17 @@ const SET_RUNNING: u64 = sys::vhost_ioc(1, 0x61, 4);
 
 /// `struct virtio_vsock_hdr`, host-endian.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Hdr {
-    src_cid: u64,
-    dst_cid: u64,
-    src_port: u32,
-    dst_port: u32,
-    len: u32,
-    ty: u16,
-    op: u16,
-    flags: u32,
-    buf_alloc: u32,
-    fwd_cnt: u32,
+pub(crate) struct Hdr {
+    pub(crate) src_cid: u64,
+    pub(crate) dst_cid: u64,
+    pub(crate) src_port: u32,
+    pub(crate) dst_port: u32,
+    pub(crate) len: u32,
+    pub(crate) ty: u16,
+    pub(crate) op: u16,
+    pub(crate) flags: u32,
+    pub(crate) buf_alloc: u32,
+    pub(crate) fwd_cnt: u32,
 }
 
 impl Hdr {
@@ -172,9 +172,9 @@ impl Ring {
 
 /// A received packet.
 #[derive(Debug)]
-struct Rx {
-    h: Hdr,
-    data: Vec<u8>,
+pub(crate) struct Rx {
+    pub(crate) h: Hdr,
+    pub(crate) data: Vec<u8>,
 }
 
 /// What became of a TX chain.
@@ -186,18 +186,18 @@ enum Sent {
     Kept,
 }
 
-struct Guest {
+pub(crate) struct Guest {
     // Field order is drop order: close the device before unmapping its memory.
     fd: OwnedFd,
     kick: [OwnedFd; 2],
     call: [OwnedFd; 2],
     err: [OwnedFd; 2],
     mem: GuestMem,
-    cid: u32,
+    pub(crate) cid: u32,
     rx: Ring,
     tx: Ring,
     rx_buf: usize,
-    inbox: VecDeque<Rx>,
+    pub(crate) inbox: VecDeque<Rx>,
     /// RX buffers whose content was not a valid packet (too short).
     rx_garbage: u32,
 }
@@ -224,14 +224,20 @@ fn open_dev() -> std::io::Result<OwnedFd> {
     OpenOptions::new().read(true).write(true).open("/dev/vhost-vsock").map(OwnedFd::from)
 }
 
-fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 impl Guest {
     /// Opens a device, sets it up like a VMM would, gives it `cid`, posts receive buffers
     /// of `rx_buf` bytes and starts it.
-    fn new(cid: u32, rx_buf: usize) -> Result<Guest, String> {
+    pub(crate) fn new(cid: u32, rx_buf: usize) -> Result<Guest, String> {
+        Guest::with_features(cid, rx_buf, F_VERSION_1 | F_SEQPACKET)
+    }
+
+    /// Like [`Guest::new`], negotiating `want` (which must include VERSION_1) instead of
+    /// VERSION_1 | SEQPACKET.
+    pub(crate) fn with_features(cid: u32, rx_buf: usize, want: u64) -> Result<Guest, String> {
         let fd = open_dev().or_fail("open /dev/vhost-vsock")?;
         let mk = || sys::eventfd().or_fail("eventfd");
         let mut g = Guest {
@@ -249,9 +255,8 @@ impl Guest {
         };
         sys::ioctl_none(&g.fd, SET_OWNER).or_fail("VHOST_SET_OWNER")?;
         let f = ioctl_get_u64(&g.fd, GET_FEATURES).or_fail("VHOST_GET_FEATURES")?;
-        let want = F_VERSION_1 | F_SEQPACKET;
         if f & want != want {
-            return Err(format!("features {f:#x} lack VERSION_1|SEQPACKET"));
+            return Err(format!("features {f:#x} lack {want:#x}"));
         }
         ioctl_u64(&g.fd, SET_FEATURES, want).or_fail("VHOST_SET_FEATURES")?;
         let whole = (g.mem.addr(0), g.mem.len() as u64, g.mem.addr(0));
@@ -298,7 +303,7 @@ impl Guest {
     }
 
     /// Harvests every filled receive buffer into the inbox and reposts it.
-    fn poll_rx(&mut self) -> Result<(), String> {
+    pub(crate) fn poll_rx(&mut self) -> Result<(), String> {
         let mut any = false;
         while let Some((id, len)) = self.rx.next_used(&self.mem) {
             let id =
@@ -362,7 +367,7 @@ impl Guest {
 
     /// Sends a packet as header + payload descriptors (as the Linux driver does); it must
     /// come back from the device.
-    fn send(&mut self, h: &Hdr, payload: &[u8]) -> Result<(), String> {
+    pub(crate) fn send(&mut self, h: &Hdr, payload: &[u8]) -> Result<(), String> {
         let hb = h.encode();
         let segs: Vec<(&[u8], bool)> =
             if payload.is_empty() { vec![(&hb, false)] } else { vec![(&hb, false), (payload, false)] };
@@ -374,7 +379,7 @@ impl Guest {
 
     /// Sends header-only packets as one batch: every chain is published before a single
     /// kick, so the device handles them in one pass. All must come back.
-    fn send_batch(&mut self, hs: &[Hdr]) -> Result<(), String> {
+    pub(crate) fn send_batch(&mut self, hs: &[Hdr]) -> Result<(), String> {
         if hs.is_empty() || hs.len() > usize::from(NUM) {
             return Err("bad batch length".into());
         }
@@ -402,7 +407,7 @@ impl Guest {
     }
 
     /// A header from us to the host.
-    fn hdr(&self, op: u16, src_port: u32, dst_port: u32) -> Hdr {
+    pub(crate) fn hdr(&self, op: u16, src_port: u32, dst_port: u32) -> Hdr {
         Hdr {
             src_cid: u64::from(self.cid),
             dst_cid: HOST,
@@ -416,7 +421,7 @@ impl Guest {
     }
 
     /// The next received packet matching `want` (others are kept), within `t`.
-    fn recv_where(&mut self, t: Duration, want: impl Fn(&Hdr) -> bool) -> Result<Option<Rx>, String> {
+    pub(crate) fn recv_where(&mut self, t: Duration, want: impl Fn(&Hdr) -> bool) -> Result<Option<Rx>, String> {
         let t0 = Instant::now();
         loop {
             self.poll_rx()?;
@@ -431,12 +436,12 @@ impl Guest {
     }
 
     /// Drops queued packets that match `f` (e.g. credit updates we do not care about).
-    fn discard(&mut self, f: impl Fn(&Hdr) -> bool) {
+    pub(crate) fn discard(&mut self, f: impl Fn(&Hdr) -> bool) {
         self.inbox.retain(|r| !f(&r.h));
     }
 
     /// Fails if a packet matching `f` arrives within `t`.
-    fn expect_none(&mut self, t: Duration, what: &str, f: impl Fn(&Hdr) -> bool) -> Result<(), String> {
+    pub(crate) fn expect_none(&mut self, t: Duration, what: &str, f: impl Fn(&Hdr) -> bool) -> Result<(), String> {
         match self.recv_where(t, f)? {
             None => Ok(()),
             Some(r) => Err(format!("{what}: unexpected packet {:?}", r.h)),
@@ -457,14 +462,14 @@ fn raw_fd(fd: &OwnedFd) -> u32 {
 // ---------------------------------------------------------------------------------------
 // Host side helpers.
 
-fn listener(port: u32, backlog: i32) -> Result<OwnedFd, String> {
+pub(crate) fn listener(port: u32, backlog: i32) -> Result<OwnedFd, String> {
     let l = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     sys::bind_vm(&l, VMADDR_CID_ANY, port).or_fail("bind")?;
     sys::listen(&l, backlog).or_fail("listen")?;
     Ok(l)
 }
 
-fn accept_within(l: &OwnedFd, t: Duration) -> Result<Option<OwnedFd>, String> {
+pub(crate) fn accept_within(l: &OwnedFd, t: Duration) -> Result<Option<OwnedFd>, String> {
     let ev = sys::poll_one(l, libc::POLLIN, t).or_fail("poll listener")?;
     if ev & libc::POLLIN == 0 {
         return Ok(None);
@@ -475,7 +480,7 @@ fn accept_within(l: &OwnedFd, t: Duration) -> Result<Option<OwnedFd>, String> {
 }
 
 /// Reads exactly `n` bytes (the socket has an I/O timeout).
-fn read_exact(s: &OwnedFd, n: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn read_exact(s: &OwnedFd, n: usize) -> Result<Vec<u8>, String> {
     let mut v = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -1064,7 +1069,7 @@ fn t_storm(e: &mut Env) -> TestResult {
 
 /// The host connects to the guest: REQUEST arrives on the right device, RESPONSE
 /// completes the connect, data flows both ways.
-fn host_connect_to(g: &mut Guest, gport: u32) -> Result<(OwnedFd, u32), String> {
+pub(crate) fn host_connect_to(g: &mut Guest, gport: u32) -> Result<(OwnedFd, u32), String> {
     let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0).or_fail("socket")?;
     match sys::connect_vm(&s, g.cid, gport) {
         Ok(()) => {}
@@ -1133,10 +1138,9 @@ fn t_connect_then_close(e: &mut Env) -> TestResult {
             let r = sys::connect_vm(&s, cid, gport);
             (s, r)
         });
-        let r = e
-            .g
-            .recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
-            .ok_or("no REQUEST reached the guest")?;
+        let r =
+            e.g.recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
+                .ok_or("no REQUEST reached the guest")?;
         let hport = r.h.src_port;
         let mut sh = e.g.hdr(OP_SHUTDOWN, gport, hport);
         sh.flags = 3;
