@@ -147,8 +147,11 @@ fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
     let n = p.remaining();
     let h = p.hdr();
     let ends_msg = seqpacket && h.flags & SEQ_EOM != 0;
-    let cap = if n < MERGE_CAP && !ends_msg { MERGE_CAP } else { n };
-    if crate::pkt::alloc_size(cap) >= p.mem_cost() {
+    // A merge buffer pays for itself over the small payloads that follow (appended to it by
+    // `tail_takes`); an exact-size copy only when it saves memory now.
+    let merge = n < MERGE_CAP / 2 && !ends_msg;
+    let cap = if merge { MERGE_CAP } else { n };
+    if !merge && crate::pkt::alloc_size(cap) >= p.mem_cost() {
         return None;
     }
     let mut c = Pkt::alloc(cap, true).ok()?;
