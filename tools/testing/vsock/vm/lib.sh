@@ -29,9 +29,10 @@ load_stack() {
 run_vsock_test() {
     prefix=$1; out=$2; shift 2
     vsock_test --list | awk -F'\t' '/^[0-9]+\t/ {print $1 "\t" $2}' > "$out.list"
+    _t0=$(up)
     timeout -s KILL "${VSOCK_TEST_TIMEOUT:-900}" vsock_test "$@" > "$out" 2> "$out.err"
     rc=$?
-    echo "vsock_test $* exited $rc"
+    echo "vsock_test $* exited $rc after $(($(up) - _t0))s"
     tail -n 20 "$out.err"
     report_vsock_test "$prefix" "$out"
     return $rc
@@ -95,6 +96,27 @@ wait_log() {
     done
 }
 
+# wait_polling PID SECONDS: wait (at most SECONDS) until server process PID sleeps in poll,
+# i.e. has its listener up (rvsock-tests stream-recv). An L2 under TCG may take seconds to
+# start a program: a READY marker printed before the listener exists gets the peer's connect
+# reset (ECONNRESET).
+wait_polling() {
+    _end=$(($(up) + $2))
+    while kill -0 "$1" 2>/dev/null; do
+        case "$(cat "/proc/$1/wchan" 2>/dev/null)" in *poll*) return 0 ;; esac
+        [ "$(up)" -ge "$_end" ] && return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_tcp_listen PORT SECONDS: wait until a TCP socket listens on PORT (vsock_test's control
+# port: its client connects once, without retrying).
+wait_tcp_listen() {
+    _hex=$(printf ':%04X 00000000:0000 0A' "$1")
+    wait_log /proc/net/tcp "$_hex" "$2"
+}
+
 # l2_accel: choose the accelerator of this L1's L2 guests once per scenario ($L2_ACCEL, kvm or
 # tcg; $L2_ACCEL_WHY says why it is not kvm). kvm (L1's kvm_amd on QEMU's emulated SVM) unless
 # the L1 kernel command line has rvsock_l2_accel=tcg or L1 has no /dev/kvm; boot_l2 switches
@@ -123,9 +145,11 @@ l2_scale() {
 
 # l2_qemu LOG CID MEM SCRIPT EXTRA... : run an L2 guest (the /l2 image of an L1 host) with a
 # vhost-vsock-pci device of CID, module set $L2MODS, extra kernel arguments $L2_APPEND, under
-# $L2_ACCEL (l2_accel). The L2 kernel logs notices (loglevel=6) with earlyprintk, so its first line
-# ("Linux version ...") shows that the kernel started (boot_l2's stall check); the L2 is told
-# its accelerator (rvsock_l2_accel) so its scripts scale their timeouts alike.
+# $L2_ACCEL (l2_accel). The L2 kernel logs notices (loglevel=6, not quiet), so its first
+# serial line is "Linux version ...", printed when the serial console registers (console_init,
+# early in start_kernel, before timer calibration and devices): boot_l2's sign that the kernel
+# runs. (earlyprintk=serial would print it even earlier but needs CONFIG_EARLY_PRINTK, which
+# our kernels lack.) The L2 is told its accelerator (rvsock_l2_accel) to scale its timeouts.
 l2_qemu() {
     log=$1 cid=$2 mem=$3 script=$4; shift 4
     l2_accel
@@ -134,23 +158,24 @@ l2_qemu() {
     # exec: run in the background (`l2_qemu ... &`), the subshell becomes QEMU, so `$!` is
     # QEMU's pid and killing it frees the guest CID for a retry.
     QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu \
-    exec qemu-system-x86_64 $accel -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
+    exec qemu-system-x86_64 $accel -name l2,debug-threads=on -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
         -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
         -serial "file:$log" -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
-        -append "console=ttyS0 earlyprintk=serial loglevel=6 panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script rvsock_l2_accel=$L2_ACCEL ${L2_APPEND:-}" \
+        -append "console=ttyS0 loglevel=6 panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script rvsock_l2_accel=$L2_ACCEL ${L2_APPEND:-}" \
         "$@" -device "vhost-vsock-pci,guest-cid=$cid"
 }
 
 # boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
 # and wait until its script prints RVSOCK-L2-READY. An L2 under KVM on QEMU's emulated SVM
-# sometimes stalls before its kernel prints anything (issue 19): no first kernel line within
-# L2_STALL_SECS (default 30; a KVM L2 prints it after ~1-5 s) counts as a stall, as does no
-# RVSOCK-BEGIN (init started) within 120 s (x l2_scale). Under TCG the first line may take
-# L2_TCG_STALL_SECS (120). A stalled QEMU is killed; after L2_KVM_RETRIES
-# (default 0) further KVM stalls the guest boots again under TCG, and so does every later L2
-# of the scenario (L2_ACCEL=tcg is exported). L2_FALLBACK=no keeps KVM (the benchmark, whose
-# C/rvsock ratios need both stacks' guests under the same accelerator). 3 attempts at most.
-# Prints "RVSOCK-INFO l2-accel=kvm|tcg [(why)] log=LOG ..." (scripts/check.sh sums them up).
+# sometimes stalls before its kernel prints anything (issue 19; the vCPU thread spins in
+# KVM_RUN). A KVM L2 prints its first kernel line after 3-4 s (TCG: 14-28 s): none within
+# L2_STALL_SECS (30) is a stall, and so is no RVSOCK-BEGIN (init started) within 120 s
+# (x l2_scale). The stalled QEMU is killed and, after L2_KVM_RETRIES (0) more KVM stalls,
+# the guest boots again with -accel tcg -cpu max; L2_ACCEL=tcg stays exported, so every later
+# L2 of the scenario runs under TCG too. A TCG L2 gets L2_TCG_STALL_SECS (120) for its first
+# line. L2_FALLBACK=no keeps KVM (the benchmark: the C/rvsock ratios need both stacks' guests
+# under one accelerator). 3 attempts at most. Each boot prints
+# "RVSOCK-INFO l2-accel=kvm|tcg [(why)] log=LOG ..." (scripts/check.sh sums them up).
 boot_l2() {
     l2_accel
     local attempt=0 kvm_stalls=0 s first t0 t1 t2 what

@@ -4,7 +4,7 @@ load_stack virtio || return
 S=$(l2_scale)   # 4 when this guest runs under TCG (rvsock_l2_accel=tcg), else 1
 rvsock-tests stream-recv --port 3000 --count 1 --timeout $((600 * S)) --name two-guests.h2g.cid4.guest > /tmp/recv.out 2>&1 &
 recv=$!
-sleep 1
+wait_polling "$recv" $((30 * S)) || sleep 1   # listening: the host connects once
 echo "RVSOCK-L2-READY"
 reap "$recv" $((700 * S))
 cat /tmp/recv.out

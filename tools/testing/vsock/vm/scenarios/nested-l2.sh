@@ -7,7 +7,7 @@ S=$(l2_scale)   # 4 when this guest runs under TCG (rvsock_l2_accel=tcg), else 1
 VSOCK_TEST_TIMEOUT=$((900 * S))
 vsock_test --mode=server --control-port=1234 --peer-cid=2 > /tmp/server.out 2>&1 &
 server=$!
-sleep 1
+wait_tcp_listen 1234 $((30 * S)) || sleep 1   # the L1 client connects to it once
 echo "RVSOCK-L2-READY"
 reap "$server" $((900 * S))
 run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2
