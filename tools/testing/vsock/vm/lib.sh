@@ -165,6 +165,28 @@ l2_qemu() {
         "$@" -device "vhost-vsock-pci,guest-cid=$cid"
 }
 
+# l2_stall_diag PID LOG: what a stalled L2 QEMU (boot_l2) is doing, before it is killed: its
+# threads (state, user and system ticks, wait channel), L1's KVM counters that moved in 1 s
+# (the kind of exits, if any), and the L2 vCPU's registers from QEMU's monitor (the pipe
+# LOG.mon that boot_l2 gives it; no answer in 3 s means the vCPU never left KVM_RUN).
+l2_stall_diag() {
+    for t in /proc/"$1"/task/*; do
+        echo "  thread $(cat "$t/comm" 2>/dev/null): $(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1,12,13) $(cat "$t/wchan" 2>/dev/null)"
+    done
+    if [ -d /sys/kernel/debug/kvm ]; then
+        (cd /sys/kernel/debug/kvm && for f in *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done) > /tmp/kvm.stats.0 2>/dev/null
+        sleep 1
+        (cd /sys/kernel/debug/kvm && for f in *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done) > /tmp/kvm.stats.1 2>/dev/null
+        echo "  L1 KVM counters in 1 s: $(awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "%s +%d ", $1, $2 - a[$1] }' /tmp/kvm.stats.0 /tmp/kvm.stats.1)"
+    fi
+    if [ -p "$2.mon.in" ]; then
+        (timeout 3 cat "$2.mon.out" > /tmp/l2-mon.txt; true) 2>/dev/null &   # no "Terminated"
+        echo "info registers" > "$2.mon.in"
+        wait $!
+        echo "  L2 vCPU (QEMU monitor): $(tr -d '\r' < /tmp/l2-mon.txt | grep -aE '^(RIP|CR0|EFL)' | tr -s ' \n' ' ' | cut -c1-240)"
+    fi
+}
+
 # boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
 # and wait until its script prints RVSOCK-L2-READY. An L2 under KVM on QEMU's emulated SVM
 # sometimes stalls before its kernel prints anything (issue 19; the vCPU thread spins in
@@ -183,7 +205,8 @@ boot_l2() {
         attempt=$((attempt + 1))
         : > "$1"
         t0=$(up)
-        l2_qemu "$@" >> /tmp/qemu.out 2>&1 &
+        rm -f "$1.mon.in" "$1.mon.out"; mkfifo "$1.mon.in" "$1.mon.out"
+        l2_qemu "$@" -monitor "pipe:$1.mon" >> /tmp/qemu.out 2>&1 &
         qemu=$!
         s=$(l2_scale)
         first=${L2_STALL_SECS:-30}; [ "$L2_ACCEL" = tcg ] && first=${L2_TCG_STALL_SECS:-120}
@@ -206,10 +229,7 @@ boot_l2() {
         fi
         echo "L2 boot attempt $attempt ($1, $L2_ACCEL) stalled: $what; its last lines and QEMU's:"
         tail -n 3 "$1" | cut -c1-160; tail -n 3 /tmp/qemu.out | cut -c1-160
-        # Where QEMU's threads are (state, user and system ticks, kernel wait channel).
-        for t in /proc/"$qemu"/task/*; do
-            echo "  thread $(cat "$t/comm" 2>/dev/null): $(cut -d' ' -f3,14,15 "$t/stat" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)"
-        done
+        l2_stall_diag "$qemu" "$1"
         kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
         if [ "$L2_ACCEL" = kvm ] && [ "${L2_FALLBACK:-tcg}" = tcg ]; then
             kvm_stalls=$((kvm_stalls + 1))
