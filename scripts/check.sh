@@ -165,6 +165,7 @@ evaluate() {
         f=$((f + 1))
     fi
     summary "$name" "$p" "$f" "$s"
+    l2_accel_line "$log"
     if [ "$f" -gt 0 ]; then
         echo "${fails#$'\n'}"
     fi
@@ -175,6 +176,27 @@ evaluate() {
         echo "  serial log: $log"
     fi
     log "scenario $name took ${secs}s"
+}
+
+# l2_accel_line LOG: under a nested scenario's summary, the accelerators its L2 guests ran
+# under (boot_l2 in tools/testing/vsock/vm/lib.sh prints "RVSOCK-INFO l2-accel=kvm|tcg
+# [(why)] ..." in the L1 log for each L2 boot), e.g. "  L2 accelerator: kvm x2" or
+# "  L2 accelerator: tcg x2 (KVM stalled, fell back)". Nothing when no L2 was started.
+l2_accel_line() {
+    grep -a '^RVSOCK-INFO l2-accel=' "$1" | tr -d '\r' | awk '
+        {
+            a = substr($2, 10); if (!(a in n)) order[++k] = a; n[a]++
+            if (/\(fallback after stall\)/) why = "KVM stalled, fell back"
+            else if (why == "" && match($0, /\((forced: [^)]*|no \/dev\/kvm[^)]*)\)/)) why = substr($0, RSTART + 1, RLENGTH - 2)
+            if (/ never-(ready|booted)/) bad++
+        }
+        END {
+            if (!k) exit
+            for (i = 1; i <= k; i++) s = s (i > 1 ? ", " : "") order[i] " x" n[order[i]]
+            if (why != "") s = s " (" why ")"
+            if (bad) s = s "; " bad " of them never got ready"
+            print "  L2 accelerator: " s
+        }'
 }
 
 # ref_of NAME: the C reference scenario of an rvsock scenario (same kernel flavour), or

@@ -29,9 +29,10 @@ load_stack() {
 run_vsock_test() {
     prefix=$1; out=$2; shift 2
     vsock_test --list | awk -F'\t' '/^[0-9]+\t/ {print $1 "\t" $2}' > "$out.list"
+    _t0=$(up)
     timeout -s KILL "${VSOCK_TEST_TIMEOUT:-900}" vsock_test "$@" > "$out" 2> "$out.err"
     rc=$?
-    echo "vsock_test $* exited $rc"
+    echo "vsock_test $* exited $rc after $(($(up) - _t0))s"
     tail -n 20 "$out.err"
     report_vsock_test "$prefix" "$out"
     return $rc
@@ -82,39 +83,163 @@ reap() {
 # want_perf: whether the bench runs upstream vsock_perf ($ONLY empty, or naming vsock_perf).
 want_perf() { [ -z "${ONLY:-}" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
 
+# up: whole seconds since this VM booted (/proc/uptime: wall-clock time even under TCG).
+up() { read -r _up _ < /proc/uptime; echo "${_up%.*}"; }
+
+# wait_log FILE PATTERN SECONDS: like wait_for, but against the clock, so a loaded machine
+# that slows the polling loop down does not stretch the wait.
+wait_log() {
+    _end=$(($(up) + $3))
+    while ! grep -aq "$2" "$1" 2>/dev/null; do
+        [ "$(up)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+
+# wait_polling PID SECONDS: wait (at most SECONDS) until server process PID sleeps in poll,
+# i.e. has its listener up (rvsock-tests stream-recv). An L2 under TCG may take seconds to
+# start a program: a READY marker printed before the listener exists gets the peer's connect
+# reset (ECONNRESET).
+wait_polling() {
+    _end=$(($(up) + $2))
+    while kill -0 "$1" 2>/dev/null; do
+        case "$(cat "/proc/$1/wchan" 2>/dev/null)" in *poll*) return 0 ;; esac
+        [ "$(up)" -ge "$_end" ] && return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_tcp_listen PORT SECONDS: wait until a TCP socket listens on PORT (vsock_test's control
+# port: its client connects once, without retrying).
+wait_tcp_listen() {
+    _hex=$(printf ':%04X 00000000:0000 0A' "$1")
+    wait_log /proc/net/tcp "$_hex" "$2"
+}
+
+# l2_accel: choose the accelerator of this L1's L2 guests once per scenario ($L2_ACCEL, kvm or
+# tcg; $L2_ACCEL_WHY says why it is not kvm). kvm (L1's kvm_amd on QEMU's emulated SVM) unless
+# the L1 kernel command line has rvsock_l2_accel=tcg or L1 has no /dev/kvm; boot_l2 switches
+# to tcg for good when a KVM L2 stalls.
+l2_accel() {
+    [ -n "${L2_ACCEL:-}" ] && return 0
+    L2_ACCEL=$(arg rvsock_l2_accel) L2_ACCEL_WHY=
+    case "$L2_ACCEL" in
+        tcg) L2_ACCEL_WHY="forced: rvsock_l2_accel=tcg" ;;
+        kvm | "") L2_ACCEL=kvm ;;
+        *) echo "rvsock_l2_accel=$L2_ACCEL unknown (kvm or tcg), using kvm"; L2_ACCEL=kvm ;;
+    esac
+    if [ "$L2_ACCEL" = kvm ] && ! [ -c /dev/kvm ]; then L2_ACCEL=tcg L2_ACCEL_WHY="no /dev/kvm in L1"; fi
+    export L2_ACCEL L2_ACCEL_WHY
+}
+
+# l2_scale: factor for the timeouts of the nested scenarios: 1 when the L2 guests run under
+# KVM, L2_TCG_SCALE (default 4) when they run under TCG (emulated inside the emulated L1).
+# In L1 it follows $L2_ACCEL (boot_l2 may change it); in an L2, its rvsock_l2_accel argument.
+l2_scale() {
+    case "${L2_ACCEL:-$(arg rvsock_l2_accel)}" in
+        tcg) echo "${L2_TCG_SCALE:-4}" ;;
+        *) echo 1 ;;
+    esac
+}
+
 # l2_qemu LOG CID MEM SCRIPT EXTRA... : run an L2 guest (the /l2 image of an L1 host) with a
-# vhost-vsock-pci device of CID, module set $L2MODS, extra kernel arguments $L2_APPEND.
+# vhost-vsock-pci device of CID, module set $L2MODS, extra kernel arguments $L2_APPEND, under
+# $L2_ACCEL (l2_accel). The L2 kernel logs notices (loglevel=6, not quiet), so its first
+# serial line is "Linux version ...", printed when the serial console registers (console_init,
+# early in start_kernel, before timer calibration and devices): boot_l2's sign that the kernel
+# runs. (earlyprintk=serial would print it even earlier but needs CONFIG_EARLY_PRINTK, which
+# our kernels lack.) The L2 is told its accelerator (rvsock_l2_accel) to scale its timeouts.
 l2_qemu() {
     log=$1 cid=$2 mem=$3 script=$4; shift 4
+    l2_accel
     accel="-accel kvm -cpu ${L2_CPU:-qemu64}"
-    [ -c /dev/kvm ] || accel="-accel tcg -cpu max"
+    [ "$L2_ACCEL" = tcg ] && accel="-accel tcg -cpu max"
     # exec: run in the background (`l2_qemu ... &`), the subshell becomes QEMU, so `$!` is
     # QEMU's pid and killing it frees the guest CID for a retry.
     QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu \
-    exec qemu-system-x86_64 $accel -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
+    exec qemu-system-x86_64 $accel -name l2,debug-threads=on -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
         -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
         -serial "file:$log" -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
-        -append "console=ttyS0 quiet panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script ${L2_APPEND:-}" \
+        -append "console=ttyS0 loglevel=6 panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script rvsock_l2_accel=$L2_ACCEL ${L2_APPEND:-}" \
         "$@" -device "vhost-vsock-pci,guest-cid=$cid"
 }
 
-# boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
-# and wait until its script prints RVSOCK-L2-READY. The L2 boot under KVM on QEMU's emulated
-# SVM occasionally stalls before its init runs (an empty L2 serial log): give it a bounded
-# time and boot it again, at most 3 times.
-boot_l2() {
-    for attempt in 1 2 3; do
-        : > "$1"
-        l2_qemu "$@" >> /tmp/qemu.out 2>&1 &
-        qemu=$!
-        # RVSOCK-BEGIN shows the L2 init started; after that, readiness gets the full budget.
-        if wait_for "$1" RVSOCK-BEGIN 120 && wait_for "$1" RVSOCK-L2-READY 300; then
-            return 0
-        fi
-        grep -q RVSOCK-BEGIN "$1" && return 1   # it booted and failed: no retry
-        echo "L2 boot attempt $attempt ($1) stalled, retrying; its last lines and QEMU's:"
-        tail -n 3 "$1" | cut -c1-160; tail -n 3 /tmp/qemu.out | cut -c1-160
-        kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
+# l2_stall_diag PID LOG: what a stalled L2 QEMU (boot_l2) is doing, before it is killed: its
+# threads (state, user and system ticks, wait channel), L1's KVM counters that moved in 1 s
+# (the kind of exits, if any), and the L2 vCPU's registers from QEMU's monitor (the pipe
+# LOG.mon that boot_l2 gives it; no answer in 3 s means the vCPU never left KVM_RUN).
+l2_stall_diag() {
+    for t in /proc/"$1"/task/*; do
+        echo "  thread $(cat "$t/comm" 2>/dev/null): $(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1,12,13) $(cat "$t/wchan" 2>/dev/null)"
     done
+    if [ -d /sys/kernel/debug/kvm ]; then
+        (cd /sys/kernel/debug/kvm && for f in *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done) > /tmp/kvm.stats.0 2>/dev/null
+        sleep 1
+        (cd /sys/kernel/debug/kvm && for f in *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done) > /tmp/kvm.stats.1 2>/dev/null
+        echo "  L1 KVM counters in 1 s: $(awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "%s +%d ", $1, $2 - a[$1] }' /tmp/kvm.stats.0 /tmp/kvm.stats.1)"
+    fi
+    if [ -p "$2.mon.in" ]; then
+        (timeout 3 cat "$2.mon.out" > /tmp/l2-mon.txt; true) 2>/dev/null &   # no "Terminated"
+        echo "info registers" > "$2.mon.in"
+        wait $!
+        echo "  L2 vCPU (QEMU monitor): $(tr -d '\r' < /tmp/l2-mon.txt | grep -aE '^(RIP|CR0|EFL)' | tr -s ' \n' ' ' | cut -c1-240)"
+    fi
+}
+
+# boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
+# and wait until its script prints RVSOCK-L2-READY. An L2 under KVM on QEMU's emulated SVM
+# sometimes stalls before its kernel prints anything (issue 19; the vCPU thread spins in
+# KVM_RUN). A KVM L2 prints its first kernel line after 3-4 s (TCG: 14-28 s): none within
+# L2_STALL_SECS (30) is a stall, and so is no RVSOCK-BEGIN (init started) within 120 s
+# (x l2_scale). The stalled QEMU is killed and, after L2_KVM_RETRIES (0) more KVM stalls,
+# the guest boots again with -accel tcg -cpu max; L2_ACCEL=tcg stays exported, so every later
+# L2 of the scenario runs under TCG too. A TCG L2 gets L2_TCG_STALL_SECS (120) for its first
+# line. L2_FALLBACK=no keeps KVM (the benchmark: the C/rvsock ratios need both stacks' guests
+# under one accelerator). 3 attempts at most. Each boot prints
+# "RVSOCK-INFO l2-accel=kvm|tcg [(why)] log=LOG ..." (scripts/check.sh sums them up).
+boot_l2() {
+    l2_accel
+    local attempt=0 kvm_stalls=0 s first t0 t1 t2 what
+    while [ $attempt -lt 3 ]; do
+        attempt=$((attempt + 1))
+        : > "$1"
+        t0=$(up)
+        rm -f "$1.mon.in" "$1.mon.out"; mkfifo "$1.mon.in" "$1.mon.out"
+        l2_qemu "$@" -monitor "pipe:$1.mon" >> /tmp/qemu.out 2>&1 &
+        qemu=$!
+        s=$(l2_scale)
+        first=${L2_STALL_SECS:-30}; [ "$L2_ACCEL" = tcg ] && first=${L2_TCG_STALL_SECS:-120}
+        if wait_log "$1" "Linux version" "$first"; then
+            t1=$(($(up) - t0))
+            # The kernel runs: init (RVSOCK-BEGIN), then readiness, get their full budget.
+            if wait_log "$1" RVSOCK-BEGIN $((120 * s)); then
+                t2=$(($(up) - t0))
+                if wait_log "$1" RVSOCK-L2-READY $((300 * s)); then
+                    echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt first-line=${t1}s init=${t2}s ready=$(($(up) - t0))s"
+                    return 0
+                fi
+                # It booted and failed: no retry.
+                echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt first-line=${t1}s init=${t2}s never-ready"
+                return 1
+            fi
+            what="kernel started after ${t1}s, no RVSOCK-BEGIN within $((120 * s))s"
+        else
+            what="no kernel output within ${first}s"
+        fi
+        echo "L2 boot attempt $attempt ($1, $L2_ACCEL) stalled: $what; its last lines and QEMU's:"
+        tail -n 3 "$1" | cut -c1-160; tail -n 3 /tmp/qemu.out | cut -c1-160
+        l2_stall_diag "$qemu" "$1"
+        kill -9 "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null
+        if [ "$L2_ACCEL" = kvm ] && [ "${L2_FALLBACK:-tcg}" = tcg ]; then
+            kvm_stalls=$((kvm_stalls + 1))
+            if [ $kvm_stalls -gt "${L2_KVM_RETRIES:-0}" ]; then
+                L2_ACCEL=tcg L2_ACCEL_WHY="fallback after stall"
+                export L2_ACCEL L2_ACCEL_WHY
+                echo "L2 under KVM stalled: falling back to TCG (-accel tcg -cpu max) for this and every later L2 of $SCENARIO"
+            fi
+        fi
+    done
+    echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt never-booted"
     return 1
 }

@@ -6,11 +6,11 @@ rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
 perf=
 want_perf && { vsock_perf --port 7400 --bytes 256M > /tmp/perf-h2g.rx 2>&1 & perf=$!; }
-rvsock-tests stream-recv --port 7399 --count 1 --timeout 1800 --name bench-go > /tmp/go.out 2>&1 &
+rvsock-tests stream-recv --port 7399 --count 1 --timeout $((1800 * $(l2_scale))) --name bench-go > /tmp/go.out 2>&1 &
 go=$!
 sleep 1
 echo "RVSOCK-L2-READY"
-reap "$go" 1800
+reap "$go" $((1800 * $(l2_scale)))
 [ -z "$perf" ] || reap "$perf" 10
 touch /tmp/perf-h2g.rx
 awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " h2g vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-h2g.rx

@@ -15,6 +15,10 @@ serve=$!
 perf=
 want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & perf=$!; }
 L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"
+# No TCG fallback when a KVM L2 stalls (boot_l2): the C and rvsock VMs of a round must run
+# their guests under the same accelerator for the ratios to mean anything; scripts/bench.sh
+# starts a fresh VM instead. rvsock_l2_accel=tcg still forces TCG for every VM.
+L2_FALLBACK=no
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
@@ -22,7 +26,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     want_perf && vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
     # Tell the guest to run its half (the g2h clients): a 1-byte stream to its port 7399.
     rvsock-tests stream-send --cid 3 --port 7399 --bytes 1 --name bench-go > /dev/null
-    reap "$l2" 1800
+    reap "$l2" $((1800 * $(l2_scale)))
     [ -z "$perf" ] || reap "$perf" 10
     touch /tmp/perf-g2h.rx
     awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " g2h vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-g2h.rx

@@ -1,6 +1,8 @@
 # Nested, L1 (the host): vhost transport here, an L2 guest under QEMU with vhost-vsock-pci.
 # Direction 1: vsock_test server in L2, client here. Direction 2: server here, client in L2.
 # The control channel is TCP over QEMU user networking (hostfwd for L1->L2, 10.0.2.2 for L2->L1).
+# Every wait below is multiplied by S (l2_scale: 1 with KVM L2 guests, 4 when they run under
+# TCG, forced with rvsock_l2_accel=tcg or after a KVM stall, see boot_l2).
 # Then two guests at once: a second L2 (CID 4) joins, a third QEMU asking for CID 3 (taken)
 # must be refused, and streams run to and from both guests at the same time.
 L2MODS=$(arg rvsock_l2mods)
@@ -11,15 +13,17 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
     -device virtio-net-pci,netdev=n0,romfile=; then
     qemu_a=$qemu
+    S=$(l2_scale)
+    VSOCK_TEST_TIMEOUT=$((900 * S))
     run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3
-    reap "$hserver" 900   # direction 2 (the L2 client) is done
+    reap "$hserver" $((900 * S))   # direction 2 (the L2 client) is done
 
     # Two guests at once. The first L2 now waits for a stream on port 3000.
-    rvsock-tests stream-recv --port 3001 --count 2 --timeout 600 --name two-guests.g2h.host &
+    rvsock-tests stream-recv --port 3001 --count 2 --timeout $((600 * S)) --name two-guests.g2h.host &
     g2h=$!
     # A QEMU that got the CID would sit paused (-S): reap kills it, and the check fails.
     l2_qemu /tmp/l2-dup.log 3 128M nested-l2-second -S > /tmp/qemu-dup.out 2>&1 &
-    reap $! 60
+    reap $! $((60 * S))
     if grep -q "Address already in use" /tmp/qemu-dup.out; then
         result ok two-guests.duplicate-cid-refused
     else
@@ -29,8 +33,9 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     qemu_b=
     if boot_l2 /tmp/l2b.log 4 384M nested-l2-second; then
         qemu_b=$qemu
+        S=$(l2_scale)   # this boot may have fallen back to TCG
         result ok two-guests.second-guest-ready
-        rvsock-tests stream-send --cid 4 --port 3000 --bytes 16m --seed 41 --timeout 300 --name two-guests.h2g.cid4.host &
+        rvsock-tests stream-send --cid 4 --port 3000 --bytes 16m --seed 41 --timeout $((300 * S)) --name two-guests.h2g.cid4.host &
         s4=$!
     else
         result fail two-guests.second-guest-ready
@@ -38,16 +43,16 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
         kill "$g2h" 2>/dev/null   # one of its two streams will never come
     fi
     # The first guest gets its stream in any case (it waits for it).
-    rvsock-tests stream-send --cid 3 --port 3000 --bytes 16m --seed 31 --timeout 300 --name two-guests.h2g.cid3.host
-    [ -n "$qemu_b" ] && reap "$s4" 400
-    reap "$g2h" 700
-    [ -n "$qemu_b" ] && reap "$qemu_b" 300
+    rvsock-tests stream-send --cid 3 --port 3000 --bytes 16m --seed 31 --timeout $((300 * S)) --name two-guests.h2g.cid3.host
+    [ -n "$qemu_b" ] && reap "$s4" $((400 * S))
+    reap "$g2h" $((700 * S))
+    [ -n "$qemu_b" ] && reap "$qemu_b" $((300 * S))
 else
     qemu_a=$qemu
     result fail "l2-never-ready"
     kill -9 "$qemu_a" 2>/dev/null   # nothing more will come from it: keep the log, stop waiting
 fi
-reap "$qemu_a" "${L2_TIMEOUT:-900}"
+reap "$qemu_a" "${L2_TIMEOUT:-$((900 * $(l2_scale)))}"
 reap "$hserver" 10
 echo "qemu output:"; cat /tmp/qemu.out
 echo "RVSOCK-L2-LOG-BEGIN"; sed 's/^/L2| /' /tmp/l2.log; echo "RVSOCK-L2-LOG-END"

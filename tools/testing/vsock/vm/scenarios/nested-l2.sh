@@ -3,14 +3,16 @@
 ip addr add 10.0.2.15/24 dev eth0
 ip link set eth0 up
 load_stack virtio || return
+S=$(l2_scale)   # 4 when this guest runs under TCG (rvsock_l2_accel=tcg), else 1
+VSOCK_TEST_TIMEOUT=$((900 * S))
 vsock_test --mode=server --control-port=1234 --peer-cid=2 > /tmp/server.out 2>&1 &
 server=$!
-sleep 1
+wait_tcp_listen 1234 $((30 * S)) || sleep 1   # the L1 client connects to it once
 echo "RVSOCK-L2-READY"
-reap "$server" 900
+reap "$server" $((900 * S))
 run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2
 
 # Two guests at once (nested-l1.sh): the host sends to this guest (CID 3) and to a second one
 # (CID 4) at the same time; each guest sends one stream back.
-rvsock-tests stream-recv --port 3000 --count 1 --timeout 900 --name two-guests.h2g.cid3.guest
-rvsock-tests stream-send --cid 2 --port 3001 --bytes 16m --seed 32 --timeout 300 --name two-guests.g2h.cid3.guest
+rvsock-tests stream-recv --port 3000 --count 1 --timeout $((900 * S)) --name two-guests.h2g.cid3.guest
+rvsock-tests stream-send --cid 2 --port 3001 --bytes 16m --seed 32 --timeout $((300 * S)) --name two-guests.g2h.cid3.guest
