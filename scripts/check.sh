@@ -11,9 +11,9 @@ set -uo pipefail
 # kasan.config: KASAN, lockdep, kmemleak, UBSAN; modules built against it with LLVM=1).
 # Scenarios join this table when the feature they test exists.
 declare -A SCEN=(
-    [c-loopback]="single c - 26 loopback"
+    [c-loopback]="single c - 67 loopback"
     [c-nested]="nested c c 61 nested-l1"
-    [rvsock-loopback]="single rvsock - 26 loopback"
+    [rvsock-loopback]="single rvsock - 67 loopback"
     [rvsock-selftest]="single both - 40 selftest"
     [rvsock-soak]="single rvsock - 43 soak"
     [c-soak]="single c - 43 soak"
@@ -49,6 +49,7 @@ prepare() { # flavour needs-rvsock-modules module-dirs
     "$TOP/scripts/setup-toolchain.sh" >/dev/null || return 1
     "$TOP/scripts/build-kernel.sh" "$1" || return 1
     "$TOP/scripts/build-vsock-tests.sh" "$1" || return 1
+    "$TOP/scripts/build-newest-vsock-tests.sh" || return 1
     "$TOP/scripts/build-tools.sh" || return 1
     # Only the modules this topology loads (others' work in progress must not break the build).
     if [ "$2" = yes ]; then RVSOCK_MODULE_DIRS=${RVSOCK_MODULE_DIRS:-$3} "$TOP/scripts/build-modules.sh" "$1" || return 1; fi
