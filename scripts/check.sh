@@ -24,6 +24,11 @@ declare -A SCEN=(
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61 nested-l1"
     [vhost-hostile-guest]="single rvsock - 22 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
+    # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
+    [c-nested-vt7]="nested c c 82 nested-vt7-l1"
+    [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"
+    [nested-rvsock-host-c-guest-vt7]="nested rvsock c 82 nested-vt7-l1"
+    [nested-rvsock-host-rvsock-guest-vt7]="nested rvsock rvsock 82 nested-vt7-l1"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 # The transports, {C, rvsock} host x {C, rvsock} guest.
@@ -184,6 +189,7 @@ ref_of() {
         rvsock-*) r=c-${n#rvsock-} ;;
         vhost-user-guest) r=c-vhost-user ;;
         vhost-hostile-guest) r=c-vhost-hostile-guest ;;
+        nested-*-vt7) r=c-nested-vt7 ;;
         nested-*) r=c-nested ;;
     esac
     if [ -n "$r" ] && [ -n "${SCEN[$r]:-}" ]; then echo "$r$suf"; fi
