@@ -67,6 +67,7 @@ VT7_TIMEOUT=${VT7_TIMEOUT:-120}
 # stack in them C) report them as skip, with the reason in the log, when they fail; a pass is
 # reported as ok. rvsock scenarios never skip. One line per test: ID REASON.
 VT7_C_GAPS='
+32 SO_LINGER on close with unread data: 6.12 lingers until the peer closes (virtio_transport_wait_close waits for SOCK_DONE); 7.3 lingers only while unsent bytes remain (vsock_linger, "vsock/virtio: Linger on unsent data", 6.15), which this test expects
 '
 
 # vt7_c_gap ID: the reason test ID is a known gap of the 6.12 C stack, in C scenarios only.
@@ -84,23 +85,26 @@ vt7_list() {
     [ -s "$1" ]
 }
 
-# vt7_server ID CID PORT OUT: start a server for test ID alone in the background ($vt7_spid)
-# and wait until its control socket listens (it prints that right after listen()).
+# vt7_server ID CID PORT OUT: start a server for test ID alone in the background ($vt7_spid;
+# stdout in OUT, stderr in OUT.err) and wait until its control socket listens (it prints that
+# right after listen()).
 vt7_server() {
-    timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=server --control-port="$3" --peer-cid="$2" --pick="$1" > "$4" 2>&1 < /dev/null &
+    timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=server --control-port="$3" --peer-cid="$2" --pick="$1" > "$4" 2> "$4.err" < /dev/null &
     vt7_spid=$!
     wait_for "$4" "Control socket listening" 30
 }
 
-# vt7_client ID CID HOST PORT OUT [WAIT]: run the client of test ID; returns its exit status.
+# vt7_client ID CID HOST PORT OUT [WAIT]: run the client of test ID (stdout in OUT, stderr in
+# OUT.err: a test's messages on stderr would otherwise split its "ID - NAME...ok" line); returns
+# its exit status.
 # A control connection refused because the server does not listen yet is retried (not a test
 # failure) for up to WAIT seconds (default 30), as long as the client printed no test line.
 vt7_client() {
     n=0
     while :; do
-        timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=client --control-host="$3" --control-port="$4" --peer-cid="$2" --pick="$1" > "$5" 2>&1 < /dev/null
+        timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=client --control-host="$3" --control-port="$4" --peer-cid="$2" --pick="$1" > "$5" 2> "$5.err" < /dev/null
         rc=$?
-        if [ $rc -ne 0 ] && grep -q "Control socket initialization failed" "$5" && ! grep -q "Control socket connected" "$5"; then
+        if [ $rc -ne 0 ] && grep -q "Control socket initialization failed" "$5.err" && ! grep -q "Control socket connected" "$5"; then
             n=$((n + 1))
             if [ $n -lt $((${6:-30} * 5)) ]; then sleep 0.2; continue; fi
             echo "vt7: test $1: the control connection to $3:$4 was refused for ${6:-30}s"
@@ -111,7 +115,8 @@ vt7_client() {
 
 # vt7_report PREFIX ID NAME CLIENT_RC CLIENT_OUT [SERVER_RC SERVER_OUT]: print the result of
 # one test (ok: its "ID - NAME...ok" line and exit status 0 on both sides) and, for a failure,
-# the last lines of both outputs.
+# the last lines of both outputs (stdout, then stderr); a passing test's stderr lines (upstream
+# prints notes there, e.g. "Test skipped, SIOCINQ not supported.") are shown as notes.
 vt7_report() {
     prefix=$1 id=$2 name=$3 crc=$4 cout=$5 src=${6:-?} sout=${7:-}
     st=fail
@@ -121,20 +126,32 @@ vt7_report() {
         st=skip
     fi
     if [ $st != ok ]; then
-        echo "vt7 test $prefix$id ($name) $st: client exit $crc, server exit $src (?: on the peer machine); client output (last lines):"
-        tr -d '\r' < "$cout" | grep -v '\.\.\.skipped$' | tail -n 12 | sed 's/^/  client| /'
+        echo "vt7 test $prefix$id ($name) $st: client exit $crc, server exit $src$([ "$src" = "?" ] && echo " (on the peer machine)"); client output (last lines):"
+        vt7_tail "$cout" client
         if [ -n "$sout" ]; then
             echo "  server output (last lines):"
-            tr -d '\r' < "$sout" | grep -v '\.\.\.skipped$' | tail -n 12 | sed 's/^/  server| /'
+            vt7_tail "$sout" server
         fi
         if [ $st = fail ] && reason=$(vt7_c_gap "$id"); then
             echo "vt7 test $prefix$id: known gap of the in-tree 6.12 stack, reported as skip: $reason"
             st=skip
         fi
-    elif vt7_c_gap "$id" > /dev/null; then
-        echo "vt7 test $prefix$id passed although listed as a known gap of the 6.12 C stack (VT7_C_GAPS)"
+    else
+        for f in "$cout" "$sout"; do
+            [ -s "$f.err" ] && tr -d '\r' < "$f.err" | tail -n 3 | sed "s|^|vt7 test $prefix$id note ($(basename "$f" | sed 's/.*\.//')): |"
+        done
+        if vt7_c_gap "$id" > /dev/null; then
+            echo "vt7 test $prefix$id passed although listed as a known gap of the 6.12 C stack (VT7_C_GAPS)"
+        fi
     fi
     result $st "${prefix}vt7/$id-$name"
+}
+
+# vt7_tail OUT LABEL: the last lines of a test program's stdout (OUT) and stderr (OUT.err).
+vt7_tail() {
+    tr -d '\r' < "$1" | grep -v '\.\.\.skipped$' | tail -n 8 | sed "s/^/  $2| /"
+    [ -s "$1.err" ] && tr -d '\r' < "$1.err" | tail -n 8 | sed "s/^/  $2 stderr| /"
+    return 0
 }
 
 vt7_banner() { echo "vt7: $(cat "$(dirname "$VT7")/VERSION" 2>/dev/null) vsock_test, $1, timeout ${VT7_TIMEOUT}s per test"; }
@@ -153,7 +170,7 @@ run_vsock_test_each() {
             crc=$?
         else
             echo "vt7: test $id: the server never listened"
-            crc=255; : > "/tmp/vt7/$id.client"
+            crc=255; : > "/tmp/vt7/$id.client"; : > "/tmp/vt7/$id.client.err"
         fi
         reap "$vt7_spid" 30
         src=$?
@@ -183,7 +200,7 @@ vt7_serve_each() {
         src=$?
         if [ $src -ne 0 ]; then
             echo "vt7 server $prefix$id ($name) exited $src; its last lines:"
-            tr -d '\r' < "/tmp/vt7s/$id.server" | grep -v '\.\.\.skipped$' | tail -n 12 | sed 's/^/  server| /'
+            vt7_tail "/tmp/vt7s/$id.server" server
         fi
     done < /tmp/vt7s/list
 }
@@ -201,7 +218,7 @@ vt7_client_each() {
     while IFS="$(printf '\t')" read -r id name; do
         t0=$(date +%s)
         out=/tmp/vt7c/$id.client
-        : > "$out"
+        : > "$out"; : > "$out.err"
         if [ -n "$slog" ] && ! wait_for "$slog" "RVSOCK-VT7-[A-Z-]*LISTENING $prefix$id:" $((VT7_TIMEOUT + 60)); then
             echo "vt7: test $prefix$id: its server never started"
             crc=255
