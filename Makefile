@@ -13,6 +13,7 @@ setup:
 	scripts/setup-toolchain.sh
 	scripts/build-kernel.sh $(FLAVOUR)
 	scripts/build-vsock-tests.sh $(FLAVOUR)
+	scripts/build-newest-vsock-tests.sh
 
 modules: setup
 	scripts/build-modules.sh $(FLAVOUR)

@@ -11,9 +11,9 @@ set -uo pipefail
 # kasan.config: KASAN, lockdep, kmemleak, UBSAN; modules built against it with LLVM=1).
 # Scenarios join this table when the feature they test exists.
 declare -A SCEN=(
-    [c-loopback]="single c - 26 loopback"
+    [c-loopback]="single c - 67 loopback"
     [c-nested]="nested c c 61 nested-l1"
-    [rvsock-loopback]="single rvsock - 26 loopback"
+    [rvsock-loopback]="single rvsock - 67 loopback"
     [rvsock-selftest]="single both - 40 selftest"
     [rvsock-soak]="single rvsock - 43 soak"
     [c-soak]="single c - 43 soak"
@@ -26,6 +26,11 @@ declare -A SCEN=(
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
     [rvsock-regress]="single rvsock - 15 regress"
     [c-regress]="single c - 15 regress"
+    # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
+    [c-nested-vt7]="nested c c 82 nested-vt7-l1"
+    [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"
+    [nested-rvsock-host-c-guest-vt7]="nested rvsock c 82 nested-vt7-l1"
+    [nested-rvsock-host-rvsock-guest-vt7]="nested rvsock rvsock 82 nested-vt7-l1"
 )
 ALL="c-loopback c-nested c-vhost-user rvsock-loopback rvsock-selftest"
 # The transports, {C, rvsock} host x {C, rvsock} guest.
@@ -53,6 +58,7 @@ prepare() { # flavour needs-rvsock-modules module-dirs
     "$TOP/scripts/setup-toolchain.sh" >/dev/null || return 1
     "$TOP/scripts/build-kernel.sh" "$1" || return 1
     "$TOP/scripts/build-vsock-tests.sh" "$1" || return 1
+    "$TOP/scripts/build-newest-vsock-tests.sh" || return 1
     "$TOP/scripts/build-tools.sh" || return 1
     # Only the modules this topology loads (others' work in progress must not break the build).
     if [ "$2" = yes ]; then RVSOCK_MODULE_DIRS=${RVSOCK_MODULE_DIRS:-$3} "$TOP/scripts/build-modules.sh" "$1" || return 1; fi
@@ -210,6 +216,7 @@ ref_of() {
         rvsock-*) r=c-${n#rvsock-} ;;
         vhost-user-guest) r=c-vhost-user ;;
         vhost-hostile-guest) r=c-vhost-hostile-guest ;;
+        nested-*-vt7) r=c-nested-vt7 ;;
         nested-*) r=c-nested ;;
     esac
     if [ -n "$r" ] && [ -n "${SCEN[$r]:-}" ]; then echo "$r$suf"; fi

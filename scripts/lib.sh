@@ -43,3 +43,40 @@ kernel_env() { export LIBCLANG_PATH; LIBCLANG_PATH=$(kernel_libclang "$1"); }
 # MODSRC_TAG: a private set of build outputs (modules, initramfs, logs) so several people can
 # build and boot in one checkout at the same time.
 BUILD_TAG=${MODSRC_TAG:+-$MODSRC_TAG}
+
+# The newest upstream vsock test suite: tools/testing/vsock of Debian's linux-source-7.3 from
+# trixie-backports, fetched with a private apt configuration (the system's apt sources are never
+# touched; scripts/fetch-newest-kernel-src.sh). Whatever 7.3.x the suite has newest is taken:
+# only the newest stays in the archive, so no patch version is pinned; the exact version keys
+# the caches (source, headers, test programs) and is printed.
+NEWEST_SRC_PKG=${RVSOCK_NEWEST_SRC_PKG:-linux-source-7.3}
+NEWEST_SUITE=trixie-backports
+NEWEST_APT=$CACHE/apt/$NEWEST_SUITE
+# Bump when scripts/build-newest-vsock-tests.sh changes what it produces.
+NEWEST_TESTS_RECIPE=1
+# The Debian archive the system's apt sources use (the first non-security one), so the private
+# configuration fetches from the same mirror; RVSOCK_DEBIAN_MIRROR overrides it.
+debian_mirror() {
+    local m=${RVSOCK_DEBIAN_MIRROR:-}
+    [ -n "$m" ] || m=$(awk 'tolower($1) == "uris:" { u = $2 }
+        tolower($1) == "suites:" && u != "" && u !~ /security/ && u ~ /debian/ { print u; exit }' \
+        /etc/apt/sources.list.d/*.sources 2>/dev/null)
+    [ -n "$m" ] || m=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/ && $i ~ /debian/) { print $i; exit } }' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+# apt-get/apt-cache with the private configuration (its own sources list, state and cache).
+newest_apt() {
+    local tool=$1; shift
+    "$tool" -o Dir::Etc::sourcelist="$NEWEST_APT/sources.list" -o Dir::Etc::sourceparts="$NEWEST_APT/sources.list.d" \
+        -o Dir::Etc::preferencesparts="$NEWEST_APT/preferences.d" -o Dir::Etc::preferences="$NEWEST_APT/preferences" \
+        -o Dir::State="$NEWEST_APT/state" -o Dir::Cache="$NEWEST_APT/cache" -o APT::Sandbox::User=root "$@"
+}
+# The version fetched last (scripts/fetch-newest-kernel-src.sh records it), or nothing.
+newest_pkg_version() { cat "$NEWEST_APT/version" 2>/dev/null || true; }
+newest_src_dir() { echo "$CACHE/src/linux-$1"; }       # VERSION -> its unpacked source
+newest_hdr_dir() { echo "$CACHE/hdr/linux-$1"; }       # VERSION -> its headers_install
+# VERSION -> the test programs built from it (keyed by the recipe and the compiler).
+newest_tests_dir() {
+    echo "$CACHE/vsock-tests-newest/$1-$( { echo "$NEWEST_TESTS_RECIPE"; gcc --version | head -n 1; dpkg-query -W -f='${Version}' liburing-dev 2>/dev/null; } | sha256sum | cut -c1-8)"
+}

@@ -24,6 +24,10 @@ base() {
     cp "$TOP/tools/testing/vsock/vm/init" "$r/init"; chmod +x "$r/init"
     cp -r "$TOP/tools/testing/vsock/vm/lib.sh" "$TOP/tools/testing/vsock/vm/scenarios" "$r/rvsock/"
     cp "$KOUT"/vsock-tests/* "$r/usr/bin/"
+    # The newest upstream test programs (scripts/build-newest-vsock-tests.sh), beside the 6.12 ones.
+    if [ -d "$TOP/build/vsock-tests-newest$BUILD_TAG" ]; then
+        mkdir -p "$r/opt/vsock-7.3" && cp "$TOP/build/vsock-tests-newest$BUILD_TAG"/* "$r/opt/vsock-7.3/"
+    fi
     if [ -d "$TOP/build/tools$BUILD_TAG" ]; then cp "$TOP/build/tools$BUILD_TAG"/* "$r/usr/bin/" 2>/dev/null || true; fi
     echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"

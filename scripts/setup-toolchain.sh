@@ -5,7 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PKGS=(rustc-web rust-web-src libclang-dev clang lld llvm bc flex bison libelf-dev libssl-dev
-      cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file
+      cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file liburing-dev
       "$KERNEL_SRC_PKG")
 missing=()
 for p in "${PKGS[@]}"; do

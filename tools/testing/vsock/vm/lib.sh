@@ -55,6 +55,202 @@ report_vsock_test() {
         }'
 }
 
+# --- The newest upstream vsock_test (Linux 7.3), test by test -------------------------------
+# scripts/build-newest-vsock-tests.sh puts the 7.3 programs in /opt/vsock-7.3/ (the 6.12 ones
+# stay in /usr/bin). Each test runs on its own: a fresh server and client with --pick=ID, a
+# per-test timeout (VT7_TIMEOUT seconds, default 120), and one result per test:
+#   RVSOCK-TEST ok|fail|skip PREFIXvt7/ID-NAME
+# VT7_ONLY="ID ..." limits a run to some tests (debugging aid).
+VT7=${VT7:-/opt/vsock-7.3/vsock_test}
+VT7_TIMEOUT=${VT7_TIMEOUT:-120}
+# Tests that the in-tree 6.12 C stack fails for a feature it does not have (newer than 6.12:
+# not a bug of the stack's 6.12 code or of this harness). The C reference scenarios (c-*, every
+# stack in them C) report them as skip, with the reason in the log, when they fail; a pass is
+# reported as ok. rvsock scenarios never skip. One line per test: ID REASON.
+VT7_C_GAPS='
+32 SO_LINGER on close with unread data: 6.12 lingers until the peer closes (virtio_transport_wait_close waits for SOCK_DONE); 7.3 lingers only while unsent bytes remain (vsock_linger, upstream "vsock/virtio: Linger on unsent data", after 6.12), which this test expects
+'
+
+# vt7_c_gap ID: the reason test ID is a known gap of the 6.12 C stack, in C scenarios only.
+vt7_c_gap() {
+    case "$SCENARIO" in c-*) ;; *) return 1 ;; esac
+    [ "$MODS" = c ] || return 1
+    echo "$VT7_C_GAPS" | awk -v id="$1" 'NF && $1 "" == id "" { $1 = ""; sub(/^ /, ""); print; found = 1 } END { exit !found }'
+}
+
+# vt7_list FILE: "ID<TAB>NAME" per test (spaces of names turned into _), limited to VT7_ONLY.
+vt7_list() {
+    "$VT7" --list 2>/dev/null | awk -F'\t' -v only=" ${VT7_ONLY:-} " '/^[0-9]+\t/ {
+        if (only != "  " && index(only, " " $1 " ") == 0) next
+        gsub(/ /, "_", $2); print $1 "\t" $2 }' > "$1"
+    [ -s "$1" ]
+}
+
+# vt7_server ID CID PORT OUT: start a server for test ID alone in the background ($vt7_spid;
+# stdout in OUT, stderr in OUT.err) and wait until its control socket listens (it prints that
+# right after listen()).
+vt7_server() {
+    timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=server --control-port="$3" --peer-cid="$2" --pick="$1" > "$4" 2> "$4.err" < /dev/null &
+    vt7_spid=$!
+    vt7_poll 30 grep -q "Control socket listening" "$4"
+}
+
+# vt7_poll SECONDS CMD...: run CMD every 50 ms until it succeeds (0) or SECONDS pass (1). The
+# suite runs 41 short tests, each waiting for a server twice: a fine poll keeps that cheap.
+vt7_poll() {
+    vt7_n=$(($1 * 20)); shift
+    until "$@" 2>/dev/null; do
+        vt7_n=$((vt7_n - 1)); [ $vt7_n -gt 0 ] || return 1; sleep 0.05
+    done
+}
+
+# vt7_reap PID SECONDS: wait for a server (finely polled), killing it if it outlives SECONDS;
+# returns its exit status.
+vt7_reap() {
+    vt7_poll "$2" eval '! kill -0 '"$1" || { echo "vt7: killing server $1"; kill -9 "$1"; }
+    wait "$1" 2>/dev/null
+}
+
+# vt7_client ID CID HOST PORT OUT [WAIT]: run the client of test ID (stdout in OUT, stderr in
+# OUT.err: a test's messages on stderr would otherwise split its "ID - NAME...ok" line); returns
+# its exit status.
+# A control connection refused because the server does not listen yet is retried (not a test
+# failure) for up to WAIT seconds (default 30), as long as the client printed no test line.
+vt7_client() {
+    n=0
+    while :; do
+        timeout -s KILL "$VT7_TIMEOUT" "$VT7" --mode=client --control-host="$3" --control-port="$4" --peer-cid="$2" --pick="$1" > "$5" 2> "$5.err" < /dev/null
+        rc=$?
+        if [ $rc -ne 0 ] && grep -q "Control socket initialization failed" "$5.err" && ! grep -q "Control socket connected" "$5"; then
+            n=$((n + 1))
+            if [ $n -lt $((${6:-30} * 5)) ]; then sleep 0.2; continue; fi
+            echo "vt7: test $1: the control connection to $3:$4 was refused for ${6:-30}s"
+        fi
+        return $rc
+    done
+}
+
+# vt7_report PREFIX ID NAME CLIENT_RC CLIENT_OUT [SERVER_RC SERVER_OUT]: print the result of
+# one test (ok: its "ID - NAME...ok" line and exit status 0 on both sides) and, for a failure,
+# the last lines of both outputs (stdout, then stderr); a passing test's stderr lines (upstream
+# prints notes there, e.g. "Test skipped, SIOCINQ not supported.") are shown as notes.
+vt7_report() {
+    prefix=$1 id=$2 name=$3 crc=$4 cout=$5 src=${6:-?} sout=${7:-}
+    st=fail
+    if [ "$crc" = 0 ] && { [ "$src" = 0 ] || [ "$src" = "?" ]; } && tr -d '\r' < "$cout" | grep -q "^$id - .*\.\.\.ok$"; then
+        st=ok
+    elif tr -d '\r' < "$cout" | grep -q "^$id - .*\.\.\.skipped$"; then
+        st=skip
+    fi
+    if [ $st != ok ]; then
+        echo "vt7 test $prefix$id ($name) $st: client exit $crc, server exit $src$([ "$src" = "?" ] && echo " (on the peer machine)"); client output (last lines):"
+        vt7_tail "$cout" client
+        if [ -n "$sout" ]; then
+            echo "  server output (last lines):"
+            vt7_tail "$sout" server
+        fi
+        if [ $st = fail ] && reason=$(vt7_c_gap "$id"); then
+            echo "vt7 test $prefix$id: known gap of the in-tree 6.12 stack, reported as skip: $reason"
+            st=skip
+        fi
+    else
+        for f in "$cout" "$sout"; do
+            [ -s "$f.err" ] && tr -d '\r' < "$f.err" | tail -n 3 | sed "s|^|vt7 test $prefix$id note ($(basename "$f" | sed 's/.*\.//')): |"
+        done
+        if vt7_c_gap "$id" > /dev/null; then
+            echo "vt7 test $prefix$id passed although listed as a known gap of the 6.12 C stack (VT7_C_GAPS)"
+        fi
+    fi
+    result $st "${prefix}vt7/$id-$name"
+}
+
+# vt7_tail OUT LABEL: the last lines of a test program's stdout (OUT) and stderr (OUT.err).
+vt7_tail() {
+    tr -d '\r' < "$1" | grep -v '\.\.\.skipped$' | tail -n 8 | sed "s/^/  $2| /"
+    [ -s "$1.err" ] && tr -d '\r' < "$1.err" | tail -n 8 | sed "s/^/  $2 stderr| /"
+    return 0
+}
+
+vt7_banner() { echo "vt7: $(cat "$(dirname "$VT7")/VERSION" 2>/dev/null) vsock_test, $1, timeout ${VT7_TIMEOUT}s per test"; }
+
+# run_vsock_test_each PREFIX CID [PORT]: both sides in this VM (loopback): every test of the
+# newest vsock_test on its own, a fresh server for each.
+run_vsock_test_each() {
+    prefix=$1 cid=$2 port=${3:-1240}
+    mkdir -p /tmp/vt7
+    if [ ! -x "$VT7" ] || ! vt7_list /tmp/vt7/list; then result fail "${prefix}vt7/missing-$VT7"; return 1; fi
+    vt7_banner "test by test, peer CID $cid"
+    while IFS="$(printf '\t')" read -r id name; do
+        t0=$(date +%s)
+        if vt7_server "$id" "$cid" "$port" "/tmp/vt7/$id.server"; then
+            vt7_client "$id" "$cid" 127.0.0.1 "$port" "/tmp/vt7/$id.client"
+            crc=$?
+        else
+            echo "vt7: test $id: the server never listened"
+            crc=255; : > "/tmp/vt7/$id.client"; : > "/tmp/vt7/$id.client.err"
+        fi
+        vt7_reap "$vt7_spid" 30
+        src=$?
+        echo "vt7: test $id took $(( $(date +%s) - t0 ))s"
+        vt7_report "$prefix" "$id" "$name" "$crc" "/tmp/vt7/$id.client" "$src" "/tmp/vt7/$id.server"
+    done < /tmp/vt7/list
+}
+
+# Two machines (nested: L1 and its L2, control channel over TCP). The serving machine runs
+# vt7_serve_each, the other vt7_client_each, with the same PREFIX and test list; tests go
+# in lockstep, a fresh server per test.
+# vt7_serve_each PREFIX PEER_CID PORT: for every test, a server on control port PORT; once it
+# listens, "RVSOCK-VT7-LISTENING PREFIXID:" goes to the console (the client's machine may
+# watch this console's log), then the server is waited for. Results come from the client side.
+vt7_serve_each() {
+    prefix=$1 cid=$2 port=$3
+    mkdir -p /tmp/vt7s
+    vt7_list /tmp/vt7s/list || { echo "RVSOCK-VT7-NO-SUITE $prefix"; return 1; }
+    vt7_banner "serving $prefix, peer CID $cid, control port $port"
+    while IFS="$(printf '\t')" read -r id name; do
+        if vt7_server "$id" "$cid" "$port" "/tmp/vt7s/$id.server"; then
+            echo "RVSOCK-VT7-LISTENING $prefix$id:"
+        else
+            echo "RVSOCK-VT7-NOT-LISTENING $prefix$id:"
+        fi
+        vt7_reap "$vt7_spid" $((VT7_TIMEOUT + 10))
+        src=$?
+        if [ $src -ne 0 ]; then
+            echo "vt7 server $prefix$id ($name) exited $src; its last lines:"
+            vt7_tail "/tmp/vt7s/$id.server" server
+        fi
+    done < /tmp/vt7s/list
+}
+
+# vt7_client_each PREFIX PEER_CID HOST PORT [SERVER_LOG]: the client side. With SERVER_LOG
+# (the serving machine's console log, e.g. an L2's serial file), each client waits for that
+# test's LISTENING marker first: needed where a connect succeeds whether or not the server
+# listens (QEMU hostfwd accepts, then closes). Without it, refused connects are retried while
+# the peer's previous server may still be finishing.
+vt7_client_each() {
+    prefix=$1 cid=$2 host=$3 port=$4 slog=${5:-}
+    mkdir -p /tmp/vt7c
+    if [ ! -x "$VT7" ] || ! vt7_list /tmp/vt7c/list; then result fail "${prefix}vt7/missing-$VT7"; return 1; fi
+    vt7_banner "client of $prefix at $host:$port, peer CID $cid"
+    while IFS="$(printf '\t')" read -r id name; do
+        t0=$(date +%s)
+        out=/tmp/vt7c/$id.client
+        : > "$out"; : > "$out.err"
+        if [ -n "$slog" ] && ! wait_for "$slog" "RVSOCK-VT7-[A-Z-]*LISTENING $prefix$id:" $((VT7_TIMEOUT + 60)); then
+            echo "vt7: test $prefix$id: its server never started"
+            crc=255
+        elif [ -n "$slog" ] && grep -q "RVSOCK-VT7-NOT-LISTENING $prefix$id:" "$slog"; then
+            echo "vt7: test $prefix$id: its server never listened"
+            crc=255
+        else
+            vt7_client "$id" "$cid" "$host" "$port" "$out" $((VT7_TIMEOUT + 60))
+            crc=$?
+        fi
+        echo "vt7: test $prefix$id took $(( $(date +%s) - t0 ))s"
+        vt7_report "$prefix" "$id" "$name" "$crc" "$out"
+    done < /tmp/vt7c/list
+}
+
 # wait_for FILE PATTERN SECONDS
 wait_for() {
     i=0

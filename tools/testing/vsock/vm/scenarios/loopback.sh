@@ -7,3 +7,6 @@ sleep 1
 extra=$(arg rvsock_vtargs | tr , ' ')
 run_vsock_test "" /tmp/client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=1 $extra
 reap "$server" 20
+# The newest upstream vsock_test (Linux 7.3), each test on its own. rvsock_vt7_only=ID,ID on
+# the kernel command line (RVSOCK_KARGS) runs only those tests (debugging aid).
+VT7_ONLY=$(arg rvsock_vt7_only | tr , ' ') run_vsock_test_each "" 1

@@ -9,5 +9,8 @@ ref=""
 [ "$MODS" = c ] && ref=--reference
 scale=100
 case "$SCENARIO" in *-kasan) scale=35 ;; esac
-RVSOCK_REGRESS_SCALE=${RVSOCK_REGRESS_SCALE:-$scale} rvsock-tests regress $ref
+# Debugging aids (RVSOCK_KARGS): rvsock_regress_scale=PCT, rvsock_regress_only=SUBSTRING.
+[ -n "$(arg rvsock_regress_scale)" ] && scale=$(arg rvsock_regress_scale)
+only=$(arg rvsock_regress_only)
+RVSOCK_REGRESS_SCALE=$scale rvsock-tests regress $ref ${only:+--only "$only"}
 echo "rvsock-tests regress exited $?"
