@@ -276,8 +276,12 @@ unsafe extern "C" fn op_accept(sock: *mut ffi::socket, newsock: *mut ffi::socket
         Ok(child) => {
             let c = child.sk();
             let _g = c.lock();
-            // SAFETY: `newsock` is the fresh socket for the accepted connection.
-            unsafe { (*newsock).state = sock::ss::CONNECTED as _ };
+            // SAFETY: `newsock` is the fresh socket for the accepted connection. Like the
+            // sockets of op_create, it sends SOL_SOCKET SO_ZEROCOPY to our setsockopt.
+            unsafe {
+                (*newsock).state = sock::ss::CONNECTED as _;
+                (*newsock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT;
+            }
             c.graft(newsock);
             // The new `struct socket` owns this reference from now on.
             let _ = child.into_raw();
