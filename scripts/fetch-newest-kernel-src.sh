@@ -7,7 +7,7 @@
 # the archive cannot be reached, the version fetched last is used.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-mkdir -p "$NEWEST_APT"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial,debs}
+mkdir -p "$NEWEST_APT"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial,debs} "$CACHE/src"
 exec 9> "$NEWEST_APT/.lock"
 flock 9
 
@@ -18,7 +18,7 @@ mv -f "$NEWEST_APT/sources.list.new" "$NEWEST_APT/sources.list"
 
 if [ -n "${RVSOCK_NEWEST_REFRESH:-}" ] || [ -z "$(find "$NEWEST_APT/.updated" -mmin -1440 2>/dev/null)" ]; then
     log "apt ($NEWEST_SUITE, private configuration): updating the package index from $mirror"
-    if newest_apt apt-get update -qq >&2; then
+    if newest_apt apt-get update -qq --error-on=any >&2; then
         touch "$NEWEST_APT/.updated"
     else
         log "apt update of $NEWEST_SUITE failed"
