@@ -93,6 +93,11 @@ run_scenario() {
     # the skbuff caches) and the cache names in KASAN reports are exact.
     local kargs=""
     if [ "$flavour" = kasan ] || [ "$script" = soak ] || [ "$script" = regress ]; then kargs="slab_nomerge"; fi
+    # A sanitizer L2 under TCG (emulated inside the emulated L1) does not even reach its init
+    # in 8 minutes: on the sanitizer kernel a stalled KVM L2 is tried again under KVM (2 more
+    # times) instead of falling back to TCG, and a scenario whose L2 never came up is run
+    # once more in a fresh L1 VM (below).
+    if [ "$topo" = nested ] && [ "$flavour" = kasan ]; then kargs+=" L2_FALLBACK=no L2_KVM_RETRIES=2"; fi
     local extra=() helpers=() hostlog=$LOGS/$name.host.log
     : > "$hostlog"
     if [ "$topo" = vhostuser ]; then
@@ -110,13 +115,20 @@ run_scenario() {
                -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)
     fi
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"
-    local t0=$SECONDS
-    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
-        -nodefaults -no-user-config -display none -nic none -no-reboot \
-        "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-        -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS} ${RVSOCK_KARGS:-}" \
-        > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
-    local rc=$?
+    local t0=$SECONDS rc try
+    for try in 1 2; do
+        timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
+            -nodefaults -no-user-config -display none -nic none -no-reboot \
+            "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+            -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS} ${RVSOCK_KARGS:-}" \
+            > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
+        rc=$?
+        # An L2 that never booted (the KVM-on-emulated-SVM stall, issue 19) is the test
+        # machine's failure, not a result: one more run in a fresh L1 VM, said in the output.
+        [ "$topo" = nested ] && [ $try = 1 ] && grep -aq 'never-booted\|RVSOCK-TEST fail l2-never-ready' "$log" || break
+        mv -f "$log" "$log.stalled"
+        echo "  (the L2 guest never booted in the first L1 VM: running $name again in a fresh one; first log: $log.stalled)"
+    done
     [ "$topo" = vhostuser ] && sleep 2   # let the host side report
     for h in "${helpers[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
     cat "$hostlog" >> "$log"
