@@ -39,6 +39,8 @@ ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest ne
 ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
 # One test per reviewed kernel defect (rvsock-tests regress), in-tree reference first.
 ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
+# The newest (7.3) vsock_test test by test over the nested topology, both directions.
+ALL+=" nested-rvsock-host-rvsock-guest-vt7"
 # Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer
 # runs": timings, and why the other C references run only when named).
 ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest-kasan vhost-hostile-guest-kasan"
