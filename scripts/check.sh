@@ -24,8 +24,8 @@ declare -A SCEN=(
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61 nested-l1"
     [vhost-hostile-guest]="single rvsock - 22 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
-    [rvsock-regress]="single rvsock - 15 regress"
-    [c-regress]="single c - 15 regress"
+    [rvsock-regress]="single rvsock - 16 regress"
+    [c-regress]="single c - 16 regress"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"

@@ -610,6 +610,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("loopback-source-cid", Box::new(|c: &Ctx| t_loopback_source_cid(c, 21011))),
         ("rcvlowat-above-buffer", Box::new(|_: &Ctx| t_rcvlowat(21012))),
         ("seqpacket-not-negotiated", Box::new(move |c: &Ctx| regress_guest::t_seqpacket_not_negotiated(c, cid + 3))),
+        ("empty-message-flood", Box::new(move |c: &Ctx| regress_guest::t_empty_message_flood(c, cid + 4))),
     ];
     let t0 = Instant::now();
     for (name, f) in tests {

@@ -8,12 +8,12 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::regress::{listen_on, spin_for, Ctx, Rng};
+use crate::regress::{listen_on, mib, slab_bytes, spin_for, Ctx, Rng, MIB};
 use crate::report::{OrFail, Outcome, TestResult};
 use crate::sys::{self, AF_VSOCK, VMADDR_CID_ANY};
 use crate::vhost_hostile::{
     host_connect_to, Guest, F_VERSION_1, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
-    TYPE_SEQPACKET,
+    SEQ_EOM, TYPE_SEQPACKET,
 };
 
 const CAP_NET_BIND_SERVICE: u32 = 10;
@@ -338,4 +338,74 @@ pub(crate) fn t_seqpacket_not_negotiated(_cx: &Ctx, cid: u32) -> TestResult {
     rst.ty = TYPE_SEQPACKET;
     let _ = g.send(&rst, &[]);
     res
+}
+
+/// A hostile guest floods a host SEQPACKET connection whose reader never reads with empty
+/// messages (RW, len 0, EOM): credit does not limit them (they carry no payload), so only a
+/// per-packet charge bounds the memory they pin. Kernel memory may grow by at most
+/// 2 x the receive buffer + 4 MiB; the host may reset the connection (RST) once its budget
+/// is spent (in-tree does, after about 340), and must still answer.
+pub(crate) fn t_empty_message_flood(cx: &Ctx, cid: u32) -> TestResult {
+    let mut g = Guest::new(cid, 4096)?;
+    let (hport, gport) = (9500, 9501);
+    let l = listen_on(libc::SOCK_SEQPACKET, hport, 4)?;
+    let mut req = g.hdr(OP_REQUEST, gport, hport);
+    req.ty = TYPE_SEQPACKET;
+    g.send(&req, &[])?;
+    let r = g
+        .recv_where(Duration::from_secs(5), |x| x.dst_port == gport && x.op != OP_CREDIT_UPDATE)?
+        .ok_or("no answer to the SEQPACKET REQUEST")?;
+    if r.h.op != OP_RESPONSE {
+        return Err(format!("SEQPACKET REQUEST answered with op {}", r.h.op));
+    }
+    if sys::poll_one(&l, libc::POLLIN, Duration::from_secs(5)).or_fail("poll")? & libc::POLLIN == 0 {
+        return Err("the listener has no child to accept".into());
+    }
+    let s = sys::accept(&l, false).or_fail("accept")?;
+    let buf = crate::regress_mem::buffer_size(&s)?;
+    let bound = 2 * buf + 4 * MIB;
+    let base = slab_bytes()?;
+    let mut empty = g.hdr(OP_RW, gport, hport);
+    empty.ty = TYPE_SEQPACKET;
+    empty.flags = SEQ_EOM;
+    let batch = vec![empty; 32];
+    let (max, limit) = (cx.n(200_000).max(20_000), cx.secs(60));
+    let t0 = Instant::now();
+    let (mut sent, mut peak, mut reset) = (0usize, 0u64, false);
+    while sent < max && t0.elapsed() < limit {
+        g.send_batch(&batch)?;
+        sent += batch.len();
+        if sent % 1024 == 0 {
+            peak = peak.max(slab_bytes()?.saturating_sub(base));
+            if peak > 24 * MIB {
+                break;
+            }
+            if g.recv_where(Duration::ZERO, |x| x.dst_port == gport && x.op == OP_RST)?.is_some() {
+                reset = true;
+                break;
+            }
+        }
+    }
+    if !reset {
+        reset = g.recv_where(Duration::from_millis(300), |x| x.dst_port == gport && x.op == OP_RST)?.is_some();
+    }
+    peak = peak.max(slab_bytes()?.saturating_sub(base));
+    cx.out.info(format!(
+        "empty-message-flood: {sent} empty messages from the guest, kernel memory +{} (bound {}), {}",
+        mib(peak),
+        mib(bound),
+        if reset { "the host reset the connection" } else { "no reset" }
+    ));
+    let mut rst = g.hdr(OP_RST, gport, hport);
+    rst.ty = TYPE_SEQPACKET;
+    let _ = g.send(&rst, &[]);
+    drop(s);
+    if peak > bound {
+        return Err(format!(
+            "{sent} empty SEQPACKET messages from a guest pinned {} of kernel memory (bound {})",
+            mib(peak),
+            mib(bound)
+        ));
+    }
+    Ok(Outcome::Pass)
 }
