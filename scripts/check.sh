@@ -79,10 +79,17 @@ run_scenario() {
     [ "$topo" = single ] && moddirs="af_vsock vsock_loopback"
     [ "$script" = vhost-hostile ] && moddirs="af_vsock vhost_vsock"
     [ "$script" = regress ] && moddirs="af_vsock vsock_loopback vhost_vsock"
-    if ! prepare "$flavour" "$needmods" "$moddirs" > "$LOGS/$name.build.log" 2>&1; then
+    # Progress: the build steps' own lines ("[rvsock HH:MM:SS] ...": apt, cargo tools, kernel
+    # unpack/configure/build, modules) reach the terminal as they happen (a fresh machine spends
+    # its first half hour here); everything goes to the build log.
+    local tp=$SECONDS
+    log "scenario $name: preparing (toolchain, kernel $flavour, test programs, modules; log $LOGS/$name.build.log)"
+    prepare "$flavour" "$needmods" "$moddirs" 2>&1 | tee "$LOGS/$name.build.log" | grep --line-buffered '^\[rvsock' >&2
+    if [ "${PIPESTATUS[0]}" -ne 0 ]; then
         echo "scenario $name: build failed, see $LOGS/$name.build.log"; tail -n 20 "$LOGS/$name.build.log"
         summary "$name" 0 1 0; return
     fi
+    [ $((SECONDS - tp)) -gt 5 ] && log "scenario $name: prepared in $((SECONDS - tp))s"
     local kdir; kdir=$(kernel_dir "$flavour")
     local img tmo mem
     case "$topo" in
@@ -255,6 +262,8 @@ run_cargo_tests() {
 }
 
 if [ $# -eq 0 ]; then set -- $ALL cargo-test; fi
+log "make check: $# scenarios ($*); a fresh machine first installs the toolchain and builds the kernels (~30 min)"
+T_ALL=$SECONDS
 # C reference scenarios first: an rvsock scenario's report check looks at its reference's log.
 ORDER=()
 for s in "$@"; do case "$s" in c-*) ORDER+=("$s") ;; esac; done
@@ -263,5 +272,6 @@ for s in "${ORDER[@]}"; do
     if [ "$s" = cargo-test ]; then run_cargo_tests; else run_scenario "$s"; fi
     RAN+="$s "
 done
+log "make check: done in $(( (SECONDS - T_ALL) / 60 )) min $(( (SECONDS - T_ALL) % 60 )) s"
 echo "$TOTAL_P passed, $TOTAL_F failed"
 [ "$TOTAL_F" -eq 0 ]
