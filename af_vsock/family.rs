@@ -5,7 +5,7 @@
 
 use crate::ffi;
 use crate::net::{self, Msg, Sk, SkRef};
-use crate::sock::{self, VSock, VState};
+use crate::sock::{self, Inherit, VSock};
 use core::cell::UnsafeCell;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
@@ -150,10 +150,9 @@ unsafe extern "C" fn sk_destruct(sk: *mut ffi::sock) {
 
 /// Allocates and initialises a socket (`sock`: the `struct socket` for socket(2), null for a
 /// child created by the receive path).
-fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int, parent: Option<&VState>, atomic: bool) -> Result<SkRef> {
-    let gfp = if atomic { kernel::bindings::GFP_ATOMIC } else { kernel::bindings::GFP_KERNEL };
+fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int, parent: Option<&Inherit>) -> Result<SkRef> {
     // SAFETY: PROTO is registered; `net_` is a live namespace (from the caller's socket).
-    let p = unsafe { ffi::sk_alloc(net_, ffi::PF_VSOCK as c_int, gfp, PROTO.get(), kern) };
+    let p = unsafe { ffi::sk_alloc(net_, ffi::PF_VSOCK as c_int, kernel::bindings::GFP_KERNEL, PROTO.get(), kern) };
     if p.is_null() {
         return Err(ENOMEM);
     }
@@ -175,11 +174,12 @@ fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int,
     Ok(sk)
 }
 
-/// Creates a child for a listener (receive path).
-pub(crate) fn new_child(lsk: Sk, ls: &VState) -> Result<SkRef> {
+/// Creates a child for a listener (receive path: process context, no spinlock held, so the
+/// allocation may sleep, as in-tree; an atomic one failed under memory pressure).
+pub(crate) fn new_child(lsk: Sk, parent: &Inherit) -> Result<SkRef> {
     // SAFETY: the listener is live; reading its namespace pointer.
     let net_ = unsafe { ffi::rvsock_sock_net(lsk.as_ptr()) };
-    alloc_sock(net_, core::ptr::null_mut(), lsk.ty(), 0, Some(ls), true)
+    alloc_sock(net_, core::ptr::null_mut(), lsk.ty(), 0, Some(parent))
 }
 
 unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, protocol: c_int, kern: c_int) -> c_int {
@@ -204,7 +204,7 @@ unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, prot
         // SO_ZEROCOPY at SOL_SOCKET level comes to our setsockopt.
         (*sock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT;
     }
-    match alloc_sock(net_, sock, ty as u16, kern, None, false) {
+    match alloc_sock(net_, sock, ty as u16, kern, None) {
         Ok(sk) => {
             // The socket owns this reference now; released in op_release.
             let _ = sk.into_raw();

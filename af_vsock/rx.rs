@@ -190,10 +190,8 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         reset_no_sock(t, h);
         return;
     }
-    let child = {
-        let ls = vsk(lsk).st.lock();
-        family::new_child(lsk, &ls)
-    };
+    let inherit = vsk(lsk).st.lock().inherit();
+    let child = family::new_child(lsk, &inherit);
     let Ok(child) = child else {
         reset_no_sock(t, h);
         return;

@@ -131,6 +131,27 @@ pub(crate) struct VState {
     pub(crate) connect_armed: bool,
 }
 
+/// What a child socket inherits from its listener (read under the listener's state lock,
+/// so that the child can be allocated after it is dropped, with GFP_KERNEL).
+pub(crate) struct Inherit {
+    buffer_size: u64,
+    buffer_min: u64,
+    buffer_max: u64,
+    connect_timeout: i64,
+}
+
+impl VState {
+    /// The settings a child of this listener inherits.
+    pub(crate) fn inherit(&self) -> Inherit {
+        Inherit {
+            buffer_size: self.buffer_size,
+            buffer_min: self.buffer_min,
+            buffer_max: self.buffer_max,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
 /// Our socket: `struct sock` first, so a `struct sock *` of our proto is a `VSock *`.
 ///
 /// # Invariants
@@ -158,12 +179,12 @@ pub(crate) fn sock_type(sk: Sk) -> SockType {
 }
 
 impl VSock {
-    /// Initialises the Rust part of a freshly allocated socket (`parent`: listener whose
-    /// settings a child inherits).
+    /// Initialises the Rust part of a freshly allocated socket (`parent`: the settings of the
+    /// listener a child inherits).
     ///
     /// # Safety
     /// `sk` was just returned by `sk_alloc` for our proto and is not yet visible to others.
-    pub(crate) unsafe fn init(sk: Sk, parent: Option<&VState>) -> Result {
+    pub(crate) unsafe fn init(sk: Sk, parent: Option<&Inherit>) -> Result {
         let p = sk.as_ptr() as *mut VSock;
         let (bs, bmin, bmax, cto) = match parent {
             Some(ps) => (ps.buffer_size, ps.buffer_min, ps.buffer_max, ps.connect_timeout),
