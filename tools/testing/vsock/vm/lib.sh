@@ -410,7 +410,7 @@ boot_l2() {
         if wait_log "$1" "Linux version" "$first"; then
             t1=$(($(up) - t0))
             # The kernel runs: init (RVSOCK-BEGIN), then readiness, get their full budget.
-            if wait_log "$1" RVSOCK-BEGIN $((120 * s)); then
+            if wait_log "$1" RVSOCK-BEGIN $((${L2_BEGIN_SECS:-120} * s)); then
                 t2=$(($(up) - t0))
                 if wait_log "$1" RVSOCK-L2-READY $((300 * s)); then
                     echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt first-line=${t1}s init=${t2}s ready=$(($(up) - t0))s"
@@ -420,7 +420,7 @@ boot_l2() {
                 echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt first-line=${t1}s init=${t2}s never-ready"
                 return 1
             fi
-            what="kernel started after ${t1}s, no RVSOCK-BEGIN within $((120 * s))s"
+            what="kernel started after ${t1}s, no RVSOCK-BEGIN within $((${L2_BEGIN_SECS:-120} * s))s"
         else
             what="no kernel output within ${first}s"
         fi
