@@ -135,7 +135,8 @@ l2_accel() {
     # never set up a guest's kvmclock (kvm_guest_time_update() finds no TSC frequency and asks
     # for the update again, forever): the vCPU thread spins in KVM_RUN and the guest never
     # runs one instruction. scripts/check.sh passes tsc_early_khz to nested L1s to prevent it.
-    if [ "$L2_ACCEL" = kvm ] && dmesg | grep -q "could not calculate TSC khz"; then
+    # (Not with L2_FALLBACK=no: the benchmark rather stalls and gets a fresh L1.)
+    if [ "$L2_ACCEL" = kvm ] && [ "${L2_FALLBACK:-tcg}" = tcg ] && dmesg | grep -q "could not calculate TSC khz"; then
         L2_ACCEL=tcg L2_ACCEL_WHY="L1 TSC uncalibrated, KVM cannot run guests"
     fi
     export L2_ACCEL L2_ACCEL_WHY
@@ -198,9 +199,10 @@ l2_stall_diag() {
 # boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
 # and wait until its script prints RVSOCK-L2-READY. An L2 under KVM on QEMU's emulated SVM
 # sometimes stalls before its kernel prints anything (issue 19; the vCPU thread spins in
-# KVM_RUN; the known cause is an uncalibrated L1 TSC, see l2_accel). A KVM L2 prints its first kernel line after 3-4 s (TCG: 14-28 s): none within
-# L2_STALL_SECS (30) is a stall, and so is no RVSOCK-BEGIN (init started) within 120 s
-# (x l2_scale). The stalled QEMU is killed and, after L2_KVM_RETRIES (0) more KVM stalls,
+# KVM_RUN; the cause found: an uncalibrated L1 TSC, see l2_accel). A KVM L2 prints its first
+# kernel line after 3-4 s (TCG: 14-28 s): none within L2_STALL_SECS (30) is a stall, and so
+# is no RVSOCK-BEGIN (init started) within 120 s (x l2_scale). The stalled QEMU is killed
+# and, after L2_KVM_RETRIES (0: a stall has always repeated in the same L1) more KVM stalls,
 # the guest boots again with -accel tcg -cpu max; L2_ACCEL=tcg stays exported, so every later
 # L2 of the scenario runs under TCG too. A TCG L2 gets L2_TCG_STALL_SECS (120) for its first
 # line. L2_FALLBACK=no keeps KVM (the benchmark: the C/rvsock ratios need both stacks' guests
