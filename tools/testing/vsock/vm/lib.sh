@@ -316,8 +316,8 @@ wait_tcp_listen() {
 
 # l2_accel: choose the accelerator of this L1's L2 guests once per scenario ($L2_ACCEL, kvm or
 # tcg; $L2_ACCEL_WHY says why it is not kvm). kvm (L1's kvm_amd on QEMU's emulated SVM) unless
-# the L1 kernel command line has rvsock_l2_accel=tcg or L1 has no /dev/kvm; boot_l2 switches
-# to tcg for good when a KVM L2 stalls.
+# the L1 kernel command line has rvsock_l2_accel=tcg, L1 has no /dev/kvm, or L1's TSC
+# frequency is unknown (below); boot_l2 switches to tcg for good when a KVM L2 stalls.
 l2_accel() {
     [ -n "${L2_ACCEL:-}" ] && return 0
     L2_ACCEL=$(arg rvsock_l2_accel) L2_ACCEL_WHY=
@@ -327,6 +327,15 @@ l2_accel() {
         *) echo "rvsock_l2_accel=$L2_ACCEL unknown (kvm or tcg), using kvm"; L2_ACCEL=kvm ;;
     esac
     if [ "$L2_ACCEL" = kvm ] && ! [ -c /dev/kvm ]; then L2_ACCEL=tcg L2_ACCEL_WHY="no /dev/kvm in L1"; fi
+    # The cause of the KVM stall (issue 19): when this (TCG) L1 failed to calibrate its TSC at
+    # boot (tsc_khz 0: "Marking TSC unstable due to could not calculate TSC khz"), KVM can
+    # never set up a guest's kvmclock (kvm_guest_time_update() finds no TSC frequency and asks
+    # for the update again, forever): the vCPU thread spins in KVM_RUN and the guest never
+    # runs one instruction. scripts/check.sh passes tsc_early_khz to nested L1s to prevent it.
+    # (Not with L2_FALLBACK=no: the benchmark rather stalls and gets a fresh L1.)
+    if [ "$L2_ACCEL" = kvm ] && [ "${L2_FALLBACK:-tcg}" = tcg ] && dmesg | grep -q "could not calculate TSC khz"; then
+        L2_ACCEL=tcg L2_ACCEL_WHY="L1 TSC uncalibrated, KVM cannot run guests"
+    fi
     export L2_ACCEL L2_ACCEL_WHY
 }
 
@@ -387,9 +396,10 @@ l2_stall_diag() {
 # boot_l2 LOG CID MEM SCRIPT EXTRA... : start an L2 guest in the background ($qemu: its pid)
 # and wait until its script prints RVSOCK-L2-READY. An L2 under KVM on QEMU's emulated SVM
 # sometimes stalls before its kernel prints anything (issue 19; the vCPU thread spins in
-# KVM_RUN). A KVM L2 prints its first kernel line after 3-4 s (TCG: 14-28 s): none within
-# L2_STALL_SECS (30) is a stall, and so is no RVSOCK-BEGIN (init started) within 120 s
-# (x l2_scale). The stalled QEMU is killed and, after L2_KVM_RETRIES (0) more KVM stalls,
+# KVM_RUN; the cause found: an uncalibrated L1 TSC, see l2_accel). A KVM L2 prints its first
+# kernel line after 3-4 s (TCG: 14-28 s): none within L2_STALL_SECS (30) is a stall, and so
+# is no RVSOCK-BEGIN (init started) within 120 s (x l2_scale). The stalled QEMU is killed
+# and, after L2_KVM_RETRIES (0: a stall has always repeated in the same L1) more KVM stalls,
 # the guest boots again with -accel tcg -cpu max; L2_ACCEL=tcg stays exported, so every later
 # L2 of the scenario runs under TCG too. A TCG L2 gets L2_TCG_STALL_SECS (120) for its first
 # line. L2_FALLBACK=no keeps KVM (the benchmark: the C/rvsock ratios need both stacks' guests
