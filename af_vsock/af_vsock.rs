@@ -29,7 +29,6 @@ mod zerocopy;
 module! {
     type: RvsockCore,
     name: "rvsock",
-    author: "rvsock developers",
     description: "AF_VSOCK core (Rust)",
     license: "GPL",
     alias: ["net-pf-40", "vsock"],

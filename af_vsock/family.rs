@@ -202,7 +202,7 @@ unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, prot
         (*sock).state = sock::ss::UNCONNECTED as _;
         (*sock).ops = OPS.get();
         // SO_ZEROCOPY at SOL_SOCKET level comes to our setsockopt.
-        (*sock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT;
+        (*sock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT;
     }
     match alloc_sock(net_, sock, ty as u16, kern, None) {
         Ok(sk) => {
@@ -245,7 +245,7 @@ unsafe extern "C" fn op_release(sock: *mut ffi::socket) -> c_int {
     0
 }
 
-unsafe extern "C" fn op_bind(sock: *mut ffi::socket, addr: *mut ffi::sockaddr, len: c_int) -> c_int {
+unsafe extern "C" fn op_bind(sock: *mut ffi::socket, addr: *mut ffi::sockaddr_arg, len: c_int) -> c_int {
     // SAFETY: our live socket.
     let Some(sk) = (unsafe { sk_of(sock) }) else { return -(ffi::EINVAL as c_int) };
     if addr.is_null() || len < 0 {
@@ -256,7 +256,7 @@ unsafe extern "C" fn op_bind(sock: *mut ffi::socket, addr: *mut ffi::sockaddr, l
     ret(sock::bind(sk, raw))
 }
 
-unsafe extern "C" fn op_connect(sock: *mut ffi::socket, addr: *mut ffi::sockaddr, len: c_int, flags: c_int) -> c_int {
+unsafe extern "C" fn op_connect(sock: *mut ffi::socket, addr: *mut ffi::sockaddr_arg, len: c_int, flags: c_int) -> c_int {
     // SAFETY: our live socket.
     let Some(sk) = (unsafe { sk_of(sock) }) else { return -(ffi::EINVAL as c_int) };
     if addr.is_null() || len < 0 {
@@ -280,7 +280,7 @@ unsafe extern "C" fn op_accept(sock: *mut ffi::socket, newsock: *mut ffi::socket
             // sockets of op_create, it sends SOL_SOCKET SO_ZEROCOPY to our setsockopt.
             unsafe {
                 (*newsock).state = sock::ss::CONNECTED as _;
-                (*newsock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT;
+                (*newsock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT;
             }
             c.graft(newsock);
             // The new `struct socket` owns this reference from now on.

@@ -218,7 +218,7 @@ impl VSock {
         // SAFETY: `p` is our freshly allocated, exclusively owned socket; the fields are
         // uninitialised (zeroed) memory that we initialise in place exactly once.
         unsafe {
-            init.__pinned_init(core::ptr::addr_of_mut!((*p).st)).map_err(|_| ENOMEM)?;
+            ffi::pin_init_at(init, core::ptr::addr_of_mut!((*p).st)).map_err(|_| ENOMEM)?;
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
         }

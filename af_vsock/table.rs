@@ -239,20 +239,14 @@ pub(crate) fn global() -> &'static SpinLock<Global> {
     unsafe { &*p }
 }
 
-/// Removes element `i` by moving the last one into its place (the kernel's `KVec` in 6.12 has
-/// no removal methods).
+/// Removes element `i` by moving the last one into its place.
 pub(crate) fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
     let len = v.len();
     if i >= len {
         return None;
     }
     v.as_mut_slice().swap(i, len - 1);
-    // SAFETY: element `len - 1` is initialised; shrinking the length first hands its
-    // ownership to the `read`, so it is neither dropped twice nor leaked.
-    unsafe {
-        v.set_len(len - 1);
-        Some(core::ptr::read(v.as_ptr().add(len - 1)))
-    }
+    crate::ffi::vec_pop(v)
 }
 
 /// Removes and returns the first element, keeping the order of the rest (FIFO use).

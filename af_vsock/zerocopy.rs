@@ -99,7 +99,7 @@ impl ZcSend {
     /// `pages_ok`: the transport takes page payloads (else the data is copied).
     pub(crate) fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32, pages_ok: bool) -> Result<ZcSend> {
         // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
-        let uarg = unsafe { ffi::msg_zerocopy_realloc(sk.as_ptr(), len, core::ptr::null_mut()) };
+        let uarg = unsafe { ffi::msg_zerocopy_realloc3(sk.as_ptr(), len, core::ptr::null_mut()) };
         if uarg.is_null() {
             return Err(ENOMEM);
         }

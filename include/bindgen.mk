@@ -47,3 +47,10 @@ $(obj)/bindings_generated.rs: $(RVSOCK_INC)/rvsock_helper.h $(RVSOCK_INC)/rvsock
 	$(call if_changed,rvsock_bindgen)
 targets += bindings_generated.rs
 export RVSOCK_BINDINGS := $(abspath $(obj))/bindings_generated.rs
+
+# The kernel line, for include/compat.rs (the only Rust code that knows kernel versions):
+# --cfg rvsock_kernel_7 on Linux 7.x and later.
+rustflags-y += --check-cfg 'cfg(rvsock_kernel_7)' --check-cfg 'cfg(test)' --check-cfg 'cfg(MODULE)'
+ifeq ($(shell [ "$(VERSION)" -ge 7 ] 2>/dev/null && echo y),y)
+rustflags-y += --cfg rvsock_kernel_7
+endif

@@ -20,3 +20,6 @@ type __kernel_ptrdiff_t = isize;
 
 // Each module's Kbuild exports RVSOCK_BINDINGS: the bindgen output in its object folder.
 include!(env!("RVSOCK_BINDINGS"));
+
+// The kernel-version compatibility layer (the only code that knows kernel lines).
+include!("compat.rs");

@@ -60,6 +60,11 @@ void rvsock_mutex_lock(struct mutex *m) { mutex_lock(m); }
 void rvsock_eventfd_signal(struct eventfd_ctx *ctx) { eventfd_signal(ctx); }
 void *rvsock_kvzalloc(size_t size, gfp_t gfp) { return kvzalloc(size, gfp); }
 struct task_struct *rvsock_current(void) { return current; }
+#ifdef RVSOCK_SHIM_VHOST
+#include "vhost.h"
+/* acked_features is a union member (with acked_features_array) since 7.x: C names it alike. */
+void rvsock_vq_set_acked_features(struct vhost_virtqueue *vq, u64 features) { vq->acked_features = features; }
+#endif
 /* virtio_transport */
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -69,5 +74,7 @@ bool rvsock_virtio_has_feature(const struct virtio_device *vdev, unsigned int fb
 void rvsock_virtio_device_ready(struct virtio_device *vdev) { virtio_device_ready(vdev); }
 u64 rvsock_virtio_cread64(struct virtio_device *vdev, unsigned int offset) { return virtio_cread64(vdev, offset); }
 bool rvsock_virtio_queue_work(struct workqueue_struct *wq, struct work_struct *w) { return queue_work(wq, w); }
+/* A macro (allocation profiling hooks) since 6.13, a function before: C calls it alike. */
+struct workqueue_struct *rvsock_alloc_workqueue(const char *name, unsigned int flags, int max_active) { return alloc_workqueue("%s", flags, max_active, name); }
 void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len) { sg_set_buf(sg, buf, len); }
 void rvsock_virtio_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len, unsigned int offset) { sg_set_page(sg, page, len, offset); }

@@ -64,6 +64,8 @@ void rvsock_mutex_lock(struct mutex *m);
 void rvsock_eventfd_signal(struct eventfd_ctx *ctx);
 void *rvsock_kvzalloc(size_t size, gfp_t gfp);
 struct task_struct *rvsock_current(void);
+struct vhost_virtqueue;
+void rvsock_vq_set_acked_features(struct vhost_virtqueue *vq, u64 features);
 #endif
 /* virtio_transport */
 #ifndef RVSOCK_SHIM_VIRTIO_H
@@ -79,6 +81,7 @@ bool rvsock_virtio_has_feature(const struct virtio_device *vdev, unsigned int fb
 void rvsock_virtio_device_ready(struct virtio_device *vdev);
 u64 rvsock_virtio_cread64(struct virtio_device *vdev, unsigned int offset);
 bool rvsock_virtio_queue_work(struct workqueue_struct *wq, struct work_struct *w);
+struct workqueue_struct *rvsock_alloc_workqueue(const char *name, unsigned int flags, int max_active);
 struct scatterlist;
 struct page;
 void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len);

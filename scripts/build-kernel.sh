@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build a kernel flavour (default: release) from Debian's linux-source-6.12 into the cache.
+# Build a kernel flavour (default: release) of the kernel line $KERNEL (scripts/lib.sh) into the cache.
 # Usage: scripts/build-kernel.sh [release|kasan]. Idempotent: an up-to-date build returns at once.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -27,14 +27,17 @@ fi
 mkdir -p "$OUT"
 log "configuring $FLAVOUR kernel in $OUT"
 make -s -C "$SRC" O="$OUT" $FLAGS tinyconfig
-"$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "$TOP/kernel/$FLAVOUR.config" >/dev/null
+"$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" $(kernel_fragments "$FLAVOUR") >/dev/null
 make -s -C "$SRC" O="$OUT" $FLAGS RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" olddefconfig
 # Every line of the fragment must have survived olddefconfig (a dropped option is a silent bug).
+# A line fragment names the options its kernel line no longer has ("# absent CONFIG_X").
+absent=$(cat $(kernel_fragments "$FLAVOUR") | sed -n 's/^# absent \(CONFIG_[A-Z0-9_]*\).*/\1/p')
 bad=0
 while IFS= read -r line; do
+    grep -qxF "${line%%=*}" <<< "$absent" && continue
     case "$line" in CONFIG_*=n) opt=${line%%=*}; grep -q "^$opt=y\|^$opt=m" "$OUT/.config" && { echo "  $opt not off"; bad=1; } ;;
                     CONFIG_*) grep -qx "$line" "$OUT/.config" || { echo "  $line dropped"; bad=1; } ;; esac
-done < "$TOP/kernel/$FLAVOUR.config"
+done < <(cat $(kernel_fragments "$FLAVOUR"))
 [ $bad = 0 ] || die "config fragment not applied (see above)"
 log "building $FLAVOUR kernel from $KERNEL_SRC_PKG $KERNEL_PKG_VERSION (-j$JOBS, LIBCLANG_PATH=$LIBCLANG_PATH $FLAGS)"
 make -s -C "$SRC" O="$OUT" $FLAGS -j"$JOBS" RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" bzImage modules

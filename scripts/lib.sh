@@ -10,39 +10,67 @@ export PATH="$TOOLS/bin:$PATH"
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 log() { echo "[rvsock $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "[rvsock] error: $*" >&2; exit 1; }
-# The kernel source is Debian's linux-source-6.12, whichever patch release the archive has
-# newest (setup-toolchain.sh installs the candidate; patch releases replace each other in the
-# archive, so no version is pinned). The exact version keys the caches and is printed.
-KERNEL_SRC_PKG=linux-source-6.12
-kernel_pkg_version() { dpkg-query -W -f='${Version}' "$KERNEL_SRC_PKG" 2>/dev/null || true; }
+# KERNEL selects the kernel line every script builds for and boots: 6.12 (the LTS line,
+# default) or 7.3 (the newest stable line). Both come from Debian's linux-source packages,
+# whichever patch release the archive has newest (patch releases replace each other in the
+# archive, so no version is pinned); the exact version keys the caches and is printed.
+#   6.12: linux-source-6.12 of the system's own suite (bookworm), installed by
+#         setup-toolchain.sh; GCC release kernel, clang 14 sanitizer kernel, bindgen on
+#         libclang 14.
+#   7.3:  linux-source-7.3 of trixie-backports, fetched with a private apt configuration
+#         (scripts/fetch-newest-kernel-src.sh, never the system's sources); GCC release
+#         kernel, clang 19 sanitizer kernel, bindgen on libclang 19 (7.3 needs >= 17).
+KERNEL=${KERNEL:-6.12}
+case "$KERNEL" in
+    6.12|7.3) ;;
+    *) echo "[rvsock] error: KERNEL=$KERNEL: supported kernel lines are 6.12 and 7.3" >&2; exit 2 ;;
+esac
+export KERNEL
+if [ "$KERNEL" = 6.12 ]; then
+    KERNEL_SRC_PKG=linux-source-6.12
+    kernel_pkg_version() { dpkg-query -W -f='${Version}' "$KERNEL_SRC_PKG" 2>/dev/null || true; }
+    KERNEL_LLVM=14
+    KERNEL_TAG=""
+else
+    KERNEL_SRC_PKG=linux-source-$KERNEL
+    kernel_pkg_version() { cat "$CACHE/apt/trixie-backports/version" 2>/dev/null || true; }
+    KERNEL_LLVM=19
+    KERNEL_TAG=-$KERNEL
+fi
 KERNEL_PKG_VERSION=$(kernel_pkg_version)
 SRC=$CACHE/src/linux-${KERNEL_PKG_VERSION:-none}
 # Bump when the kernel build recipe (scripts/build-kernel.sh) changes what it produces.
 KERNEL_RECIPE=2
 
-# kernel_dir FLAVOUR -> the O= build folder of that kernel flavour (kernel/FLAVOUR.config),
-# keyed by the hash of its fragment, the source version, the toolchain pins and the recipe.
+# kernel_dir FLAVOUR -> the O= build folder of that kernel flavour (kernel/FLAVOUR.config, plus
+# kernel/KERNEL.config on lines other than 6.12), keyed by the hash of its fragments, the source
+# version, the toolchain pins and the recipe.
+kernel_fragments() {
+    echo "$TOP/kernel/$1.config"
+    if [ -f "$TOP/kernel/line-$KERNEL.config" ]; then echo "$TOP/kernel/line-$KERNEL.config"; fi
+}
 kernel_key() {
-    { cat "$TOP/kernel/$1.config"; echo "$(kernel_pkg_version) $KERNEL_RECIPE $(kernel_make_flags "$1") $(kernel_libclang "$1")"; } \
+    { cat $(kernel_fragments "$1"); echo "$(kernel_pkg_version) $KERNEL_RECIPE $(kernel_make_flags "$1") $(kernel_libclang "$1")"; } \
         | sha256sum | cut -c1-12
 }
-kernel_dir() { echo "$CACHE/kernel/$1-$(kernel_key "$1")"; }
+kernel_dir() { echo "$CACHE/kernel/$1$KERNEL_TAG-$(kernel_key "$1")"; }
 # Extra make flags of a flavour (the sanitizer kernel is clang-built). The clang version is
-# pinned (LLVM=-14) and equals bindgen's libclang (kernel_libclang), so installing another
-# clang (clang-19 for newer kernels) never changes an existing build.
+# pinned (LLVM=-14 on 6.12, -19 on 7.3) and equals bindgen's libclang (kernel_libclang), so
+# installing another clang never changes an existing build.
 kernel_make_flags() {
     case "$1" in
-        kasan) echo "LLVM=-14" ;;
+        kasan) echo "LLVM=-$KERNEL_LLVM" ;;
         *) echo "" ;;
     esac
 }
 # The libclang bindgen uses for a flavour: the same LLVM as the clang that builds it.
-kernel_libclang() { echo /usr/lib/llvm-14/lib; }
+kernel_libclang() { echo "/usr/lib/llvm-$KERNEL_LLVM/lib"; }
 # Every kernel or module build of FLAVOUR runs with this environment.
 kernel_env() { export LIBCLANG_PATH; LIBCLANG_PATH=$(kernel_libclang "$1"); }
 # MODSRC_TAG: a private set of build outputs (modules, initramfs, logs) so several people can
 # build and boot in one checkout at the same time.
-BUILD_TAG=${MODSRC_TAG:+-$MODSRC_TAG}
+# The kernel line is part of it (build/release/modules-7.3, build/logs-7.3, ...).
+BUILD_TAG=$KERNEL_TAG${MODSRC_TAG:+-$MODSRC_TAG}
 
 # The newest upstream vsock test suite: tools/testing/vsock of Debian's linux-source-7.3 from
 # trixie-backports, fetched with a private apt configuration (the system's apt sources are never

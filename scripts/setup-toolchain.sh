@@ -6,7 +6,11 @@ set -euo pipefail
 
 PKGS=(rustc-web rust-web-src libclang-dev clang lld llvm bc flex bison libelf-dev libssl-dev
       cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file liburing-dev
-      "$KERNEL_SRC_PKG")
+      debian-archive-keyring)
+# 6.12: the kernel source is a package of the system's own suite. 7.3 (KERNEL=7.3): its source
+# comes from trixie-backports through a private apt configuration (below), and it needs
+# libclang >= 17 for bindgen and clang >= 17 for its sanitizer build: bookworm's clang 19.
+if [ "$KERNEL" = 6.12 ]; then PKGS+=("$KERNEL_SRC_PKG"); else PKGS+=(clang-19 libclang-19-dev lld-19 llvm-19); fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+if [ "$KERNEL" != 6.12 ]; then "$TOP/scripts/fetch-newest-kernel-src.sh" >/dev/null; fi
 log "kernel source: $KERNEL_SRC_PKG $(kernel_pkg_version)"
 
 mkdir -p "$TOOLS/bin"

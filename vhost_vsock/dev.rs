@@ -26,7 +26,6 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 use kernel::ffi::c_long;
-use kernel::init::PinInit;
 use kernel::prelude::*;
 use kernel::sync::SpinLock;
 use kernel::types::Opaque;
@@ -202,17 +201,17 @@ impl VhostVsock {
         // the memory they will live in until `release`.
         unsafe {
             let pending = core::ptr::addr_of_mut!((*d).pending);
-            let r = kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending").__pinned_init(pending);
+            let r = ffi::pin_init_at(kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending"), pending);
             if r.is_err() {
                 vhost::kvfree(d.cast());
                 return Err(ENOMEM);
             }
-            let vq_ptrs = Opaque::raw_get(core::ptr::addr_of!((*d).vq_ptrs));
-            vq_ptrs.write([Opaque::raw_get(&(*d).vqs[VQ_RX]), Opaque::raw_get(&(*d).vqs[VQ_TX])]);
+            let vq_ptrs = ffi::opaque_raw(core::ptr::addr_of!((*d).vq_ptrs));
+            vq_ptrs.write([ffi::opaque_raw(&(*d).vqs[VQ_RX]), ffi::opaque_raw(&(*d).vqs[VQ_TX])]);
             let mut kicks: [vhost::WorkFn; 2] = [handle_rx_kick, handle_rx_kick];
             kicks[VQ_TX] = handle_tx_kick;
-            Dev::init(Opaque::raw_get(&(*d).vdev), vq_ptrs, kicks, PKT_WEIGHT, WEIGHT);
-            vhost::work_init(Opaque::raw_get(&(*d).send_work), send_pkt_work);
+            Dev::init(ffi::opaque_raw(&(*d).vdev), vq_ptrs, kicks, PKT_WEIGHT, WEIGHT);
+            vhost::work_init(ffi::opaque_raw(&(*d).send_work), send_pkt_work);
         }
         Ok(p)
     }

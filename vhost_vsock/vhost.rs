@@ -127,7 +127,7 @@ impl VqGuard {
     /// Sets the negotiated features.
     pub(crate) fn set_acked_features(&mut self, f: u64) {
         // SAFETY: `acked_features` is protected by the mutex we hold.
-        unsafe { (*self.raw()).acked_features = f };
+        unsafe { ffi::rvsock_vq_set_acked_features(self.raw(), f) };
     }
 
     /// Whether the ring addresses are accessible (`vhost_vq_access_ok`).

@@ -40,7 +40,6 @@ macro_rules! errno {
 module! {
     type: RvsockVhost,
     name: "rvsock_vhost",
-    author: "rvsock developers",
     description: "vhost-vsock host driver (Rust): /dev/vhost-vsock, H2G transport",
     license: "GPL",
     alias: ["vhost_vsock", "char-major-10-241", "devname:vhost-vsock"],

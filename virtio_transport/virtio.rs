@@ -498,7 +498,7 @@ impl Work {
         // SAFETY: `Work` is a transparent wrapper of a transparent `Opaque<work_struct>`, so
         // the slot is a `work_struct`; INIT_WORK initialises all of it and never fails.
         unsafe {
-            kernel::init::pin_init_from_closure(move |slot: *mut Self| {
+            ffi::pin_init_from_closure(move |slot: *mut Self| {
                 ffi::rvsock_init_work(slot.cast(), Some(f));
                 Ok::<(), core::convert::Infallible>(())
             })
@@ -527,7 +527,7 @@ impl WorkQueue {
     /// Allocates a workqueue named `name`.
     pub(crate) fn new(name: &'static CStr) -> Result<WorkQueue> {
         // SAFETY: `name` is a NUL-terminated string without format directives.
-        let p = unsafe { ffi::alloc_workqueue(name.as_char_ptr(), 0, 0) };
+        let p = unsafe { ffi::rvsock_alloc_workqueue(name.as_char_ptr(), 0, 0) };
         NonNull::new(p).map(WorkQueue).ok_or(ENOMEM)
     }
 

@@ -33,7 +33,6 @@ use proto::hdr::VMADDR_CID_ANY;
 module! {
     type: RvsockVirtio,
     name: "rvsock_virtio",
-    author: "rvsock developers",
     description: "AF_VSOCK virtio transport: virtio-vsock guest driver (Rust)",
     license: "GPL",
     alias: ["virtio:d00000013v*", "vmw_vsock_virtio_transport"],

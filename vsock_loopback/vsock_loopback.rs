@@ -18,7 +18,6 @@ use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRA
 module! {
     type: Loopback,
     name: "rvsock_loopback",
-    author: "rvsock developers",
     description: "AF_VSOCK loopback transport (Rust)",
     license: "GPL",
     alias: ["vsock_loopback", "net-pf-40"],
