@@ -4,7 +4,7 @@
 //! logic comes from the kernel-independent `virtio_transport_common` crate, compiled in.
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
-//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables),
+//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
 //! `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
@@ -22,6 +22,7 @@ mod family;
 mod io;
 mod rx;
 mod sock;
+mod sysctl;
 mod table;
 mod transport;
 mod zerocopy;
@@ -36,6 +37,7 @@ module! {
 
 struct RvsockCore {
     _reg: family::Registration,
+    _sysctl: sysctl::Registration,
     _global: table::GlobalOwner,
 }
 
@@ -44,7 +46,8 @@ impl kernel::Module for RvsockCore {
         let global = table::GlobalOwner::new()?;
         // SAFETY: returns this module's `THIS_MODULE`.
         let owner = unsafe { ffi::rvsock_this_module() };
+        let sysctl = sysctl::register()?;
         let reg = family::register(owner)?;
-        Ok(RvsockCore { _reg: reg, _global: global })
+        Ok(RvsockCore { _reg: reg, _sysctl: sysctl, _global: global })
     }
 }

@@ -133,7 +133,10 @@ fn assign_transport(sk: Sk) -> Result {
     let g = global().lock();
     let mut s = vsk(sk).st.lock();
     let to_host = s.remote_flags & FLAG_TO_HOST != 0;
-    let t = g.pick_transport(s.remote.cid, to_host).ok_or(ENODEV)?;
+    let (t, via_host) = g.pick_transport(s.remote.cid, to_host).ok_or(ENODEV)?;
+    if via_host {
+        s.remote_flags |= FLAG_TO_HOST;
+    }
     if let Some(cur) = &s.transport {
         if cur.ptr().0 == t.0 {
             return Ok(());

@@ -11,7 +11,7 @@ use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
 /// A C object the kernel mutates through pointers we hand it (proto, ops tables).
-pub(crate) struct KStatic<T>(UnsafeCell<T>);
+pub(crate) struct KStatic<T>(pub(crate) UnsafeCell<T>);
 
 // SAFETY: the kernel serialises its own accesses to these objects (registration happens once,
 // at init, before any concurrent use).

@@ -177,10 +177,10 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
     // claim an address that another transport serves.
     let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
     let expected = global().lock().pick_transport(v.src.cid, to_host);
-    if expected.map(|e| e.0) != Some(t.0) {
+    let Some((_, via_host)) = expected.filter(|(e, _)| e.0 == t.0) else {
         reset_no_sock(t, h);
         return;
-    }
+    };
     let Some(tref) = TransportRef::get(t) else {
         reset_no_sock(t, h);
         return;
@@ -203,7 +203,7 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         s.conn = conn;
         s.local = Addr { cid: v.dst.cid, port: v.dst.port };
         s.remote = Addr { cid: v.src.cid, port: v.src.port };
-        if to_host {
+        if to_host || via_host {
             s.remote_flags |= sock::FLAG_TO_HOST;
         }
         s.transport = Some(tref);

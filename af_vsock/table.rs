@@ -38,6 +38,13 @@ impl TransportPtr {
         // SAFETY: calling the transport's own callback with its own descriptor.
         unsafe { (self.get().local_cid)(self.0) }
     }
+
+    /// The transport's `has_remote_cid` answer, or `None` when it has no such callback.
+    pub(crate) fn has_remote_cid(&self, cid: u32) -> Option<bool> {
+        // SAFETY: the transport's own callback with its own descriptor; it takes only its
+        // own locks (RawTransport::has_remote_cid), so calling it under ours is allowed.
+        self.get().has_remote_cid.map(|f| unsafe { f(self.0, cid) })
+    }
 }
 
 /// Everything under the global lock.
@@ -182,8 +189,14 @@ impl Global {
         (cid == VMADDR_CID_HOST && self.h2g.is_some()) || (cid == VMADDR_CID_LOCAL && self.local.is_some())
     }
 
-    /// The transport for a connection to `remote_cid` (in-tree `vsock_assign_transport`).
-    pub(crate) fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<TransportPtr> {
+    /// The transport for a connection to `remote_cid` (in-tree 7.x `vsock_assign_transport`),
+    /// and whether the peer is reached through the host although no flag asked for it (the
+    /// g2h fallback: the socket's remote address then carries `VMADDR_FLAG_TO_HOST`).
+    /// Above the host's CID: the H2G transport when it has that CID (or cannot tell); else,
+    /// with `net.vsock.g2h_fallback` on (the default), the G2H transport when it can reach it
+    /// (any CID may be a sibling VM that the host forwards to); else the H2G transport, none
+    /// meaning ENODEV.
+    pub(crate) fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<(TransportPtr, bool)> {
         let use_local = self.local.is_some()
             && (remote_cid == VMADDR_CID_LOCAL
                 || match &self.g2h {
@@ -191,12 +204,22 @@ impl Global {
                     None => remote_cid == VMADDR_CID_HOST,
                 });
         if use_local {
-            self.local
-        } else if remote_cid <= VMADDR_CID_HOST || self.h2g.is_none() || to_host {
-            self.g2h
-        } else {
-            self.h2g
+            return self.local.map(|t| (t, false));
         }
+        if remote_cid <= VMADDR_CID_HOST || to_host {
+            return self.g2h.map(|t| (t, false));
+        }
+        if let Some(h) = self.h2g {
+            if h.has_remote_cid(remote_cid) != Some(false) {
+                return Some((h, false));
+            }
+        }
+        if let Some(g) = self.g2h {
+            if crate::sysctl::g2h_fallback() && g.has_remote_cid(remote_cid) == Some(true) {
+                return Some((g, true));
+            }
+        }
+        self.h2g.map(|t| (t, false))
     }
 
     /// Slot of a transport kind.

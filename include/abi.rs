@@ -69,6 +69,12 @@ pub struct RawTransport {
     pub send_pkt: unsafe extern "C" fn(t: *const RawTransport, pkt: *mut RawPkt) -> c_int,
     /// Whether SEQPACKET may be used towards `remote_cid` (`None`: per `features`).
     pub seqpacket_allow: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32) -> bool>,
+    /// Whether `remote_cid` may be reached over this transport (in-tree 7.x
+    /// `has_remote_cid`): a host transport knows its guests' CIDs; a guest transport assumes
+    /// the host serves any CID. `None`: an H2G transport is taken for every CID above the
+    /// host's, a G2H transport is never a fallback (see `Global::pick_transport`).
+    /// Called with the core's global lock held: it may take the transport's own locks only.
+    pub has_remote_cid: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32) -> bool>,
     /// Transport private data.
     pub priv_: *mut c_void,
 }

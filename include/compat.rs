@@ -106,3 +106,10 @@ pub const fn opaque_raw<T>(this: *const kernel::types::Opaque<T>) -> *mut T {
     let p = kernel::types::Opaque::raw_get(this);
     p
 }
+
+/// Flags of a per-CPU workqueue for `alloc_workqueue`: 7.x asks for `WQ_PERCPU` explicitly
+/// (without it, or `WQ_UNBOUND`, it warns), 6.12 has no such flag (per-CPU is its default).
+#[cfg(rvsock_kernel_7)]
+pub const WQ_PERCPU_FLAGS: u32 = wq_flags_WQ_PERCPU as u32;
+#[cfg(not(rvsock_kernel_7))]
+pub const WQ_PERCPU_FLAGS: u32 = 0;

@@ -20,6 +20,8 @@
 #include <linux/virtio_config.h>
 #include <linux/vhost.h>
 #include <net/sock.h>
+#include <linux/sysctl.h>
+#include <net/net_namespace.h>
 #include <uapi/linux/vm_sockets.h>
 #include <uapi/linux/virtio_vsock.h>
 #include <uapi/linux/virtio_ids.h>

@@ -10,11 +10,11 @@ ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-} ONLY=${ONLY:-}
 "$TOP/scripts/build-vsock-tests.sh" release
 "$TOP/scripts/build-tools.sh"
 "$TOP/scripts/build-modules.sh" release
-mkdir -p "$TOP/build/logs"
+mkdir -p "$TOP/build/logs$BUILD_TAG"
 # TRANSPORTS: loopback (one VM, both stacks swapped in it) and/or nested (an L1 host VM with
 # vhost and an L2 guest with virtio: guest-to-host and host-to-guest).
 TRANSPORTS=${TRANSPORTS:-loopback nested}
-LOG=$TOP/build/logs/bench.log
+LOG=$TOP/build/logs$BUILD_TAG/bench.log
 : > "$LOG"
 kdir=$(kernel_dir release)
 bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
@@ -39,7 +39,7 @@ for t in $TRANSPORTS; do
         loopback)
             # One VM; the stacks are swapped in it round by round.
             log "benchmark ($t): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
-            bench_vm "$TOP/build/logs/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" release both)" bench \
+            bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" release both)" bench \
                 rvsock_mods=both rvsock_rounds=$ROUNDS ;;
         nested)
             # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
@@ -49,8 +49,8 @@ for t in $TRANSPORTS; do
                 for st in c rvsock; do
                     log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
                     img=$imgc; [ $st = rvsock ] && img=$imgr
-                    bench_vm "$TOP/build/logs/bench-$t-$st-$r.log" 3G "$img" bench-nested \
-                        rvsock_mods=$st rvsock_round=$r
+                    bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t-$st-$r.log" 3G "$img" bench-nested \
+                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg)
                 done
             done ;;
         *) echo "unknown transport $t"; exit 2 ;;

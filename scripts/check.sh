@@ -223,20 +223,6 @@ evaluate() {
     log "scenario $name took ${secs}s"
 }
 
-# l1_tsc_karg: "tsc_early_khz=N" with this machine's TSC frequency, for nested L1 VMs. A TCG
-# guest's TSC runs at the host's rate, but the L1 kernel measures it against the emulated PIT,
-# which fails when the machine is busy ("tsc: Marking TSC unstable due to could not calculate
-# TSC khz", about 1 L1 boot in 6 here); with tsc_khz 0 its KVM spins in kvm_guest_time_update()
-# and the KVM L2 never runs (issue 19). Only when the frequency is known: a constant TSC and no
-# cpufreq driver (then "cpu MHz" is the TSC rate), or the kernel's own calibration in dmesg.
-l1_tsc_karg() {
-    local mhz=""
-    if grep -qw constant_tsc /proc/cpuinfo && ! [ -d /sys/devices/system/cpu/cpu0/cpufreq ]; then
-        mhz=$(awk -F': *' '/^cpu MHz/ { print $2; exit }' /proc/cpuinfo)
-    fi
-    [ -n "$mhz" ] || mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' | tail -n 1)
-    [ -n "$mhz" ] && awk -v m="$mhz" 'BEGIN { if (m + 0 > 0) printf "tsc_early_khz=%d", m * 1000 + 0.5 }'
-}
 
 # vsock_test_exits LOG: for each whole-suite vsock_test run that exited non-zero, its exit line
 # and the last lines of its stderr (run_vsock_test in tools/testing/vsock/vm/lib.sh logs them):

@@ -67,6 +67,21 @@ kernel_make_flags() {
 kernel_libclang() { echo "/usr/lib/llvm-$KERNEL_LLVM/lib"; }
 # Every kernel or module build of FLAVOUR runs with this environment.
 kernel_env() { export LIBCLANG_PATH; LIBCLANG_PATH=$(kernel_libclang "$1"); }
+# l1_tsc_karg: "tsc_early_khz=N" with this machine's TSC frequency, for nested L1 VMs. A TCG
+# guest's TSC runs at the host's rate, but the L1 kernel measures it against the emulated PIT,
+# which fails when the machine is busy ("tsc: Marking TSC unstable due to could not calculate
+# TSC khz", about 1 L1 boot in 6 here); with tsc_khz 0 its KVM spins in kvm_guest_time_update()
+# and the KVM L2 never runs (issue 19). Only when the frequency is known: a constant TSC and no
+# cpufreq driver (then "cpu MHz" is the TSC rate), or the kernel's own calibration in dmesg.
+l1_tsc_karg() {
+    local mhz=""
+    if grep -qw constant_tsc /proc/cpuinfo && ! [ -d /sys/devices/system/cpu/cpu0/cpufreq ]; then
+        mhz=$(awk -F': *' '/^cpu MHz/ { print $2; exit }' /proc/cpuinfo)
+    fi
+    [ -n "$mhz" ] || mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' | tail -n 1)
+    [ -n "$mhz" ] && awk -v m="$mhz" 'BEGIN { if (m + 0 > 0) printf "tsc_early_khz=%d", m * 1000 + 0.5 }'
+}
+
 # MODSRC_TAG: a private set of build outputs (modules, initramfs, logs) so several people can
 # build and boot in one checkout at the same time.
 # The kernel line is part of it (build/release/modules-7.3, build/logs-7.3, ...).

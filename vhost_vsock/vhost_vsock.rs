@@ -70,6 +70,7 @@ static TRANSPORT: KStatic<RawTransport> = KStatic(UnsafeCell::new(RawTransport {
     local_cid,
     send_pkt,
     seqpacket_allow: Some(seqpacket_allow),
+    has_remote_cid: Some(has_remote_cid),
     priv_: core::ptr::null_mut(),
 }));
 
@@ -108,6 +109,11 @@ unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_in
 
 /// SEQPACKET towards a guest only if its driver negotiated it. Called under the core's
 /// spinlocks: takes only the CID table lock.
+/// A CID is ours when one of our devices has it (in-tree `vhost_transport_has_remote_cid`).
+unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, remote_cid: u32) -> bool {
+    table::with_dev(remote_cid, |_| ()).is_some()
+}
+
 unsafe extern "C" fn seqpacket_allow(_t: *const RawTransport, remote_cid: u32) -> bool {
     table::with_dev(remote_cid, |d| d.seqpacket()).unwrap_or(false)
 }

@@ -527,7 +527,7 @@ impl WorkQueue {
     /// Allocates a workqueue named `name`.
     pub(crate) fn new(name: &'static CStr) -> Result<WorkQueue> {
         // SAFETY: `name` is a NUL-terminated string without format directives.
-        let p = unsafe { ffi::rvsock_alloc_workqueue(name.as_char_ptr(), 0, 0) };
+        let p = unsafe { ffi::rvsock_alloc_workqueue(name.as_char_ptr(), ffi::WQ_PERCPU_FLAGS, 0) };
         NonNull::new(p).map(WorkQueue).ok_or(ENOMEM)
     }
 

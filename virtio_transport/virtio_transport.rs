@@ -106,6 +106,12 @@ fn rx_cap_param() -> u32 {
 
 // ---- transport descriptors -----------------------------------------------------------------
 
+/// Any CID may live behind the host (sibling VMs it forwards to): in-tree
+/// `virtio_transport_has_remote_cid` assumes so too.
+unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, _remote_cid: u32) -> bool {
+    true
+}
+
 /// A transport descriptor; `owner` is written once in `init`, before any registration.
 pub(crate) struct TransportCell(UnsafeCell<RawTransport>);
 
@@ -122,6 +128,7 @@ impl TransportCell {
             local_cid,
             send_pkt,
             seqpacket_allow: None,
+            has_remote_cid: Some(has_remote_cid),
             priv_: core::ptr::null_mut(),
         }))
     }

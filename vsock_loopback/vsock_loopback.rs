@@ -40,6 +40,7 @@ static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
     local_cid,
     send_pkt,
     seqpacket_allow: None,
+    has_remote_cid: None,
     priv_: core::ptr::null_mut(),
 }));
 
