@@ -1,6 +1,8 @@
 # rvsock top-level Makefile (the kernel build itself reads Kbuild, not this file).
 #   make setup      install the toolchain and build the kernel (idempotent)
 #   make modules    build the rvsock modules against the release kernel
+#   make modules KDIR=/path/to/kernel/build   ... against a kernel build tree of yours
+#   KERNEL=6.12|7.3 (any target): the kernel line (README "Kernel lines")
 #   make check      run every test scenario plus host cargo tests
 #   make check SCENARIOS="c-loopback c-nested"   run only those
 #   make demo       boot VMs and show vsock traffic end to end
@@ -15,7 +17,8 @@ setup:
 	scripts/build-vsock-tests.sh $(FLAVOUR)
 	scripts/build-newest-vsock-tests.sh
 
-modules: setup
+modules:
+	$(if $(KDIR),,$(MAKE) setup FLAVOUR=$(FLAVOUR))
 	scripts/build-modules.sh $(FLAVOUR)
 
 check:

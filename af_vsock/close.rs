@@ -27,15 +27,24 @@ pub(crate) fn reclaim_lingering(me: Sk, addr: Addr) {
     if o.as_ptr() == me.as_ptr() || !o.flag(net::SOCK_DEAD) {
         return;
     }
-    {
+    let (armed, lingering, done) = {
         let s = vsk(o).st.lock();
-        if !s.close_armed || s.conn.local_shutdown() != net::SHUTDOWN_MASK || s.conn.is_done() {
-            return;
-        }
+        (s.close_armed, s.conn.local_shutdown() == net::SHUTDOWN_MASK, s.conn.is_done())
+    };
+    if done {
+        // Its close is over (the peer's RST came) and its unhash is about to run on the
+        // path that finished it (receive path, timer) but may not have yet (a preemptible
+        // kernel can stop that path in between): the binding is dead, drop it here.
+        unhash(o);
+        return;
     }
-    // Cancelling the pending timer hands us its reference; a timer already running finishes
-    // the close itself.
+    if !armed || !lingering {
+        return;
+    }
+    // Cancelling the pending timer hands us its reference. A timer that is already running
+    // finishes the close itself; its unhash may come after our bind, so unhash now.
     if !vsk(o).close_work.cancel() {
+        unhash(o);
         return;
     }
     // SAFETY: the timer's reference, leaked in `release` when it armed the timer.

@@ -5,12 +5,34 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 FLAVOUR=${1:-release}
-KDIR=$(kernel_dir "$FLAVOUR")
-[ -f "$KDIR/.rvsock-built" ] || die "kernel $FLAVOUR not built (scripts/build-kernel.sh $FLAVOUR)"
-kernel_env "$FLAVOUR"
-# MODSRC_TAG gives a private build folder (parallel builds by several people).
-W=$TOP/build/$FLAVOUR/modsrc$BUILD_TAG
-OUTD=$TOP/build/$FLAVOUR/modules$BUILD_TAG
+if [ -n "${KDIR:-}" ]; then
+    # A kernel build tree of the user's (`make modules KDIR=...`): any Rust-enabled 6.12+ or
+    # 7.x build (README "Building against your own kernel").
+    KDIR=$(cd "$KDIR" && pwd) || die "KDIR: no such folder"
+    [ -f "$KDIR/.config" ] && [ -f "$KDIR/Module.symvers" ] || die "$KDIR is not a built kernel tree (needs .config and Module.symvers: run its 'make' first)"
+    grep -q '^CONFIG_RUST=y' "$KDIR/.config" || die "$KDIR: the kernel has no Rust support (CONFIG_RUST=y); rvsock is Rust"
+    for o in CONFIG_NET CONFIG_MODULES; do grep -q "^$o=y" "$KDIR/.config" || die "$KDIR: $o is off"; done
+    [ -f "$KDIR/rust/libkernel.rmeta" ] || [ -n "$(ls "$KDIR"/rust/libkernel*.rmeta 2>/dev/null)" ] || die "$KDIR: rust/libkernel.rmeta missing (build the kernel with CONFIG_RUST=y first)"
+    MAKE_FLAGS=""
+    # A clang-built kernel: build with the same clang (its major version from the config).
+    if grep -q '^CONFIG_CC_IS_CLANG=y' "$KDIR/.config"; then
+        maj=$(sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)[0-9]\{4\}$/\1/p' "$KDIR/.config")
+        if command -v "clang-$maj" > /dev/null; then MAKE_FLAGS="LLVM=-$maj"; else MAKE_FLAGS="LLVM=1"; fi
+        [ -n "${LIBCLANG_PATH:-}" ] || [ ! -d "/usr/lib/llvm-$maj/lib" ] || export LIBCLANG_PATH=/usr/lib/llvm-$maj/lib
+    fi
+    key=$(echo "$KDIR" | sha256sum | cut -c1-8)
+    W=$TOP/build/kdir-$key/modsrc
+    OUTD=$TOP/build/kdir-$key/modules
+    log "building against $KDIR (kernel $(cat "$KDIR/include/config/kernel.release" 2>/dev/null)${MAKE_FLAGS:+, $MAKE_FLAGS}${LIBCLANG_PATH:+, LIBCLANG_PATH=$LIBCLANG_PATH})"
+else
+    KDIR=$(kernel_dir "$FLAVOUR")
+    [ -f "$KDIR/.rvsock-built" ] || die "kernel $FLAVOUR not built (scripts/build-kernel.sh $FLAVOUR)"
+    kernel_env "$FLAVOUR"
+    MAKE_FLAGS=$(kernel_make_flags "$FLAVOUR")
+    # MODSRC_TAG gives a private build folder (parallel builds by several people).
+    W=$TOP/build/$FLAVOUR/modsrc$BUILD_TAG
+    OUTD=$TOP/build/$FLAVOUR/modules$BUILD_TAG
+fi
 mkdir -p "$W" "$OUTD"
 rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' --exclude '*.mod*' \
     --exclude '*_generated.rs' --exclude '.*' --exclude Cargo.lock \
@@ -19,7 +41,7 @@ rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*
     --exclude '*' "$TOP/" "$W/"
 # RVSOCK_MODULE_DIRS="af_vsock vsock_loopback" builds a subset of the modules.
 DIRS=${RVSOCK_MODULE_DIRS:-af_vsock vsock_loopback virtio_transport vhost_vsock}
-make -s -C "$KDIR" M="$W" $(kernel_make_flags "$FLAVOUR") RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" \
+make -s -C "$KDIR" M="$W" $MAKE_FLAGS RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" \
     rvsock-dirs="$DIRS" modules
 rm -f "$OUTD/"*.ko
 for d in $DIRS; do
