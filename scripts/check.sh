@@ -45,10 +45,14 @@ ALL+=" nested-rvsock-host-rvsock-guest-vt7"
 # Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer
 # runs": timings, and why the other C references run only when named).
 ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest-kasan vhost-hostile-guest-kasan"
-ALL+=" nested-c-host-rvsock-guest-kasan nested-rvsock-host-c-guest-kasan nested-rvsock-host-rvsock-guest-kasan"
+# Nested on the sanitizer kernel: the all-rvsock pair (the mixed pairs run on the release
+# kernel here, and on the sanitizer kernel when named: 4-5 minutes each).
+ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # The newest kernel line (Linux 7.3, run with KERNEL=7.3 after the 6.12 ones; README
 # "Kernel lines"): the scenarios run on it by default.
-ALL_73=""
+# Every single-VM scenario and its C reference; the nested ones when named (a 7.3 L2's user
+# space sometimes stalls after init starts: issue 13 notes).
+ALL_73="c-loopback rvsock-loopback rvsock-selftest c-vhost-user vhost-user-guest c-vhost-hostile-guest vhost-hostile-guest c-regress rvsock-regress"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)

@@ -360,7 +360,11 @@ l2_scale() {
 l2_qemu() {
     log=$1 cid=$2 mem=$3 script=$4; shift 4
     l2_accel
-    accel="-accel kvm -cpu ${L2_CPU:-qemu64}"
+    # A 7.x L2 failed its APIC timer calibration ("APIC timer disabled due to verification
+    # failure") on the slow emulated L1 and then hung: give it a TSC-deadline timer, which
+    # needs no calibration (KVM emulates it). 6.12 L2s keep the plain model they passed with.
+    cpu=qemu64; case "$(uname -r)" in 6.*) ;; *) cpu=qemu64,+tsc-deadline ;; esac
+    accel="-accel kvm -cpu ${L2_CPU:-$cpu}"
     [ "$L2_ACCEL" = tcg ] && accel="-accel tcg -cpu max"
     # exec: run in the background (`l2_qemu ... &`), the subshell becomes QEMU, so `$!` is
     # QEMU's pid and killing it frees the guest CID for a retry.
