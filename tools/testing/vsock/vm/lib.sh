@@ -38,6 +38,16 @@ run_vsock_test() {
     return $rc
 }
 
+# nested_skips: the --skip options both sides of a whole-suite vsock_test run take in the
+# nested topology. The 6.12 suite's test 17 (SOCK_STREAM SHUT_RD) is racy there: the server's
+# shutdown(SHUT_RD) travels over vsock, its "SHUTRDDONE" over the TCP control channel, and the
+# client's one send() fails only if the vsock packet won (in-tree and rvsock alike: a vhost
+# host sends from its worker). Upstream fixed the test after 6.12 (it retries the send); the 7.3
+# copy runs in the vt7 scenarios and on 7.3. Nothing to skip in the 7.3 suite (41 tests).
+nested_skips() {
+    if [ "$(vsock_test --list | grep -c '^[0-9]')" = 26 ]; then echo "--skip 17"; fi
+}
+
 report_vsock_test() {
     prefix=$1; out=$2
     tr -d '\r' < "$out" | awk -v prefix="$prefix" -v listf="$out.list" '
@@ -314,6 +324,11 @@ wait_tcp_listen() {
     _hex=$(printf ':%04X 00000000:0000 0A' "$1")
     wait_log /proc/net/tcp "$_hex" "$2"
 }
+
+# The L2's network card (the TCP control channel) without a control virtqueue: a 7.3 L2
+# sometimes hung in `ip link set eth0 up`, busy-polling the control queue for a reply that did
+# not come; without it nothing waits on the device (MAC from config space, no rx filtering).
+L2_NET_OPTS=ctrl_vq=off,ctrl_rx=off,ctrl_vlan=off,ctrl_rx_extra=off,ctrl_mac_addr=off,ctrl_guest_offloads=off,guest_announce=off
 
 # l2_accel: choose the accelerator of this L1's L2 guests once per scenario ($L2_ACCEL, kvm or
 # tcg; $L2_ACCEL_WHY says why it is not kvm). kvm (L1's kvm_amd on QEMU's emulated SVM) unless

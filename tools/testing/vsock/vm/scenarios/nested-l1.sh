@@ -11,15 +11,15 @@ L2MODS=$(arg rvsock_l2mods)
 TWO=${NESTED_TWO_GUESTS:-yes}
 export L2_APPEND="${L2_APPEND:-} NESTED_TWO_GUESTS=$TWO"
 load_stack vhost || return
-vsock_test --mode=server --control-port=1235 --peer-cid=3 > /tmp/h-server.out 2>&1 &
+vsock_test --mode=server --control-port=1235 --peer-cid=3 $(nested_skips) > /tmp/h-server.out 2>&1 &
 hserver=$!
 if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
-    -device virtio-net-pci,netdev=n0,romfile=; then
+    -device virtio-net-pci,netdev=n0,romfile=,$L2_NET_OPTS; then
     qemu_a=$qemu
     S=$(l2_scale)
     VSOCK_TEST_TIMEOUT=$((900 * S))
-    run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3
+    run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3 $(nested_skips)
     reap "$hserver" $((900 * S))   # direction 2 (the L2 client) is done
 
     if [ "$TWO" = yes ]; then

@@ -7,12 +7,12 @@ echo "L2 step: vsock stack"
 load_stack virtio || return
 S=$(l2_scale)   # 4 when this guest runs under TCG (rvsock_l2_accel=tcg), else 1
 VSOCK_TEST_TIMEOUT=$((900 * S))
-vsock_test --mode=server --control-port=1234 --peer-cid=2 > /tmp/server.out 2>&1 &
+vsock_test --mode=server --control-port=1234 --peer-cid=2 $(nested_skips) > /tmp/server.out 2>&1 &
 server=$!
 wait_tcp_listen 1234 $((30 * S)) || sleep 1   # the L1 client connects to it once
 echo "RVSOCK-L2-READY"
 reap "$server" $((900 * S))
-run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2
+run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2 $(nested_skips)
 
 # Two guests at once (nested-l1.sh): the host sends to this guest (CID 3) and to a second one
 # (CID 4) at the same time; each guest sends one stream back. NESTED_TWO_GUESTS=no (from L1's
