@@ -325,11 +325,6 @@ wait_tcp_listen() {
     wait_log /proc/net/tcp "$_hex" "$2"
 }
 
-# The L2's network card (the TCP control channel) without a control virtqueue: a 7.3 L2
-# sometimes hung in `ip link set eth0 up`, busy-polling the control queue for a reply that did
-# not come; without it nothing waits on the device (MAC from config space, no rx filtering).
-L2_NET_OPTS=ctrl_vq=off,ctrl_rx=off,ctrl_vlan=off,ctrl_rx_extra=off,ctrl_mac_addr=off,ctrl_guest_offloads=off,guest_announce=off
-
 # l2_accel: choose the accelerator of this L1's L2 guests once per scenario ($L2_ACCEL, kvm or
 # tcg; $L2_ACCEL_WHY says why it is not kvm). kvm (L1's kvm_amd on QEMU's emulated SVM) unless
 # the L1 kernel command line has rvsock_l2_accel=tcg, L1 has no /dev/kvm, or L1's TSC

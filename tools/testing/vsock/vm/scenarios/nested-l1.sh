@@ -15,7 +15,7 @@ vsock_test --mode=server --control-port=1235 --peer-cid=3 $(nested_skips) > /tmp
 hserver=$!
 if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
-    -device virtio-net-pci,netdev=n0,romfile=,$L2_NET_OPTS; then
+    -device virtio-net-pci,netdev=n0,romfile=; then
     qemu_a=$qemu
     S=$(l2_scale)
     VSOCK_TEST_TIMEOUT=$((900 * S))
