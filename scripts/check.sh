@@ -50,8 +50,8 @@ ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest
 ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # The newest kernel line (Linux 7.3, run with KERNEL=7.3 after the 6.12 ones; README
 # "Kernel lines"): the scenarios run on it by default.
-# Every single-VM scenario and its C reference; the nested ones when named (a 7.3 L2's user
-# space sometimes stalls after init starts: issue 13 notes).
+# Every single-VM scenario and its C reference; the nested ones when named (a 7.3 L2 often
+# hangs in its network setup: README "Sanitizer runs", what make check runs).
 ALL_73="c-loopback rvsock-loopback rvsock-selftest c-vhost-user vhost-user-guest c-vhost-hostile-guest vhost-hostile-guest c-regress rvsock-regress"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
