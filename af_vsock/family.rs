@@ -11,13 +11,23 @@ use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 
 /// A C object the kernel mutates through pointers we hand it (proto, ops tables).
-pub(crate) struct KStatic<T>(pub(crate) UnsafeCell<T>);
+pub(crate) struct KStatic<T>(UnsafeCell<T>);
 
 // SAFETY: the kernel serialises its own accesses to these objects (registration happens once,
 // at init, before any concurrent use).
 unsafe impl<T> Sync for KStatic<T> {}
 
 impl<T> KStatic<T> {
+    /// An all-zero object, filled in before it is registered.
+    ///
+    /// # Safety
+    /// All-zero bytes must be a valid `T` (a C struct of pointers, integers and optional
+    /// callbacks).
+    pub(crate) const unsafe fn zeroed() -> Self {
+        // SAFETY: the caller guarantees that all-zero is a valid `T`.
+        KStatic(UnsafeCell::new(unsafe { core::mem::MaybeUninit::zeroed().assume_init() }))
+    }
+
     /// The raw pointer for registration calls.
     pub(crate) fn get(&self) -> *mut T {
         self.0.get()
@@ -29,26 +39,16 @@ fn zeroed<T>() -> T {
     unsafe { core::mem::zeroed() }
 }
 
-static PROTO: KStatic<ffi::proto> = KStatic(UnsafeCell::new(
-    // SAFETY: all-zero is a valid `struct proto`; the fields we need are set in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
-static OPS: KStatic<ffi::proto_ops> = KStatic(UnsafeCell::new(
-    // SAFETY: all-zero is a valid `proto_ops` (no callbacks); filled in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
-static FAMILY: KStatic<ffi::net_proto_family> = KStatic(UnsafeCell::new(
-    // SAFETY: all-zero is a valid `net_proto_family`; filled in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
-static FOPS: KStatic<ffi::file_operations> = KStatic(UnsafeCell::new(
-    // SAFETY: all-zero is a valid `file_operations`; filled in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
-static MISC: KStatic<ffi::miscdevice> = KStatic(UnsafeCell::new(
-    // SAFETY: all-zero is a valid `miscdevice`; filled in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
+// SAFETY: all-zero is a valid `struct proto`; the fields we need are set in `register`.
+static PROTO: KStatic<ffi::proto> = unsafe { KStatic::zeroed() };
+// SAFETY: all-zero is a valid `proto_ops` (no callbacks); filled in `register`.
+static OPS: KStatic<ffi::proto_ops> = unsafe { KStatic::zeroed() };
+// SAFETY: all-zero is a valid `net_proto_family`; filled in `register`.
+static FAMILY: KStatic<ffi::net_proto_family> = unsafe { KStatic::zeroed() };
+// SAFETY: all-zero is a valid `file_operations`; filled in `register`.
+static FOPS: KStatic<ffi::file_operations> = unsafe { KStatic::zeroed() };
+// SAFETY: all-zero is a valid `miscdevice`; filled in `register`.
+static MISC: KStatic<ffi::miscdevice> = unsafe { KStatic::zeroed() };
 
 const SO_ZEROCOPY: c_int = 60;
 

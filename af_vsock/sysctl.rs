@@ -9,7 +9,6 @@
 
 use crate::family::KStatic;
 use crate::ffi;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::ffi::c_void;
 use kernel::prelude::*;
@@ -21,10 +20,8 @@ static G2H_FALLBACK: AtomicI32 = AtomicI32::new(1);
 static ZERO: i32 = 0;
 static ONE: i32 = 1;
 
-static TABLE: KStatic<[ffi::ctl_table; 1]> = KStatic(UnsafeCell::new(
-    // SAFETY: an all-zero `ctl_table` is a valid (empty) entry; filled in `register`.
-    unsafe { core::mem::MaybeUninit::zeroed().assume_init() },
-));
+// SAFETY: an all-zero `ctl_table` is a valid (empty) entry; filled in `register`.
+static TABLE: KStatic<[ffi::ctl_table; 1]> = unsafe { KStatic::zeroed() };
 
 /// Whether `g2h_fallback` is on.
 pub(crate) fn g2h_fallback() -> bool {

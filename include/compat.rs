@@ -25,20 +25,14 @@ pub const SOCK_CUSTOM_SOCKOPT_BIT: u32 = SOCK_CUSTOM_SOCKOPT;
 /// # Safety
 ///
 /// As the C function: `sk` is a live socket, `uarg` null or a zerocopy completion of it.
-#[cfg(rvsock_kernel_7)]
 pub unsafe fn msg_zerocopy_realloc3(sk: *mut sock, size: usize, uarg: *mut ubuf_info) -> *mut ubuf_info {
+    #[cfg(rvsock_kernel_7)]
     // SAFETY: the caller's contract is the C function's.
-    unsafe { msg_zerocopy_realloc(sk, size, uarg, false) }
-}
-/// `msg_zerocopy_realloc(sk, size, uarg)`.
-///
-/// # Safety
-///
-/// As the C function: `sk` is a live socket, `uarg` null or a zerocopy completion of it.
-#[cfg(not(rvsock_kernel_7))]
-pub unsafe fn msg_zerocopy_realloc3(sk: *mut sock, size: usize, uarg: *mut ubuf_info) -> *mut ubuf_info {
+    let r = unsafe { msg_zerocopy_realloc(sk, size, uarg, false) };
+    #[cfg(not(rvsock_kernel_7))]
     // SAFETY: the caller's contract is the C function's.
-    unsafe { msg_zerocopy_realloc(sk, size, uarg) }
+    let r = unsafe { msg_zerocopy_realloc(sk, size, uarg) };
+    r
 }
 
 /// Runs a pin-initialiser on `slot` (`PinInit::__pinned_init` on 6.12, `__init` on 7.x).

@@ -33,12 +33,10 @@ if [ "$KERNEL" = 6.12 ]; then
     KERNEL_TAG=""
 else
     KERNEL_SRC_PKG=linux-source-$KERNEL
-    kernel_pkg_version() { cat "$CACHE/apt/trixie-backports/version" 2>/dev/null || true; }
+    kernel_pkg_version() { newest_pkg_version; }
     KERNEL_LLVM=19
     KERNEL_TAG=-$KERNEL
 fi
-KERNEL_PKG_VERSION=$(kernel_pkg_version)
-SRC=$CACHE/src/linux-${KERNEL_PKG_VERSION:-none}
 # Bump when the kernel build recipe (scripts/build-kernel.sh) changes what it produces.
 KERNEL_RECIPE=2
 
@@ -123,3 +121,8 @@ newest_hdr_dir() { echo "$CACHE/hdr/linux-$1"; }       # VERSION -> its headers_
 newest_tests_dir() {
     echo "$CACHE/vsock-tests-newest/$1-$( { echo "$NEWEST_TESTS_RECIPE"; gcc --version | head -n 1; dpkg-query -W -f='${Version}' liburing-dev 2>/dev/null; } | sha256sum | cut -c1-8)"
 }
+
+# The kernel line's exact source version and its unpacked source (set last: on 7.3 the
+# version is the one scripts/fetch-newest-kernel-src.sh fetched, read by newest_pkg_version).
+KERNEL_PKG_VERSION=$(kernel_pkg_version)
+SRC=$CACHE/src/linux-${KERNEL_PKG_VERSION:-none}
