@@ -14,8 +14,7 @@ load_stack vhost || return
 vsock_test --mode=server --control-port=1235 --peer-cid=3 $(nested_skips) > /tmp/h-server.out 2>&1 &
 hserver=$!
 if boot_l2 /tmp/l2.log 3 512M nested-l2 \
-    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
-    -device virtio-net-pci,netdev=n0,romfile=; then
+    $(l2_net tcp:127.0.0.1:1234-10.0.2.15:1234); then
     qemu_a=$qemu
     S=$(l2_scale)
     VSOCK_TEST_TIMEOUT=$((900 * S))

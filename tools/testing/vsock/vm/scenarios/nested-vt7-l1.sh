@@ -9,8 +9,7 @@
 L2MODS=$(arg rvsock_l2mods)
 load_stack vhost || return
 if boot_l2 /tmp/l2.log 3 512M nested-vt7-l2 \
-    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:1234-10.0.2.15:1234 \
-    -device virtio-net-pci,netdev=n0,romfile=; then
+    $(l2_net tcp:127.0.0.1:1234-10.0.2.15:1234); then
     qemu_a=$qemu
     vt7_client_each "guest-server/" 3 127.0.0.1 1234 /tmp/l2.log
     vt7_serve_each "host-server/" 3 1235
