@@ -397,38 +397,29 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
     let mut copied = 0usize;
     let mut eor = false;
     let mut res = Ok(());
+    // One packet of the message: copy what fits, count it all; false at its last packet.
+    let mut step = |p: &Pkt| {
+        let rem = p.remaining() as usize;
+        let n = rem.min(len.saturating_sub(copied));
+        if n > 0 && res.is_ok() {
+            if let Err(e) = copy_pkt(p, n, msg) {
+                res = Err(e);
+            }
+            copied += n;
+        }
+        msg_len += rem;
+        let f = p.hdr().flags;
+        if f & SEQ_EOM != 0 {
+            eor = f & SEQ_EOR != 0;
+            return false;
+        }
+        true
+    };
     if peek {
-        q.for_each(|p| {
-            let rem = p.remaining() as usize;
-            let n = rem.min(len.saturating_sub(copied));
-            if n > 0 && res.is_ok() {
-                if let Err(e) = copy_pkt(p, n, msg) {
-                    res = Err(e);
-                }
-                copied += n;
-            }
-            msg_len += rem;
-            let f = p.hdr().flags;
-            if f & SEQ_EOM != 0 {
-                eor = f & SEQ_EOR != 0;
-                return false;
-            }
-            true
-        });
+        q.for_each(step);
     } else {
         while let Some(p) = q.pop_front() {
-            let rem = p.remaining() as usize;
-            let n = rem.min(len.saturating_sub(copied));
-            if n > 0 && res.is_ok() {
-                if let Err(e) = copy_pkt(&p, n, msg) {
-                    res = Err(e);
-                }
-                copied += n;
-            }
-            msg_len += rem;
-            let f = p.hdr().flags;
-            if f & SEQ_EOM != 0 {
-                eor = f & SEQ_EOR != 0;
+            if !step(&p) {
                 break;
             }
         }
