@@ -288,6 +288,20 @@ reap() {
     wait "$1" 2>/dev/null
 }
 
+# reap_server PID SECONDS OUT: reap a whole-suite vsock_test server (its output, stdout and
+# stderr, in OUT); when it failed, say so with its last lines (the failing test's own message,
+# e.g. a timeout, is in the server's output when the client only sees a reset).
+reap_server() {
+    _t0=$(up)
+    reap "$1" "$2"
+    _rc=$?
+    if [ "$_rc" != 0 ]; then
+        echo "vsock_test server exited $_rc after $(($(up) - _t0))s (waited for), its last lines:"
+        tr -d '\r' < "$3" | tail -n 8
+    fi
+    return "$_rc"
+}
+
 # want_perf: whether the bench runs upstream vsock_perf ($ONLY empty, or naming vsock_perf).
 want_perf() { [ -z "${ONLY:-}" ] || case ",$ONLY," in *,vsock_perf,*) ;; *) return 1 ;; esac; }
 

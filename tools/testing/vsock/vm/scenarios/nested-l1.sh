@@ -19,7 +19,7 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     S=$(l2_scale)
     VSOCK_TEST_TIMEOUT=$((900 * S))
     run_vsock_test "guest-server/" /tmp/h-client.out --mode=client --control-host=127.0.0.1 --control-port=1234 --peer-cid=3 $(nested_skips)
-    reap "$hserver" $((900 * S))   # direction 2 (the L2 client) is done
+    reap_server "$hserver" $((900 * S)) /tmp/h-server.out   # direction 2 (the L2 client) is done
 
     if [ "$TWO" = yes ]; then
         # Two guests at once. The first L2 now waits for a stream on port 3000.

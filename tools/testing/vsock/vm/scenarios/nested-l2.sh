@@ -11,7 +11,7 @@ vsock_test --mode=server --control-port=1234 --peer-cid=2 $(nested_skips) > /tmp
 server=$!
 wait_tcp_listen 1234 $((30 * S)) || sleep 1   # the L1 client connects to it once
 echo "RVSOCK-L2-READY"
-reap "$server" $((900 * S))
+reap_server "$server" $((900 * S)) /tmp/server.out
 run_vsock_test "host-server/" /tmp/client.out --mode=client --control-host=10.0.2.2 --control-port=1235 --peer-cid=2 $(nested_skips)
 
 # Two guests at once (nested-l1.sh): the host sends to this guest (CID 3) and to a second one
