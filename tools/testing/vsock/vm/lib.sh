@@ -43,9 +43,19 @@ run_vsock_test() {
 # shutdown(SHUT_RD) travels over vsock, its "SHUTRDDONE" over the TCP control channel, and the
 # client's one send() fails only if the vsock packet won (in-tree and rvsock alike: a vhost
 # host sends from its worker). Upstream fixed the test after 6.12 (it retries the send); the 7.3
-# copy runs in the vt7 scenarios and on 7.3. Nothing to skip in the 7.3 suite (41 tests).
+# copy runs in the vt7 scenarios and on 7.3.
+# The 7.3 suite's test 33 (transport change) leaves connections behind for the next test: its
+# client's connect()s are interrupted by signals, and a REQUEST already on its way can reach the
+# server's port after the TCP "DONE", when test 34's listener is up (upstream's comment on that
+# test says no side can tell). Test 34's server then accepts that leftover, closes its listener
+# and the real client's connect() is reset: 34-40 fail. Seen in the nested topology with an
+# rvsock guest (2 of 4 release runs with the C host, and on the sanitizer kernel), never over
+# loopback; the vt7 scenarios run 33 on its own, where nothing follows it.
 nested_skips() {
-    if [ "$(vsock_test --list | grep -c '^[0-9]')" = 26 ]; then echo "--skip 17"; fi
+    case "$(vsock_test --list | grep -c '^[0-9]')" in
+        26) echo "--skip 17" ;;
+        41) echo "--skip 33" ;;
+    esac
 }
 
 report_vsock_test() {
