@@ -51,10 +51,13 @@ run_vsock_test() {
 # and the real client's connect() is reset: 34-40 fail. Seen in the nested topology with an
 # rvsock guest (2 of 4 release runs with the C host, and on the sanitizer kernel), never over
 # loopback; the vt7 scenarios run 33 on its own, where nothing follows it.
+# On the sanitizer kernel the 7.3 suite's test 40 (small packets backpressure: 2 MiB in
+# 129-512 byte sends within the suite's 10 s) times out in the nested topology, with the
+# in-tree stack as with rvsock ("recv timed out"); the release scenarios run it.
 nested_skips() {
     case "$(vsock_test --list | grep -c '^[0-9]')" in
         26) echo "--skip 17" ;;
-        41) echo "--skip 33" ;;
+        41) echo "--skip 33"; case "$SCENARIO" in *-kasan) echo "--skip 40" ;; esac ;;
     esac
 }
 
