@@ -322,7 +322,7 @@ for s in "$@"; do
     esac
 done
 if [ ${#HERE[@]} -gt 0 ] && [ -z "${RVSOCK_CHECK_SUB:-}" ]; then
-    log "make check: ${#HERE[@]} scenarios on Linux $KERNEL (${HERE[*]})${OTHER:+, then ${#OTHER[@]} on another line (${OTHER[*]})}; a fresh machine first installs the toolchain and builds the kernels (~30 min per line)"
+    log "make check: ${#HERE[@]} scenarios on Linux $KERNEL (${HERE[*]})${OTHER:+, then ${#OTHER[@]} on another line (${OTHER[*]})}; a fresh machine first installs the toolchain and builds the kernels it needs (5-12 min each)"
 elif [ ${#HERE[@]} -gt 0 ]; then
     log "make check: ${#HERE[@]} scenarios on Linux $KERNEL (${HERE[*]})"
 fi
