@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rvsock test command: runs VM scenarios and host cargo tests, prints one summary line per
 # scenario and the totals, exits non-zero if anything failed.
-# Usage: scripts/check.sh [SCENARIO...]   (none: every scenario plus cargo tests)
+# Usage: scripts/check.sh [SCENARIO...]   (none: the default run below, or with KERNEL set every
+# scenario of that line; both with the cargo tests)
 set -uo pipefail
 # The default run (no scenario named, no KERNEL set: CI's) is the newest line's full matrix plus
 # a 6.12 subset (SUBSET_612 below); `make check KERNEL=6.12` (or 7.3) runs that line's full matrix.
