@@ -4,7 +4,7 @@
 # Usage: scripts/check.sh [SCENARIO...]   (none: the default run below, or with KERNEL set every
 # scenario of that line; both with the cargo tests)
 set -uo pipefail
-# The default run (no scenario named, no KERNEL set: CI's) is the newest line's full matrix plus
+# The default run (no scenario named, no KERNEL set: CI's) is the newest line's matrix (less SLOW_73) plus
 # a 6.12 subset (SUBSET_612 below); `make check KERNEL=6.12` (or 7.3) runs that line's full matrix.
 DEFAULT_RUN=""
 if [ $# -eq 0 ] && [ -z "${KERNEL:-}" ]; then DEFAULT_RUN=1; export KERNEL=7.3; fi
