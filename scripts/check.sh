@@ -69,8 +69,9 @@ mkdir -p "$LOGS"
 # Scenarios on a kernel line other than 6.12 are named with the line in their summary:
 # "scenario rvsock-loopback [7.3]: ...".
 KLABEL=""; [ "$KERNEL" = 6.12 ] || KLABEL=" [$KERNEL]"
-summary() { # name p f s
-    echo "scenario $1$KLABEL: $2 passed, $3 failed, $4 skipped"
+summary() { # name p f s (the host cargo tests have no kernel line)
+    local label=$KLABEL; [ "$1" = cargo-test ] && label=""
+    echo "scenario $1$label: $2 passed, $3 failed, $4 skipped"
     TOTAL_P=$((TOTAL_P + $2)); TOTAL_F=$((TOTAL_F + $3))
 }
 
