@@ -54,11 +54,16 @@ run_vsock_test() {
 # On the sanitizer kernel the 7.3 suite's test 40 (small packets backpressure: 2 MiB in
 # 129-512 byte sends within the suite's 10 s) times out in the nested topology, with the
 # in-tree stack as with rvsock ("recv timed out"); the release scenarios run it.
+# Test 21 (double bind connect, in both suites) where an in-tree stack takes part: the in-tree
+# stack loses that test's own race (its client binds the port again while its closed socket
+# still waits for the server's RST; README "Sanitizer runs") on the sanitizer kernel and on a
+# busy machine, which failed the C reference runs, not rvsock. The rvsock pair runs it.
 nested_skips() {
     case "$(vsock_test --list | grep -c '^[0-9]')" in
         26) echo "--skip 17" ;;
         41) echo "--skip 33"; case "$SCENARIO" in *-kasan) echo "--skip 40" ;; esac ;;
     esac
+    case "$SCENARIO" in c-nested* | *c-host* | *c-guest*) echo "--skip 21" ;; esac
 }
 
 report_vsock_test() {
