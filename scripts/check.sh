@@ -311,7 +311,7 @@ if [ -n "$DEFAULT_RUN" ]; then
 elif [ $# -eq 0 ]; then set -- $ALL cargo-test; fi
 T_ALL=$SECONDS
 # NAME@LINE runs NAME on kernel line LINE (6.12 or 7.3); a plain NAME runs on $KERNEL (6.12
-# unless set). The scenarios of another line run in a second check.sh with KERNEL=LINE (every
+# unless set; 7.3 in the default run). The scenarios of another line run in a second check.sh with KERNEL=LINE (every
 # kernel-dependent setting comes from scripts/lib.sh at start), after this line's; its totals
 # and failures join this run's.
 HERE=() OTHER=()
