@@ -5,7 +5,7 @@
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
 //! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
-//! `transport` (exported API), `pkt`/`abi` (shared with the transports).
+//! `diag`/`netlink` (sock_diag: `ss --vsock`), `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
 
@@ -18,8 +18,10 @@ mod proto;
 mod net;
 mod close;
 mod connect;
+mod diag;
 mod family;
 mod io;
+mod netlink;
 mod rx;
 mod sock;
 mod sysctl;
@@ -32,10 +34,12 @@ module! {
     name: "rvsock",
     description: "AF_VSOCK core (Rust)",
     license: "GPL",
-    alias: ["net-pf-40", "vsock"],
+    // net-pf-16-proto-4-type-40: sock_diag (NETLINK_SOCK_DIAG) for AF_VSOCK, in-tree vsock_diag's alias.
+    alias: ["net-pf-40", "vsock", "net-pf-16-proto-4-type-40"],
 }
 
 struct RvsockCore {
+    _diag: diag::Registration,
     _reg: family::Registration,
     _sysctl: sysctl::Registration,
     _global: table::GlobalOwner,
@@ -48,6 +52,7 @@ impl kernel::Module for RvsockCore {
         let owner = unsafe { ffi::rvsock_this_module() };
         let sysctl = sysctl::register()?;
         let reg = family::register(owner)?;
-        Ok(RvsockCore { _reg: reg, _sysctl: sysctl, _global: global })
+        let diag = diag::register(owner);
+        Ok(RvsockCore { _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
     }
 }

@@ -32,6 +32,11 @@ fn do_bind(sk: Sk, addr: Addr) -> Result {
     g.insert_bound(a, sk)?;
     s.local = a;
     s.bound = true;
+    // Off the unbound list; its reference is dropped once the locks are released.
+    let listed = if core::mem::take(&mut s.unbound) { g.remove_unbound(sk) } else { None };
+    drop(s);
+    drop(g);
+    drop(listed);
     Ok(())
 }
 

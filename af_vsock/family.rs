@@ -206,6 +206,7 @@ unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, prot
     }
     match alloc_sock(net_, sock, ty as u16, kern, None) {
         Ok(sk) => {
+            sock::list_unbound(sk.sk());
             // The socket owns this reference now; released in op_release.
             let _ = sk.into_raw();
             0

@@ -113,6 +113,8 @@ pub(crate) struct VState {
     pub(crate) accept_q: KVec<SkRef>,
     /// Whether the socket is in the bound table.
     pub(crate) bound: bool,
+    /// Whether the socket is in the unbound list (created, never bound).
+    pub(crate) unbound: bool,
     /// Whether the socket is in the connected table (key: remote, local).
     pub(crate) connected_key: Option<(Addr, Addr)>,
     /// SO_VM_SOCKETS_BUFFER_SIZE / _MIN / _MAX.
@@ -205,6 +207,7 @@ impl VSock {
             rxq: PktQueue::new(),
             accept_q: KVec::new(),
             bound: false,
+            unbound: false,
             connected_key: None,
             buffer_size: bs,
             buffer_min: bmin,
@@ -401,7 +404,7 @@ pub(crate) fn run_after(sk: Sk, a: After) {
 /// connect() retried on the same socket keeps a hashed port (upstream "keep the binding until
 /// socket destruction", CVE-2025-21756 class).
 pub(crate) fn unhash(sk: Sk) {
-    let mut drops: [Option<SkRef>; 2] = [None, None];
+    let mut drops: [Option<SkRef>; 3] = [None, None, None];
     let dead = sk.flag(net::SOCK_DEAD);
     {
         let mut g = global().lock();
@@ -409,6 +412,10 @@ pub(crate) fn unhash(sk: Sk) {
         if s.bound && dead {
             s.bound = false;
             drops[0] = g.remove_bound(sk, s.local.port);
+        }
+        if s.unbound && dead {
+            s.unbound = false;
+            drops[2] = g.remove_unbound(sk);
         }
         if let Some((r, l)) = s.connected_key.take() {
             drops[1] = g.remove_connected(sk, r, l);
@@ -420,6 +427,14 @@ pub(crate) fn unhash(sk: Sk) {
 pub(crate) fn purge_rx(sk: Sk) {
     let q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
     drop(q);
+}
+
+/// Lists a new socket for sock_diag until it is bound or closed. Without memory for the
+/// entry the socket works all the same; `ss` just does not see it before its bind.
+pub(crate) fn list_unbound(sk: Sk) {
+    let mut g = global().lock();
+    let mut s = vsk(sk).st.lock();
+    s.unbound = g.insert_unbound(sk).is_ok();
 }
 
 /// Inserts the socket in the connected table under (remote, local).

@@ -53,6 +53,9 @@ pub(crate) struct Global {
     // `bucket()`/`conn_bucket()` is always in range.
     bound: KVec<KVec<(Addr, SkRef)>>,
     connected: KVec<KVec<(Addr, Addr, SkRef)>>,
+    /// Sockets that were never bound, hashed by address: only sock_diag reads it (as in-tree,
+    /// `ss` lists a fresh socket before its bind).
+    unbound: KVec<KVec<SkRef>>,
     /// Registered transports by kind.
     pub(crate) local: Option<TransportPtr>,
     /// Guest-to-host transport.
@@ -66,6 +69,33 @@ fn bucket(port: u32) -> usize {
     (port as usize) % BUCKETS
 }
 
+fn sk_bucket(sk: Sk) -> usize {
+    (sk.as_ptr() as usize >> 6) % BUCKETS
+}
+
+/// Which table a walk is in ([`Global::walk`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Bound sockets (listeners, clients, bound only).
+    Bound,
+    /// Connected sockets (accepted children; a socket in both tables is seen in `Bound`).
+    Connected,
+    /// Sockets never bound.
+    Unbound,
+}
+
+/// Where a walk over every table stands, so that a sock_diag dump can resume where its
+/// last message did not fit (in-tree keeps table, bucket and index in `cb->args` alike).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WalkPos {
+    /// 0 bound, 1 connected, 2 unbound, 3 done.
+    pub(crate) table: usize,
+    /// Bucket within that table.
+    pub(crate) bucket: usize,
+    /// Entries of that bucket already visited.
+    pub(crate) index: usize,
+}
+
 fn conn_bucket(remote: Addr, local: Addr) -> usize {
     (remote.cid.wrapping_mul(31).wrapping_add(remote.port) ^ local.port) as usize % BUCKETS
 }
@@ -74,13 +104,16 @@ impl Global {
     fn new() -> Result<Self> {
         let mut bound = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
         let mut connected = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
+        let mut unbound = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
         for _ in 0..BUCKETS {
             bound.push(KVec::new(), GFP_KERNEL)?;
             connected.push(KVec::new(), GFP_KERNEL)?;
+            unbound.push(KVec::new(), GFP_KERNEL)?;
         }
         Ok(Global {
             bound,
             connected,
+            unbound,
             local: None,
             g2h: None,
             h2g: None,
@@ -150,6 +183,51 @@ impl Global {
         let b = &mut self.connected[conn_bucket(remote, local)];
         let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
         vec_swap_remove(b, i).map(|e| e.2)
+    }
+
+    /// Lists a socket that is not bound yet.
+    pub(crate) fn insert_unbound(&mut self, sk: Sk) -> Result {
+        self.unbound[sk_bucket(sk)].push(sk.hold(), GFP_ATOMIC)?;
+        Ok(())
+    }
+
+    /// Removes a socket from the unbound list, returning its reference for the caller to
+    /// drop unlocked.
+    pub(crate) fn remove_unbound(&mut self, sk: Sk) -> Option<SkRef> {
+        let b = &mut self.unbound[sk_bucket(sk)];
+        let i = b.iter().position(|s| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i)
+    }
+
+    /// Visits the sockets of every table from `pos` on (bound, connected, unbound; each
+    /// table's entry once) until `f` returns false; `pos` then names that socket, which a
+    /// resumed walk visits again.
+    pub(crate) fn walk(&self, pos: &mut WalkPos, mut f: impl FnMut(Table, Sk) -> bool) {
+        while pos.table < 3 {
+            let kind = match pos.table {
+                0 => Table::Bound,
+                1 => Table::Connected,
+                _ => Table::Unbound,
+            };
+            while pos.bucket < BUCKETS {
+                loop {
+                    let sk = match kind {
+                        Table::Bound => self.bound[pos.bucket].get(pos.index).map(|e| e.1.sk()),
+                        Table::Connected => self.connected[pos.bucket].get(pos.index).map(|e| e.2.sk()),
+                        Table::Unbound => self.unbound[pos.bucket].get(pos.index).map(|e| e.sk()),
+                    };
+                    let Some(sk) = sk else { break };
+                    if !f(kind, sk) {
+                        return;
+                    }
+                    pos.index += 1;
+                }
+                pos.bucket += 1;
+                pos.index = 0;
+            }
+            pos.table += 1;
+            pos.bucket = 0;
+        }
     }
 
     /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID), referenced.

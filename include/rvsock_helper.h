@@ -27,6 +27,9 @@
 #include <uapi/linux/virtio_ids.h>
 #include <uapi/linux/sockios.h>
 #include <uapi/asm-generic/ioctls.h>
+#include <linux/sock_diag.h>
+#include <uapi/linux/vm_sockets_diag.h>
+#include <net/netlink.h>
 #include "rvsock_shim.h"
 /* vhost_vsock */
 #include <linux/eventfd.h>

@@ -52,6 +52,25 @@ size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; 
 void rvsock_put_page(struct page *page) { put_page(page); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
 void rvsock_errqueue_purge(struct sock *sk) { skb_queue_purge(&sk->sk_error_queue); }
+/* sock_diag (af_vsock/diag.rs) */
+#include <linux/sock_diag.h>
+#include <net/netlink.h>
+/* A function on 6.12, a static inline reading sk_ino on 7.x: C calls it alike. */
+u64 rvsock_sock_i_ino(struct sock *sk) { return sock_i_ino(sk); }
+int rvsock_diag_dump_start(struct sk_buff *skb, struct nlmsghdr *nlh, int (*dump)(struct sk_buff *, struct netlink_callback *))
+{
+	struct netlink_dump_control c = { .dump = dump };
+	return netlink_dump_start(sock_net(skb->sk)->diag_nlsk, skb, nlh, &c);
+}
+void *rvsock_nlmsg_data(const struct nlmsghdr *nlh) { return nlmsg_data(nlh); }
+int rvsock_nlmsg_len(const struct nlmsghdr *nlh) { return nlmsg_len(nlh); }
+struct nlmsghdr *rvsock_nlmsg_put(struct sk_buff *skb, u32 portid, u32 seq, int type, int payload, int flags) { return nlmsg_put(skb, portid, seq, type, payload, flags); }
+void rvsock_nlmsg_end(struct sk_buff *skb, struct nlmsghdr *nlh) { nlmsg_end(skb, nlh); }
+void rvsock_nlmsg_cancel(struct sk_buff *skb, struct nlmsghdr *nlh) { nlmsg_cancel(skb, nlh); }
+u32 rvsock_netlink_portid(const struct sk_buff *skb) { return NETLINK_CB(skb).portid; }
+struct net *rvsock_skb_net(const struct sk_buff *skb) { return sock_net(skb->sk); }
+unsigned int rvsock_skb_len(const struct sk_buff *skb) { return skb->len; }
+long *rvsock_nl_cb_args(struct netlink_callback *cb) { return cb->args; }
 /* vhost_vsock */
 #include <linux/mutex.h>
 #include <linux/eventfd.h>

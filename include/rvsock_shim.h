@@ -53,6 +53,19 @@ size_t rvsock_iov_iter_offset(const struct iov_iter *i);
 void rvsock_put_page(struct page *page);
 bool rvsock_errqueue_empty(const struct sock *sk);
 void rvsock_errqueue_purge(struct sock *sk);
+struct nlmsghdr;
+struct netlink_callback;
+u64 rvsock_sock_i_ino(struct sock *sk);
+int rvsock_diag_dump_start(struct sk_buff *skb, struct nlmsghdr *nlh, int (*dump)(struct sk_buff *, struct netlink_callback *));
+void *rvsock_nlmsg_data(const struct nlmsghdr *nlh);
+int rvsock_nlmsg_len(const struct nlmsghdr *nlh);
+struct nlmsghdr *rvsock_nlmsg_put(struct sk_buff *skb, u32 portid, u32 seq, int type, int payload, int flags);
+void rvsock_nlmsg_end(struct sk_buff *skb, struct nlmsghdr *nlh);
+void rvsock_nlmsg_cancel(struct sk_buff *skb, struct nlmsghdr *nlh);
+u32 rvsock_netlink_portid(const struct sk_buff *skb);
+struct net *rvsock_skb_net(const struct sk_buff *skb);
+unsigned int rvsock_skb_len(const struct sk_buff *skb);
+long *rvsock_nl_cb_args(struct netlink_callback *cb);
 #endif
 /* vhost_vsock */
 #ifndef RVSOCK_SHIM_VHOST_H

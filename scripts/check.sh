@@ -32,6 +32,9 @@ declare -A SCEN=(
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
+    # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
+    [rvsock-observe]="nested rvsock rvsock 18 observe-l1"
+    [c-observe]="nested c c 18 observe-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"
@@ -45,6 +48,8 @@ ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest ne
 ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
 # One test per reviewed kernel defect (rvsock-tests regress), in-tree reference first.
 ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
+# What an operator debugs with: ss --vsock (sock_diag), rvsock's credit attribute.
+ALL+=" c-observe rvsock-observe rvsock-observe-kasan"
 # The newest (7.3) vsock_test test by test over the nested topology, both directions.
 ALL+=" nested-rvsock-host-rvsock-guest-vt7"
 # Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer

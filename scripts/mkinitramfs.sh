@@ -13,6 +13,16 @@ KVER=$(cat "$KOUT/include/config/kernel.release")
 B=$TOP/build/$FLAVOUR/initramfs$BUILD_TAG
 mkdir -p "$B"
 
+# host_prog ROOT PROGRAM: a program of this machine with its shared libraries, at the same paths.
+host_prog() {
+    local p lib
+    p=$(command -v "$2") || { echo "mkinitramfs: $2 not found on this machine" >&2; return 1; }
+    mkdir -p "$1$(dirname "$p")"; cp -L "$p" "$1$p"
+    for lib in $(ldd "$p" | grep -o '/[^ ]*'); do
+        mkdir -p "$1$(dirname "$lib")"; cp -L "$lib" "$1$lib"
+    done
+}
+
 pack() { # DIR OUT.cpio.gz
     (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -1 > "$2"
 }
@@ -30,6 +40,8 @@ base() {
     fi
     if [ -d "$TOP/build/tools$BUILD_TAG" ]; then cp "$TOP/build/tools$BUILD_TAG"/* "$r/usr/bin/" 2>/dev/null || true; fi
     echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
+    # iproute2's ss (rvsock-observe: `ss --vsock`).
+    host_prog "$r" ss
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }
 
@@ -51,10 +63,7 @@ mods() { # c|rvsock
 
 qemu() {
     local r=$B/qemu.root; rm -rf "$r"; mkdir -p "$r/usr/bin" "$r/usr/share" "$r/usr/lib/x86_64-linux-gnu"
-    cp /usr/bin/qemu-system-x86_64 "$r/usr/bin/"
-    for lib in $(ldd /usr/bin/qemu-system-x86_64 | grep -o '/[^ ]*'); do
-        mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"
-    done
+    host_prog "$r" qemu-system-x86_64
     cp -rL /usr/share/qemu /usr/share/seabios "$r/usr/share/"
     cp -r /usr/lib/x86_64-linux-gnu/qemu "$r/usr/lib/x86_64-linux-gnu/"
     pack "$r" "$B/qemu.cpio.gz"; rm -rf "$r"

@@ -4,6 +4,8 @@
 mod args;
 mod bench;
 mod cmds;
+mod diag;
+mod observe;
 mod proto;
 mod regress;
 mod regress_guest;
@@ -34,6 +36,8 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
   vhost-hostile [--cid C] [--rx-buf BYTES]
   vhost-cid --cid C --own G
   regress     [--reference] [--scale PERCENT] [--guest-cid C] [--only SUBSTRING]
+  observe     [--reference]          sock_diag, iproute2 ss and rvsock's credit attribute (loopback)
+  ss          [--all]                every vsock connection with its credit state (sock_diag)
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         "vhost-hostile" => run(vhost_hostile::run),
         "vhost-cid" => run(vhost_hostile::run_cid),
         "regress" => run(regress::run),
+        "observe" => run(observe::run),
+        "ss" => run(diag::ss_cmd),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,15 @@
+# rvsock-observe / c-observe, L2 (the guest) of observe-l1.sh: the vsock_diag_test server of
+# direction 1, then the client of direction 2 against L1.
+ip addr add 10.0.2.15/24 dev eth0
+ip link set eth0 up
+load_stack virtio || return
+S=$(l2_scale)
+DIAG=/opt/vsock-7.3/vsock_diag_test
+echo "RVSOCK-L2-READY"
+VT_BIN=$DIAG VSOCK_TEST_TIMEOUT=$((180 * S)) run_vsock_test "guest-server.server/" /tmp/d-server.out \
+    --mode=server --control-port=1236 --peer-cid=2 &
+srv=$!
+wait_tcp_listen 1236 $((30 * S)) && echo "RVSOCK-DIAG-LISTENING"
+wait "$srv"
+VT_BIN=$DIAG VT_RETRY=$((60 * S)) VSOCK_TEST_TIMEOUT=$((120 * S)) run_vsock_test "host-server.client/" /tmp/d-client.out \
+    --mode=client --control-host=10.0.2.2 --control-port=1237 --peer-cid=2
