@@ -5,7 +5,7 @@
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
 //! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
-//! `diag`/`netlink` (sock_diag: `ss --vsock`), `transport` (exported API), `pkt`/`abi` (shared with the transports).
+//! `diag`/`netlink` (sock_diag: `ss --vsock`), `stats` (debugfs counters), `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
 
@@ -24,6 +24,7 @@ mod io;
 mod netlink;
 mod rx;
 mod sock;
+mod stats;
 mod sysctl;
 mod table;
 mod transport;
@@ -39,6 +40,7 @@ module! {
 }
 
 struct RvsockCore {
+    _stats: stats::Registration,
     _diag: diag::Registration,
     _reg: family::Registration,
     _sysctl: sysctl::Registration,
@@ -53,6 +55,7 @@ impl kernel::Module for RvsockCore {
         let sysctl = sysctl::register()?;
         let reg = family::register(owner)?;
         let diag = diag::register(owner);
-        Ok(RvsockCore { _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
+        let stats = stats::register();
+        Ok(RvsockCore { _stats: stats, _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
     }
 }

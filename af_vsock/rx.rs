@@ -10,15 +10,21 @@ use crate::proto::hdr::{
     rst_reply, validate, Addr, Hdr, Op, SockType, ValidateCtx, MAX_PKT_BUF_SIZE, SEQ_EOM, VMADDR_CID_HOST,
 };
 use crate::sock::{self, apply, run_after, send_on, vsk, After, TransportRef};
+use crate::stats::{self, Ctr};
 use crate::table::{global, TransportPtr};
 use kernel::prelude::*;
 
-/// Answers `h` with an RST from no socket (in-tree `virtio_transport_reset_no_sock`).
-fn reset_no_sock(t: TransportPtr, h: &Hdr) {
+/// Answers `h` with an RST from no socket (in-tree `virtio_transport_reset_no_sock`),
+/// counting why (`why`) on `t`.
+fn reset_no_sock(t: TransportPtr, h: &Hdr, why: Ctr) {
+    stats::inc(t, why);
     if let Some(r) = rst_reply(h) {
-        if let Ok(mut p) = Pkt::alloc(0, false) {
-            p.set_hdr(&r);
-            let _ = send_on(t, p);
+        match Pkt::alloc(0, false) {
+            Ok(mut p) => {
+                p.set_hdr(&r);
+                let _ = send_on(t, p);
+            }
+            Err(_) => stats::inc(t, Ctr::AllocFail),
         }
     }
 }
@@ -28,15 +34,19 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let h = pkt.hdr();
     let seqpacket = t.get().features & crate::abi::TRANSPORT_F_SEQPACKET != 0;
     let ctx = ValidateCtx { max_len: MAX_PKT_BUF_SIZE.min(pkt.len()), seqpacket, src_cid: None, dst_cid: None };
+    stats::inc(t, Ctr::RxPackets);
     let v = match validate(&h, &ctx) {
         Ok(v) => v,
         Err(e) => {
             if e.wants_rst() {
-                reset_no_sock(t, &h);
+                reset_no_sock(t, &h, Ctr::BadHeader);
+            } else {
+                stats::inc(t, Ctr::BadHeader);
             }
             return;
         }
     };
+    stats::add(t, Ctr::RxBytes, u64::from(v.len));
     // The payload is exactly what the header says (the transport gave us at least that).
     pkt.set_len(v.len);
     let src = v.src;
@@ -47,7 +57,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
             Some(s) => s.clone(),
             None => {
                 drop(g);
-                reset_no_sock(t, &h);
+                reset_no_sock(t, &h, Ctr::NoSocket);
                 return;
             }
         }
@@ -63,7 +73,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         && (src.cid == s.remote.cid || t.local_cid() == crate::proto::hdr::VMADDR_CID_LOCAL);
     if s.conn.is_done() || (!listening && (!same_transport || !from_peer)) {
         drop(s);
-        reset_no_sock(t, &h);
+        reset_no_sock(t, &h, Ctr::WrongPeer);
         return;
     }
     // A payload for an established connection: decide how it joins the receive queue and
@@ -79,6 +89,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         }
         let extra = if append { 0 } else { pkt.mem_cost() };
         if u64::from(s.rxq.mem()) + u64::from(extra) > s.conn.rx().mem_budget() {
+            stats::inc(t, Ctr::MemOverrun);
             let a = s.conn.on_mem_overrun(&v);
             let after = apply(s_, &mut s, &a, Some(&h));
             drop(s);
@@ -111,7 +122,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         // Listener answering a non-REQUEST: the reply goes to the packet's sender.
         if a.send.is_some() {
             drop(s);
-            reset_no_sock(t, &h);
+            reset_no_sock(t, &h, Ctr::WrongPeer);
             return;
         }
         After::NONE
@@ -169,7 +180,7 @@ fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
 /// listener's close may drop every other reference.
 fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid, h: &Hdr) {
     if lsk.acceptq_is_full() || lsk.shutdown() == crate::net::SHUTDOWN_MASK {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::Refused);
         return;
     }
     // The transport a connect() towards the peer would pick must be the one the REQUEST came
@@ -178,22 +189,22 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
     let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
     let expected = global().lock().pick_transport(v.src.cid, to_host);
     let Some((_, via_host)) = expected.filter(|(e, _)| e.0 == t.0) else {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::Refused);
         return;
     };
     let Some(tref) = TransportRef::get(t) else {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::Refused);
         return;
     };
     // A peer that did not negotiate SEQPACKET gets no SEQPACKET connection.
     if v.ty == SockType::Seqpacket && !tref.seqpacket_allow(v.src.cid) {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::Refused);
         return;
     }
     let inherit = vsk(lsk).st.lock().inherit();
     let child = family::new_child(lsk, &inherit);
     let Ok(child) = child else {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::AllocFail);
         return;
     };
     let c = child.sk();
@@ -211,7 +222,7 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         apply(c, &mut s, &a, Some(h))
     };
     if sock::hash_connected(c).is_err() {
-        reset_no_sock(t, h);
+        reset_no_sock(t, h, Ctr::AllocFail);
         return;
     }
     // RESPONSE first (with loopback the peer's connect completes inside this call).

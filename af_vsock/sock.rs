@@ -20,6 +20,7 @@ use crate::proto::hdr::{
     Addr, Hdr, SockType, DEFAULT_BUF_MAX_SIZE, DEFAULT_BUF_MIN_SIZE, DEFAULT_BUF_SIZE, VMADDR_CID_ANY,
     VMADDR_PORT_ANY,
 };
+use crate::stats::{self, Ctr};
 use crate::table::{global, TransportPtr};
 use kernel::prelude::*;
 use kernel::sync::SpinLock;
@@ -81,9 +82,16 @@ impl TransportRef {
 
 /// Sends a packet on a transport (consumed).
 pub(crate) fn send_on(t: TransportPtr, p: Pkt) -> Result {
+    let len = u64::from(p.hdr().len);
     // SAFETY: `t` is registered or pinned by the caller; `send_pkt` takes ownership of `p`.
     let r = unsafe { (t.get().send_pkt)(t.0, p.into_raw()) };
-    if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) }
+    if r < 0 {
+        stats::inc(t, Ctr::TxErrors);
+        return Err(Error::from_errno(r));
+    }
+    stats::inc(t, Ctr::TxPackets);
+    stats::add(t, Ctr::TxBytes, len);
+    Ok(())
 }
 
 impl Drop for TransportRef {
@@ -261,7 +269,10 @@ impl Out {
                 p.set_hdr(&self.h);
                 send_on(self.t, p)
             }
-            Err(_) => Ok(()),
+            Err(_) => {
+                stats::inc(self.t, Ctr::AllocFail);
+                Ok(())
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 // The shared sources every module with packet queues compiles in, by
 // `include!("../include/mods.rs")` from its crate root (each `#[path]` names include/ from
 // either folder): the generated binding layer, the core-transport ABI and the packet
-// handle. Each module uses a different subset of them, hence the allowances.
+// handle, debugfs counters. Each module uses a different subset of them, hence the allowances.
 
 #[allow(unreachable_pub)]
 #[path = "../include/ffi.rs"]
@@ -13,3 +13,6 @@ mod abi;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../include/pkt.rs"]
 mod pkt;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../include/debugfs.rs"]
+mod debugfs;

@@ -52,6 +52,11 @@ size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; 
 void rvsock_put_page(struct page *page) { put_page(page); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
 void rvsock_errqueue_purge(struct sock *sk) { skb_queue_purge(&sk->sk_error_queue); }
+/* debugfs counters (static inline stubs without CONFIG_DEBUG_FS: C calls them alike) */
+#include <linux/debugfs.h>
+struct dentry *rvsock_debugfs_dir(const char *name, struct dentry *parent) { return debugfs_create_dir(name, parent); }
+void rvsock_debugfs_u64(const char *name, struct dentry *dir, u64 *val) { debugfs_create_u64(name, 0444, dir, val); }
+void rvsock_debugfs_remove(struct dentry *d) { debugfs_remove(d); }
 /* sock_diag (af_vsock/diag.rs) */
 #include <linux/sock_diag.h>
 #include <net/netlink.h>

@@ -33,8 +33,8 @@ declare -A SCEN=(
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
-    [rvsock-observe]="nested rvsock rvsock 18 observe-l1"
-    [c-observe]="nested c c 18 observe-l1"
+    [rvsock-observe]="nested rvsock rvsock 21 observe-l1"
+    [c-observe]="nested c c 21 observe-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"

@@ -74,8 +74,22 @@ enum Reject {
     NoMem,
 }
 
-/// Counters of one device (reported when it is released).
-struct Stats {
+/// What a device counts: packets moved, and each reason to drop one.
+#[derive(Clone, Copy)]
+enum Count {
+    /// A guest packet handed to the core.
+    Delivered,
+    /// A packet written into a guest receive buffer (the last piece of it).
+    Sent,
+    /// A guest receive buffer that was not one (read-only, too small, not writable).
+    BadRxBuf,
+    /// A guest packet dropped.
+    Drop(Reject),
+}
+
+/// Counters of one device (reported when it is released); every count also goes to the
+/// module's totals (`TOTALS`, in debugfs as `/sys/kernel/debug/rvsock_vhost/`).
+pub(crate) struct Stats {
     delivered: AtomicU64,
     sent: AtomicU64,
     bad_chain: AtomicU64,
@@ -88,18 +102,61 @@ struct Stats {
     bad_rx_buf: AtomicU64,
 }
 
+/// The module's totals over every device since load.
+pub(crate) static TOTALS: Stats = Stats {
+    delivered: AtomicU64::new(0),
+    sent: AtomicU64::new(0),
+    bad_chain: AtomicU64::new(0),
+    truncated: AtomicU64::new(0),
+    spoofed: AtomicU64::new(0),
+    misaddressed: AtomicU64::new(0),
+    oversized: AtomicU64::new(0),
+    fault: AtomicU64::new(0),
+    nomem: AtomicU64::new(0),
+    bad_rx_buf: AtomicU64::new(0),
+};
+
 impl Stats {
-    fn count(&self, d: Reject) {
-        let c = match d {
-            Reject::BadChain => &self.bad_chain,
-            Reject::Truncated => &self.truncated,
-            Reject::Spoofed => &self.spoofed,
-            Reject::Misaddressed => &self.misaddressed,
-            Reject::Oversized => &self.oversized,
-            Reject::Fault => &self.fault,
-            Reject::NoMem => &self.nomem,
-        };
-        c.fetch_add(1, Relaxed);
+    fn field(&self, c: Count) -> &AtomicU64 {
+        match c {
+            Count::Delivered => &self.delivered,
+            Count::Sent => &self.sent,
+            Count::BadRxBuf => &self.bad_rx_buf,
+            Count::Drop(Reject::BadChain) => &self.bad_chain,
+            Count::Drop(Reject::Truncated) => &self.truncated,
+            Count::Drop(Reject::Spoofed) => &self.spoofed,
+            Count::Drop(Reject::Misaddressed) => &self.misaddressed,
+            Count::Drop(Reject::Oversized) => &self.oversized,
+            Count::Drop(Reject::Fault) => &self.fault,
+            Count::Drop(Reject::NoMem) => &self.nomem,
+        }
+    }
+
+    fn count(&self, c: Count) {
+        self.field(c).fetch_add(1, Relaxed);
+        TOTALS.field(c).fetch_add(1, Relaxed);
+    }
+
+    /// Shows these counters in `d`.
+    ///
+    /// # Safety
+    /// `self` outlives `d`'s files (true of `TOTALS`, a static).
+    pub(crate) unsafe fn debugfs(&'static self, d: &crate::debugfs::DebugDir) {
+        for (name, c) in [
+            (&b"rx_delivered\0"[..], &self.delivered),
+            (b"tx_sent\0", &self.sent),
+            (b"tx_bad_rx_buffers\0", &self.bad_rx_buf),
+            (b"drop_bad_chain\0", &self.bad_chain),
+            (b"drop_truncated\0", &self.truncated),
+            (b"drop_spoofed_source\0", &self.spoofed),
+            (b"drop_misaddressed\0", &self.misaddressed),
+            (b"drop_oversized\0", &self.oversized),
+            (b"drop_fault\0", &self.fault),
+            (b"drop_no_memory\0", &self.nomem),
+        ] {
+            // SAFETY: `self` is 'static.
+            unsafe { d.counter(name, c) };
+        }
     }
 }
 
@@ -305,7 +362,7 @@ impl VhostVsock {
                 let room = g.iov_len(out, inn);
                 if out != 0 || room < HDR_LEN {
                     // Not a receive buffer: give it back empty, keep the packet.
-                    self.stats.bad_rx_buf.fetch_add(1, Relaxed);
+                    self.stats.count(Count::BadRxBuf);
                     g.err();
                     g.add_used(head, 0);
                     added = true;
@@ -330,7 +387,7 @@ impl VhostVsock {
                 };
                 if !ok {
                     // Guest memory not writable: give the buffer back empty, keep the packet.
-                    self.stats.bad_rx_buf.fetch_add(1, Relaxed);
+                    self.stats.count(Count::BadRxBuf);
                     g.err();
                     g.add_used(head, 0);
                     added = true;
@@ -344,7 +401,7 @@ impl VhostVsock {
                 if p.remaining() > 0 {
                     self.requeue(p);
                 } else {
-                    self.stats.sent.fetch_add(1, Relaxed);
+                    self.stats.count(Count::Sent);
                     if swap_mark(&mut p, 0) == MARK_REPLY {
                         let v = self.queued_replies.fetch_sub(1, Relaxed) - 1;
                         // TX paused on a full reply budget may resume now.
@@ -443,12 +500,12 @@ impl VhostVsock {
             match r {
                 Ok(p) => {
                     bytes = bytes.saturating_add(p.len() as i32);
-                    self.stats.delivered.fetch_add(1, Relaxed);
+                    self.stats.count(Count::Delivered);
                     // The core may call our `send_pkt` from inside: it only queues.
                     crate::deliver(p);
                 }
                 Err(why) => {
-                    self.stats.count(why);
+                    self.stats.count(Count::Drop(why));
                     if matches!(why, Reject::BadChain | Reject::Fault) {
                         g.err();
                     }

@@ -205,6 +205,7 @@ unsafe extern "C" fn dev_poll(file: *mut ffi::file, wait: *mut ffi::poll_table_s
 }
 
 struct RvsockVhost {
+    _debug: debugfs::DebugDir,
     _table: table::TableOwner,
     transport: bool,
     misc: bool,
@@ -212,7 +213,10 @@ struct RvsockVhost {
 
 impl kernel::Module for RvsockVhost {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let mut me = RvsockVhost { _table: table::TableOwner::new()?, transport: false, misc: false };
+        let debug = debugfs::DebugDir::new(b"rvsock_vhost\0", None);
+        // SAFETY: the totals are a static.
+        unsafe { dev::TOTALS.debugfs(&debug) };
+        let mut me = RvsockVhost { _debug: debug, _table: table::TableOwner::new()?, transport: false, misc: false };
         // SAFETY: returns this module's THIS_MODULE.
         let owner = unsafe { ffi::rvsock_this_module() };
         // SAFETY: the statics are written only here, before registration publishes them.

@@ -290,6 +290,33 @@ impl Shared {
         Ok(())
     }
 
+    /// Shows the driver's counters in `d` (`/sys/kernel/debug/rvsock_virtio/`).
+    ///
+    /// # Safety
+    /// `d` is dropped before `self`.
+    pub(crate) unsafe fn debugfs(&self, d: &crate::debugfs::DebugDir) {
+        let s = &self.stats;
+        for (name, c) in [
+            (&b"rx_packets\0"[..], &s.rx_pkts),
+            (b"rx_bytes\0", &s.rx_bytes),
+            (b"rx_copied\0", &s.rx_copied),
+            (b"rx_bad_used_len\0", &s.rx_bad_used_len),
+            (b"rx_bad_hdr_len\0", &s.rx_bad_hdr_len),
+            (b"rx_unwritten\0", &s.rx_unwritten),
+            (b"rx_small_buffer_fallbacks\0", &s.rx_small),
+            (b"rx_alloc_failures\0", &s.rx_alloc_fail),
+            (b"tx_packets\0", &s.tx_pkts),
+            (b"tx_bytes\0", &s.tx_bytes),
+            (b"tx_queued\0", &s.tx_queued),
+            (b"tx_dropped\0", &s.tx_dropped),
+            (b"event_resets\0", &s.ev_reset),
+            (b"event_bad\0", &s.ev_bad),
+        ] {
+            // SAFETY: the counters live in `self`, which outlives `d` per the contract.
+            unsafe { d.counter(name, c) };
+        }
+    }
+
     /// Unbinds `vdev` (driver `remove`).
     pub(crate) fn remove(&self, vdev: *mut ffi::virtio_device) {
         let mut dev = self.dev.lock();

@@ -257,6 +257,8 @@ static ID_TABLE: [ffi::virtio_device_id; 2] = [
 static FEATURES: [c_uint; 1] = [ffi::VIRTIO_VSOCK_F_SEQPACKET];
 
 struct RvsockVirtio {
+    /// Before `_shared`: its files read the counters in there.
+    _debug: debugfs::DebugDir,
     _shared: Pin<KBox<Shared>>,
 }
 
@@ -281,7 +283,10 @@ impl kernel::Module for RvsockVirtio {
             SHARED.store(core::ptr::null_mut(), Ordering::Release);
             return Err(e);
         }
-        Ok(RvsockVirtio { _shared: shared })
+        let debug = debugfs::DebugDir::new(b"rvsock_virtio\0", None);
+        // SAFETY: `debug` is dropped before `shared` (field order of `RvsockVirtio`).
+        unsafe { shared.debugfs(&debug) };
+        Ok(RvsockVirtio { _debug: debug, _shared: shared })
     }
 }
 

@@ -291,6 +291,21 @@ vt7_client_each() {
     done < /tmp/vt7c/list
 }
 
+# debugfs_counted DIR COUNTER...: a transport module's debugfs counters
+# (/sys/kernel/debug/DIR/COUNTER) are all above 0; result counters.DIR (a skip on the in-tree
+# stack, which has no such counters).
+debugfs_counted() {
+    _d=$1; shift
+    if [ "$MODS" = c ]; then result skip "counters.$_d"; return; fi
+    _bad=
+    for _c in "$@"; do
+        _v=$(cat "/sys/kernel/debug/$_d/$_c" 2>/dev/null)
+        echo "# /sys/kernel/debug/$_d/$_c: ${_v:-missing}"
+        [ "${_v:-0}" -gt 0 ] 2>/dev/null || _bad=1
+    done
+    if [ -z "$_bad" ]; then result ok "counters.$_d"; else result fail "counters.$_d"; fi
+}
+
 # wait_for FILE PATTERN SECONDS
 wait_for() {
     i=0

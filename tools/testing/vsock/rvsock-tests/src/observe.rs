@@ -1,7 +1,8 @@
 //! `observe`: what an operator debugs vsock with, over loopback (CID 1): the sock_diag dump
 //! (`diag.*`, what `ss` reads), iproute2's `ss --vsock` itself (`ss.*`, run as a program),
-//! and rvsock's credit extension (`credit.*`). The in-tree stack (`--reference`) passes the
-//! first two groups; it has no credit extension, so those tests report a skip there.
+//! rvsock's credit extension (`credit.*`) and its debugfs counters (`counters.*`). The
+//! in-tree stack (`--reference`) passes the first two groups; it has neither of the others,
+//! so those tests report a skip there.
 
 use std::os::fd::OwnedFd;
 use std::process::Command;
@@ -276,6 +277,45 @@ fn t_credit(reference: bool, out: &Out, port: u32) -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// One of the core's debugfs counters for the loopback transport.
+fn counter(name: &str) -> Result<u64, String> {
+    let path = format!("/sys/kernel/debug/rvsock/loopback/{name}");
+    let s = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    s.trim().parse().map_err(|e| format!("{path}: {s:?}: {e}"))
+}
+
+/// The core's per-transport counters in debugfs move with the traffic: packets and bytes
+/// both ways, and a connect to a port nobody listens on counts as a drop for no socket.
+fn t_counters(reference: bool, port: u32) -> TestResult {
+    if reference {
+        return Ok(Outcome::Skip("the debugfs counters are rvsock's".into()));
+    }
+    let names = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drop_no_socket"];
+    let before: Vec<u64> = names.iter().map(|n| counter(n)).collect::<Result<_, _>>()?;
+    let l = listener(libc::SOCK_STREAM, port)?;
+    let (c, a) = pair(&l, libc::SOCK_STREAM, port)?;
+    let data = [7u8; 1000];
+    sys::send(&c, &data, 0).or_fail("send")?;
+    let mut buf = [0u8; 1000];
+    let mut got = 0;
+    while got < data.len() {
+        got += sys::recv(&a, &mut buf[got..], 0).or_fail("recv")?;
+    }
+    let nobody = sock(libc::SOCK_STREAM)?;
+    let r = sys::connect_vm(&nobody, CID_LOCAL, port + 1);
+    if sys::errno_of(&r) != libc::ECONNRESET {
+        return Err(format!("connect to a port nobody listens on: {r:?}, expected ECONNRESET"));
+    }
+    let after: Vec<u64> = names.iter().map(|n| counter(n)).collect::<Result<_, _>>()?;
+    let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a.wrapping_sub(*b)).collect();
+    // REQUEST, RESPONSE, the payload (loopback: each packet is sent and received once), the
+    // refused REQUEST and its RST.
+    if d[0] < 5 || d[1] < 1000 || d[2] < 5 || d[3] < 1000 || d[4] < 1 {
+        return Err(format!("counter changes {:?} for {names:?}", d));
+    }
+    Ok(Outcome::Pass)
+}
+
 pub fn run(a: &Args) -> Result<(), String> {
     let reference = a.flag("reference");
     a.check_unused()?;
@@ -288,6 +328,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("diag.many-sockets", Box::new(|| t_diag_many(24005))),
         ("ss.listen-and-connections", Box::new(|| t_ss(&out, 24006))),
         ("credit.stall-and-drain", Box::new(|| t_credit(reference, &out, 24007))),
+        ("counters.debugfs", Box::new(|| t_counters(reference, 24008))),
     ];
     for (name, f) in tests {
         let r = f();

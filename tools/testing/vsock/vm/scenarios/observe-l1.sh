@@ -3,7 +3,8 @@
 # networking). Upstream vsock_diag_test (7.3) in both directions across the vhost transport:
 # each side's sock_diag must list exactly its own sockets. Then, over loopback here,
 # rvsock-tests observe: the sock_diag dump, iproute2 `ss --vsock`, rvsock's credit attribute
-# (a skip on the in-tree stack, which has none). 6 + 6 + 6 results.
+# (a skip on the in-tree stack, which has none), its debugfs counters. 6 + 6 + 1 + 1 + 7
+# results (one of them from L2).
 L2MODS=$(arg rvsock_l2mods)
 DIAG=/opt/vsock-7.3/vsock_diag_test
 load_stack vhost || return
@@ -26,6 +27,8 @@ else
     kill -9 "$qemu_a" 2>/dev/null
 fi
 reap "$qemu_a" "${L2_TIMEOUT:-$((300 * $(l2_scale)))}"
+# The vhost transport's counters (debugfs) saw the diag tests' packets.
+debugfs_counted rvsock_vhost rx_delivered tx_sent
 load_stack loopback || return
 if [ "$MODS" = c ]; then rvsock-tests observe --reference; else rvsock-tests observe; fi
 echo "qemu output:"; cat /tmp/qemu.out

@@ -13,3 +13,4 @@ wait_tcp_listen 1236 $((30 * S)) && echo "RVSOCK-DIAG-LISTENING"
 wait "$srv"
 VT_BIN=$DIAG VT_RETRY=$((60 * S)) VSOCK_TEST_TIMEOUT=$((120 * S)) run_vsock_test "host-server.client/" /tmp/d-client.out \
     --mode=client --control-host=10.0.2.2 --control-port=1237 --peer-cid=2
+debugfs_counted rvsock_virtio rx_packets tx_packets
