@@ -5,7 +5,7 @@
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
 //! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
-//! `diag`/`netlink` (sock_diag: `ss --vsock`), `stats` (debugfs counters), `transport` (exported API), `pkt`/`abi` (shared with the transports).
+//! `diag`/`netlink` (sock_diag: `ss --vsock`), `stats` (debugfs counters), `tap` (vsockmon capture), `trace` (trace events), `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
 
@@ -27,6 +27,8 @@ mod sock;
 mod stats;
 mod sysctl;
 mod table;
+mod tap;
+mod trace;
 mod transport;
 mod zerocopy;
 
@@ -41,6 +43,7 @@ module! {
 
 struct RvsockCore {
     _stats: stats::Registration,
+    _taps: tap::Registration,
     _diag: diag::Registration,
     _reg: family::Registration,
     _sysctl: sysctl::Registration,
@@ -50,12 +53,13 @@ struct RvsockCore {
 impl kernel::Module for RvsockCore {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let global = table::GlobalOwner::new()?;
+        let taps = tap::register()?;
         // SAFETY: returns this module's `THIS_MODULE`.
         let owner = unsafe { ffi::rvsock_this_module() };
         let sysctl = sysctl::register()?;
         let reg = family::register(owner)?;
         let diag = diag::register(owner);
         let stats = stats::register();
-        Ok(RvsockCore { _stats: stats, _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
+        Ok(RvsockCore { _stats: stats, _taps: taps, _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
     }
 }

@@ -35,6 +35,11 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let seqpacket = t.get().features & crate::abi::TRANSPORT_F_SEQPACKET != 0;
     let ctx = ValidateCtx { max_len: MAX_PKT_BUF_SIZE.min(pkt.len()), seqpacket, src_cid: None, dst_cid: None };
     stats::inc(t, Ctr::RxPackets);
+    crate::trace::recv_pkt(&h);
+    // Capture (loopback packets were captured when sent).
+    if crate::tap::active() && t.get().kind != crate::abi::TRANSPORT_LOCAL {
+        crate::tap::deliver(&pkt);
+    }
     let v = match validate(&h, &ctx) {
         Ok(v) => v,
         Err(e) => {

@@ -23,3 +23,25 @@ EXPORT_SYMBOL_GPL(rvsock_pkt_copy_to_iter);
 struct page;
 bool rvsock_pkt_ext_frag(const struct rvsock_pkt *pkt, u32 i, struct page **page, u32 *off, u32 *len);
 EXPORT_SYMBOL_GPL(rvsock_pkt_ext_frag);
+/* vsockmon (drivers/net/vsockmon.c) registers its capture devices here, as with in-tree vsock */
+#include <net/af_vsock.h>
+EXPORT_SYMBOL_GPL(vsock_add_tap);
+EXPORT_SYMBOL_GPL(vsock_remove_tap);
+/* Trace events: the in-tree packet events from the kernel's own header, and rvsock's own
+ * (trace.h). One-call wrappers for the Rust code. */
+#include <uapi/linux/virtio_vsock.h>
+#define CREATE_TRACE_POINTS
+#include <trace/events/vsock_virtio_transport_common.h>
+#include "trace.h"
+void rvsock_trace_alloc_pkt(u32 src_cid, u32 src_port, u32 dst_cid, u32 dst_port, u32 len, u16 type, u16 op, u32 flags, bool zcopy)
+{
+	trace_virtio_transport_alloc_pkt(src_cid, src_port, dst_cid, dst_port, len, type, op, flags, zcopy);
+}
+void rvsock_trace_recv_pkt(u32 src_cid, u32 src_port, u32 dst_cid, u32 dst_port, u32 len, u16 type, u16 op, u32 flags, u32 buf_alloc, u32 fwd_cnt)
+{
+	trace_virtio_transport_recv_pkt(src_cid, src_port, dst_cid, dst_port, len, type, op, flags, buf_alloc, fwd_cnt);
+}
+void rvsock_trace_sk_state(u32 src_cid, u32 src_port, u32 dst_cid, u32 dst_port, u16 type, u8 old_state, u8 new_state, u8 shutdown)
+{
+	trace_rvsock_sk_state(src_cid, src_port, dst_cid, dst_port, type, old_state, new_state, shutdown);
+}

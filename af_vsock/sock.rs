@@ -82,7 +82,12 @@ impl TransportRef {
 
 /// Sends a packet on a transport (consumed).
 pub(crate) fn send_on(t: TransportPtr, p: Pkt) -> Result {
-    let len = u64::from(p.hdr().len);
+    let h = p.hdr();
+    let len = u64::from(h.len);
+    crate::trace::alloc_pkt(&h, !p.ext().is_null());
+    if crate::tap::active() {
+        crate::tap::deliver(&p);
+    }
     // SAFETY: `t` is registered or pinned by the caller; `send_pkt` takes ownership of `p`.
     let r = unsafe { (t.get().send_pkt)(t.0, p.into_raw()) };
     if r < 0 {
@@ -348,6 +353,10 @@ pub(crate) fn mirror(sk: Sk, s: &VState) {
         State::Established => state::ESTABLISHED,
         State::Closing => state::CLOSING,
     };
+    let old = sk.state();
+    if old != st {
+        crate::trace::sk_state(sk, s, old, st, s.conn.local_shutdown() as u8);
+    }
     sk.set_state(st);
     sk.set_shutdown(s.conn.local_shutdown());
     if s.conn.is_done() {

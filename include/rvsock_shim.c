@@ -76,6 +76,23 @@ u32 rvsock_netlink_portid(const struct sk_buff *skb) { return NETLINK_CB(skb).po
 struct net *rvsock_skb_net(const struct sk_buff *skb) { return sock_net(skb->sk); }
 unsigned int rvsock_skb_len(const struct sk_buff *skb) { return skb->len; }
 long *rvsock_nl_cb_args(struct netlink_callback *cb) { return cb->args; }
+/* vsockmon taps (af_vsock/tap.rs) */
+#include <linux/netdevice.h>
+#include <linux/highmem.h>
+#include <net/af_vsock.h>
+struct net_device *rvsock_tap_dev(const struct vsock_tap *vt) { return vt->dev; }
+struct module *rvsock_tap_module(const struct vsock_tap *vt) { return vt->module; }
+unsigned short rvsock_netdev_type(const struct net_device *dev) { return dev->type; }
+void rvsock_module_get(struct module *m) { __module_get(m); }
+void rvsock_dev_hold(struct net_device *dev) { dev_hold(dev); }
+void rvsock_dev_put(struct net_device *dev) { dev_put(dev); }
+struct sk_buff *rvsock_alloc_skb(unsigned int size, gfp_t gfp) { return alloc_skb(size, gfp); }
+void rvsock_skb_put_data(struct sk_buff *skb, const void *data, unsigned int len) { skb_put_data(skb, data, len); }
+void *rvsock_skb_put(struct sk_buff *skb, unsigned int len) { return skb_put(skb, len); }
+int rvsock_dev_queue_xmit(struct sk_buff *skb, struct net_device *dev) { skb->dev = dev; return dev_queue_xmit(skb); }
+/* An inline kfree_skb without CONFIG_TRACEPOINTS, a function with it. */
+void rvsock_consume_skb(struct sk_buff *skb) { consume_skb(skb); }
+void rvsock_memcpy_from_page(void *to, struct page *page, size_t off, size_t len) { memcpy_from_page(to, page, off, len); }
 /* vhost_vsock */
 #include <linux/mutex.h>
 #include <linux/eventfd.h>

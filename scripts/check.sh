@@ -33,8 +33,8 @@ declare -A SCEN=(
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
-    [rvsock-observe]="nested rvsock rvsock 21 observe-l1"
-    [c-observe]="nested c c 21 observe-l1"
+    [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
+    [c-observe]="nested c c 29 observe-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"
@@ -60,11 +60,11 @@ ALL+=" c-loopback-kasan rvsock-loopback-kasan rvsock-soak-kasan vhost-user-guest
 ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # The default run (CI's, README "Sanitizer runs"): on 7.3 all of the above but the sanitizer
 # runs in SLOW_73, on 6.12 the loopback, nested and hostile-guest scenarios with their C
-# references, and the sanitizer soak. A fresh machine builds four kernels (~40 min) before the
+# references, the sanitizer soak and rvsock-observe. A fresh machine builds four kernels (~40 min) before the
 # first scenario; SLOW_73 (~19 min on 7.3's sanitizer kernel, whose soak alone takes 8) would
 # take it past 75 minutes. `make check KERNEL=7.3` runs them.
-SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-soak-kasan"
-SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan"
+SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-soak-kasan rvsock-observe"
+SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)

@@ -40,8 +40,11 @@ base() {
     fi
     if [ -d "$TOP/build/tools$BUILD_TAG" ]; then cp "$TOP/build/tools$BUILD_TAG"/* "$r/usr/bin/" 2>/dev/null || true; fi
     echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
-    # iproute2's ss (rvsock-observe: `ss --vsock`).
+    # iproute2's ss and ip, tcpdump (rvsock-observe: `ss --vsock`, `ip link add type vsockmon`,
+    # `tcpdump -i vsockmon0`); busybox keeps its own ip at /sbin/ip, iproute2's is /usr/sbin/ip.
     host_prog "$r" ss
+    host_prog "$r" tcpdump
+    mkdir -p "$r/usr/sbin"; host_prog "$r" /usr/sbin/ip
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }
 

@@ -3,8 +3,9 @@
 # networking). Upstream vsock_diag_test (7.3) in both directions across the vhost transport:
 # each side's sock_diag must list exactly its own sockets. Then, over loopback here,
 # rvsock-tests observe: the sock_diag dump, iproute2 `ss --vsock`, rvsock's credit attribute
-# (a skip on the in-tree stack, which has none), its debugfs counters. 6 + 6 + 1 + 1 + 7
-# results (one of them from L2).
+# (a skip on the in-tree stack, which has none), its debugfs counters; then packet capture
+# (the kernel's vsockmon device, tcpdump) and trace events, over loopback too.
+# 6 + 6 + 1 + 1 + 7 + 4 + 4 results (one of them from L2).
 L2MODS=$(arg rvsock_l2mods)
 DIAG=/opt/vsock-7.3/vsock_diag_test
 load_stack vhost || return
@@ -31,5 +32,59 @@ reap "$qemu_a" "${L2_TIMEOUT:-$((300 * $(l2_scale)))}"
 debugfs_counted rvsock_vhost rx_delivered tx_sent
 load_stack loopback || return
 if [ "$MODS" = c ]; then rvsock-tests observe --reference; else rvsock-tests observe; fi
+
+# Packet capture: the kernel's vsockmon device (fed by rvsock's core through vsock_add_tap, as
+# by the in-tree core), read by tcpdump, while a stream runs over loopback.
+if /usr/sbin/ip link add name vsockmon0 type vsockmon && /usr/sbin/ip link set vsockmon0 up; then
+    result ok capture.vsockmon-device
+else
+    result fail capture.vsockmon-device
+fi
+tcpdump -Z root -l -n -i vsockmon0 > /tmp/cap.txt 2> /tmp/cap.err &
+td=$!
+wait_for /tmp/cap.err "listening on vsockmon0" 20 || cat /tmp/cap.err
+rvsock-tests stream-recv --port 5600 --count 1 --timeout 60 --name capture.stream.recv &
+rcv=$!
+sleep 0.5
+rvsock-tests stream-send --cid 1 --port 5600 --bytes 10000 --seed 5 --timeout 60 --name capture.stream.send
+reap "$rcv" 60
+sleep 1; kill "$td" 2>/dev/null; wait "$td" 2>/dev/null
+echo "# tcpdump -i vsockmon0 (first lines of $(wc -l < /tmp/cap.txt)):"; head -n 12 /tmp/cap.txt | sed 's/^/#   /'
+# The connect, the payload and the close of that stream, decoded by tcpdump.
+if grep -q "CONNECT" /tmp/cap.txt && grep -q "PAYLOAD" /tmp/cap.txt && grep -q "DISCONNECT" /tmp/cap.txt \
+    && grep -q "\.5600" /tmp/cap.txt; then
+    result ok capture.tcpdump-decodes
+else
+    cat /tmp/cap.err; result fail capture.tcpdump-decodes
+fi
+
+# Trace events (tracefs): the in-tree packet events, and rvsock's state changes.
+T=/sys/kernel/tracing
+mount -t tracefs nodev "$T" 2>/dev/null
+for e in vsock/virtio_transport_alloc_pkt vsock/virtio_transport_recv_pkt rvsock/rvsock_sk_state; do
+    [ -e "$T/events/$e/enable" ] && echo 1 > "$T/events/$e/enable"
+done
+echo > "$T/trace"
+rvsock-tests stream-recv --port 5601 --count 1 --timeout 60 --name trace.stream.recv &
+rcv=$!
+sleep 0.5
+rvsock-tests stream-send --cid 1 --port 5601 --bytes 1000 --seed 6 --timeout 60 --name trace.stream.send
+reap "$rcv" 60
+echo 0 > "$T/tracing_on"
+grep -m 6 "5601" "$T/trace" | sed 's/^/#   /'
+if grep -q "virtio_transport_alloc_pkt: 1:[0-9]* -> 1:5601 len=0 type=STREAM op=REQUEST" "$T/trace" \
+    && grep -q "virtio_transport_recv_pkt: 1:5601 -> 1:[0-9]* len=0 type=STREAM op=RESPONSE" "$T/trace" \
+    && grep -q "virtio_transport_alloc_pkt: 1:[0-9]* -> 1:5601 len=[0-9]* type=STREAM op=RW" "$T/trace"; then
+    result ok trace.packet-events
+else
+    result fail trace.packet-events
+fi
+if [ "$MODS" = c ]; then
+    result skip trace.rvsock-state   # rvsock's own event
+elif grep -q "rvsock_sk_state: .*5601.* state 2 -> 1" "$T/trace" && grep -q "rvsock_sk_state: .*:5601 .* state 7 -> 10" "$T/trace"; then
+    result ok trace.rvsock-state
+else
+    grep rvsock_sk_state "$T/trace" | head; result fail trace.rvsock-state
+fi
 echo "qemu output:"; cat /tmp/qemu.out
 echo "RVSOCK-L2-LOG-BEGIN"; sed 's/^/L2| /' /tmp/l2.log; echo "RVSOCK-L2-LOG-END"

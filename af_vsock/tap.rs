@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Packet capture: the core serves in-tree `vsock_add_tap`/`vsock_remove_tap`, so the
+//! kernel's own `vsockmon` driver (drivers/net/vsockmon.c: `ip link add type vsockmon`) loads
+//! against rvsock and `tcpdump -i vsockmon0` sees rvsock's traffic in the in-tree capture
+//! format (`struct af_vsockmon_hdr`, the virtio header, the payload; LINKTYPE_VSOCK).
+//!
+//! Every packet of every transport passes the core twice at most: `send_on` (sent) and
+//! `recv_pkt` (received); loopback packets are captured once, when sent (as in-tree). With no
+//! capture device open, the cost is one atomic load per packet.
+
+use crate::ffi;
+use crate::pkt::Pkt;
+use crate::proto::hdr::{Hdr, Op, HDR_LEN};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use kernel::ffi::c_int;
+use kernel::prelude::*;
+use kernel::sync::SpinLock;
+
+/// `ARPHRD_VSOCKMON`: the device type `vsock_add_tap` accepts (as in-tree).
+const ARPHRD_VSOCKMON: u16 = 826;
+/// `struct af_vsockmon_hdr` (uapi linux/vsockmon.h): 32 bytes, little-endian.
+const MON_HDR_LEN: usize = 32;
+/// `AF_VSOCK_TRANSPORT_VIRTIO`: a virtio header follows.
+const MON_TRANSPORT_VIRTIO: u16 = 2;
+
+/// A registered capture device (`struct vsock_tap`, owned by the vsockmon device).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TapPtr(*mut ffi::vsock_tap);
+
+// SAFETY: a registered tap stays valid until `vsock_remove_tap` returns, which takes it out of
+// the list under the lock that every user of the pointer holds.
+unsafe impl Send for TapPtr {}
+
+/// Number of registered taps: the packet paths look at it before anything else.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+static TAPS: AtomicPtr<SpinLock<KVec<TapPtr>>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Owner of the tap list; created at module init, dropped at exit (a registered tap holds a
+/// reference on this module through the vsockmon module, so none is left by then).
+pub(crate) struct Registration(#[allow(dead_code)] Pin<KBox<SpinLock<KVec<TapPtr>>>>);
+
+/// Creates the tap list.
+pub(crate) fn register() -> Result<Registration> {
+    let b = KBox::pin_init(kernel::new_spinlock!(KVec::new(), "rvsock_taps"), GFP_KERNEL)?;
+    TAPS.store(&*b as *const _ as *mut _, Ordering::Release);
+    Ok(Registration(b))
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        TAPS.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+fn taps() -> Option<&'static SpinLock<KVec<TapPtr>>> {
+    let p = TAPS.load(Ordering::Acquire);
+    // SAFETY: non-null only between `register` and the registration's drop, during which
+    // the list is alive (module exit cannot run while a tap holds the vsockmon module, which
+    // holds ours).
+    unsafe { p.as_ref() }
+}
+
+/// In-tree `vsock_add_tap`: registers a vsockmon device's tap (EINVAL for another device
+/// type), pinning the device's module while registered.
+///
+/// # Safety
+/// `vt` is a live `struct vsock_tap` whose device and module fields are set; it stays live
+/// until `vsock_remove_tap` returns for it.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn vsock_add_tap(vt: *mut ffi::vsock_tap) -> c_int {
+    if vt.is_null() {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: per the contract.
+    let (dev, owner) = unsafe { (ffi::rvsock_tap_dev(vt), ffi::rvsock_tap_module(vt)) };
+    // SAFETY: the tap's device is live (the caller is its open routine).
+    if dev.is_null() || unsafe { ffi::rvsock_netdev_type(dev) } != ARPHRD_VSOCKMON {
+        return EINVAL.to_errno();
+    }
+    let Some(list) = taps() else { return ENODEV.to_errno() };
+    let mut l = list.lock();
+    if l.push(TapPtr(vt), GFP_ATOMIC).is_err() {
+        return ENOMEM.to_errno();
+    }
+    // SAFETY: the caller's module is live (it is calling us); released in vsock_remove_tap.
+    unsafe { ffi::rvsock_module_get(owner) };
+    ACTIVE.fetch_add(1, Ordering::Relaxed);
+    0
+}
+
+/// In-tree `vsock_remove_tap`: unregisters a tap (ENODEV if it was not registered). Once it
+/// returns, no packet goes to the device any more (deliveries hold the list's lock).
+///
+/// # Safety
+/// `vt` is a live `struct vsock_tap` (registered or not).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn vsock_remove_tap(vt: *mut ffi::vsock_tap) -> c_int {
+    let Some(list) = taps() else { return ENODEV.to_errno() };
+    let found = {
+        let mut l = list.lock();
+        match l.iter().position(|t| *t == TapPtr(vt)) {
+            Some(i) => {
+                let _ = crate::table::vec_swap_remove(&mut l, i);
+                ACTIVE.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    };
+    if !found {
+        pr_warn!("vsock_remove_tap: {:p} not found\n", vt);
+        return ENODEV.to_errno();
+    }
+    // SAFETY: pairs with the module reference taken in `vsock_add_tap`; `vt` is live.
+    unsafe { ffi::rvsock_module_put(ffi::rvsock_tap_module(vt)) };
+    0
+}
+
+/// Whether a capture device is open (cheap: one relaxed load).
+pub(crate) fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed) != 0
+}
+
+/// In-tree `virtio_transport_build_skb`'s mapping of virtio ops to capture ops.
+fn mon_op(op: u16) -> u16 {
+    const CONNECT: u16 = 1;
+    const DISCONNECT: u16 = 2;
+    const CONTROL: u16 = 3;
+    const PAYLOAD: u16 = 4;
+    match op {
+        x if x == Op::Request as u16 || x == Op::Response as u16 => CONNECT,
+        x if x == Op::Rst as u16 || x == Op::Shutdown as u16 => DISCONNECT,
+        x if x == Op::Rw as u16 => PAYLOAD,
+        x if x == Op::CreditUpdate as u16 || x == Op::CreditRequest as u16 => CONTROL,
+        _ => 0,
+    }
+}
+
+/// The capture header of a packet with header `h`.
+fn mon_hdr(h: &Hdr) -> [u8; MON_HDR_LEN] {
+    let mut b = [0u8; MON_HDR_LEN];
+    b[0..8].copy_from_slice(&h.src_cid.to_le_bytes());
+    b[8..16].copy_from_slice(&h.dst_cid.to_le_bytes());
+    b[16..20].copy_from_slice(&h.src_port.to_le_bytes());
+    b[20..24].copy_from_slice(&h.dst_port.to_le_bytes());
+    b[24..26].copy_from_slice(&mon_op(h.op).to_le_bytes());
+    b[26..28].copy_from_slice(&MON_TRANSPORT_VIRTIO.to_le_bytes());
+    b[28..30].copy_from_slice(&(HDR_LEN as u16).to_le_bytes());
+    b
+}
+
+/// Builds the capture skb of `p` (header as it is now, payload up to the header's length).
+fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
+    let h = p.hdr();
+    let inline = p.unread();
+    let ext = p.ext();
+    let avail = if ext.is_null() { inline.len() as u32 } else { p.remaining() };
+    let plen = h.len.min(avail);
+    let size = MON_HDR_LEN as u32 + HDR_LEN as u32 + plen;
+    // SAFETY: plain allocation; null on failure.
+    let skb = unsafe { ffi::rvsock_alloc_skb(size, kernel::bindings::GFP_ATOMIC) };
+    if skb.is_null() {
+        return None;
+    }
+    let mon = mon_hdr(&h);
+    let wire = h.encode();
+    // SAFETY: `skb` has room for `size` bytes: these three puts add exactly that.
+    unsafe {
+        ffi::rvsock_skb_put_data(skb, mon.as_ptr().cast(), MON_HDR_LEN as u32);
+        ffi::rvsock_skb_put_data(skb, wire.as_ptr().cast(), HDR_LEN as u32);
+        if ext.is_null() {
+            ffi::rvsock_skb_put_data(skb, inline.as_ptr().cast(), plen);
+        } else {
+            let dst = ffi::rvsock_skb_put(skb, plen) as *mut u8;
+            copy_ext(ext, dst, plen as usize);
+        }
+    }
+    Some(skb)
+}
+
+/// Copies the first `n` bytes of a MSG_ZEROCOPY payload (pinned pages) to `dst`.
+///
+/// # Safety
+/// `ext` belongs to a live packet of at least `n` payload bytes; `dst` has room for `n`.
+unsafe fn copy_ext(ext: *mut core::ffi::c_void, dst: *mut u8, n: usize) {
+    let mut done = 0usize;
+    let mut i = 0;
+    while done < n {
+        let Some((page, off, len)) = crate::zerocopy::frag(ext, i) else { break };
+        let k = (len as usize).min(n - done);
+        // SAFETY: the page is pinned by the packet; `dst + done` has room for `k` bytes.
+        unsafe { ffi::rvsock_memcpy_from_page(dst.add(done).cast(), page, off as usize, k) };
+        done += k;
+        i += 1;
+    }
+    if done < n {
+        // SAFETY: within `dst`'s `n` bytes; what the pages did not cover reads as zeros.
+        unsafe { core::ptr::write_bytes(dst.add(done), 0, n - done) };
+    }
+}
+
+/// Hands a copy of `p` to every capture device (call only when `active()`).
+pub(crate) fn deliver(p: &Pkt) {
+    let Some(list) = taps() else { return };
+    let l = list.lock();
+    if l.is_empty() {
+        return;
+    }
+    let Some(skb) = build(p) else { return };
+    for t in l.iter() {
+        // SAFETY: registered taps are live while in the list (we hold its lock).
+        let dev = unsafe { ffi::rvsock_tap_dev(t.0) };
+        // SAFETY: `skb` is ours; a clone is handed to the device, which frees it.
+        let n = unsafe { ffi::skb_clone(skb, kernel::bindings::GFP_ATOMIC) };
+        if n.is_null() {
+            continue;
+        }
+        // SAFETY: the device is live (its tap is registered); the reference spans the call.
+        let r = unsafe {
+            ffi::rvsock_dev_hold(dev);
+            let r = ffi::rvsock_dev_queue_xmit(n, dev);
+            ffi::rvsock_dev_put(dev);
+            r
+        };
+        if r != 0 {
+            break;
+        }
+    }
+    drop(l);
+    // SAFETY: our own skb, no longer used.
+    unsafe { ffi::rvsock_consume_skb(skb) };
+}
