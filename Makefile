@@ -7,10 +7,13 @@
 #   make check SCENARIOS="c-loopback c-nested"   run only those
 #   make demo       boot VMs and show vsock traffic end to end
 #   make bench      rvsock vs in-tree C benchmark (not part of check)
+#   make install    [KDIR=...] [DESTDIR=...]  modules into /lib/modules/KVER/updates/rvsock,
+#                   /etc/modprobe.d/rvsock.conf (rvsock replaces the in-tree stack), depmod
+#   make uninstall  [KDIR=... | KVER=...] [DESTDIR=...]  takes that away again
 SCENARIOS ?=
 FLAVOUR ?= release
 
-.PHONY: setup modules check demo bench clean
+.PHONY: setup modules install uninstall check demo bench clean
 setup:
 	scripts/setup-toolchain.sh
 	scripts/build-kernel.sh $(FLAVOUR)
@@ -20,6 +23,12 @@ setup:
 modules:
 	$(if $(KDIR),,$(MAKE) setup FLAVOUR=$(FLAVOUR))
 	scripts/build-modules.sh $(FLAVOUR)
+
+install:
+	scripts/install.sh install
+
+uninstall:
+	scripts/install.sh uninstall
 
 check:
 	scripts/check.sh $(SCENARIOS)

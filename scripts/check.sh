@@ -32,6 +32,8 @@ declare -A SCEN=(
     [c-vhost-hostile-guest]="single c - 22 vhost-hostile"
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
+    # make install on a system that keeps the in-tree modules: autoload, coldplug, uninstall.
+    [rvsock-install]="vhostuser install - 37/52 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
     [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
     [c-observe]="nested c c 29 observe-l1"
@@ -48,6 +50,8 @@ ALL+=" vhost-user-guest nested-c-host-rvsock-guest nested-rvsock-host-c-guest ne
 ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
 # One test per reviewed kernel defect (rvsock-tests regress), in-tree reference first.
 ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
+# Installed on a system that keeps the in-tree stack (make install, modprobe.d, uninstall).
+ALL+=" rvsock-install"
 # What an operator debugs with: ss --vsock (sock_diag), rvsock's credit attribute.
 ALL+=" c-observe rvsock-observe rvsock-observe-kasan"
 # The newest (7.3) vsock_test test by test over the nested topology, both directions.
@@ -154,7 +158,7 @@ run_scenario() {
         helpers+=($!)
         for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
         : > "$log"
-        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" > "$hostlog" 2>&1 &
+        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" "$script" > "$hostlog" 2>&1 &
         helpers+=($!)
         extra=(-object memory-backend-memfd,id=mem,size=$mem,share=on -machine memory-backend=mem
                -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)

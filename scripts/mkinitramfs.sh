@@ -17,7 +17,7 @@ mkdir -p "$B"
 host_prog() {
     local p lib
     p=$(command -v "$2") || { echo "mkinitramfs: $2 not found on this machine" >&2; return 1; }
-    mkdir -p "$1$(dirname "$p")"; cp -L "$p" "$1$p"
+    mkdir -p "$1$(dirname "$p")"; rm -f "$1$p"; cp -L "$p" "$1$p"
     for lib in $(ldd "$p" | grep -o '/[^ ]*'); do
         mkdir -p "$1$(dirname "$lib")"; cp -L "$lib" "$1$lib"
     done
@@ -48,7 +48,7 @@ base() {
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }
 
-mods() { # c|rvsock
+mods() { # c|rvsock|both|install
     local r=$B/mods-$1.root; rm -rf "$r"; mkdir -p "$r/lib/modules"
     cp -a "$KOUT/modinst/lib/modules/$KVER" "$r/lib/modules/"
     rm -f "$r/lib/modules/$KVER"/{build,source}
@@ -56,11 +56,18 @@ mods() { # c|rvsock
         # No in-tree vsock module may be present next to ours.
         rm -rf "$r/lib/modules/$KVER/kernel/net/vmw_vsock" "$r/lib/modules/$KVER/kernel/drivers/vhost/vsock.ko"
     fi
-    if [ "$1" != c ]; then   # rvsock, or both (for comparison runs that swap stacks in one VM)
+    if [ "$1" = rvsock ] || [ "$1" = both ]; then   # both: comparison runs swap stacks in one VM
         mkdir -p "$r/lib/modules/$KVER/extra"
         cp "$TOP/build/$FLAVOUR/modules$BUILD_TAG/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
     fi
     depmod -b "$r" "$KVER"
+    if [ "$1" = install ]; then
+        # rvsock-install: the in-tree modules stay; `make install` puts ours beside them, as on a
+        # user's system. kmod's tools replace busybox's (whose modprobe knows no blacklist or
+        # install commands).
+        DESTDIR=$r KVER=$KVER MODULES=$TOP/build/$FLAVOUR/modules$BUILD_TAG "$TOP/scripts/install.sh" install
+        for t in modprobe depmod rmmod insmod lsmod modinfo; do host_prog "$r" "/sbin/$t"; done
+    fi
     pack "$r" "$B/mods-$1.cpio.gz"; rm -rf "$r"
 }
 

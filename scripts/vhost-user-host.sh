@@ -3,8 +3,13 @@
 # Usage: scripts/vhost-user-host.sh SERIAL_LOG UDS_PATH   (results on stdout)
 set -u
 . "$(dirname "$0")/lib.sh"
-LOG=$1 UDS=$2
+LOG=$1 UDS=$2 SCRIPT=${3:-vhost-user-guest}
 T=$TOP/build/tools$BUILD_TAG/rvsock-tests
+if [ "$SCRIPT" = installed ]; then
+    # rvsock-install: one stream from the installed stack, one after the uninstall.
+    "$T" uds-recv --listen "${UDS}_1234" --count 2 --name installed.g2h.host --timeout 600
+    exit 0
+fi
 "$T" uds-recv --listen "${UDS}_1234" --count 1 --name g2h.64MiB.host --timeout 300 &
 "$T" uds-recv --listen "${UDS}_1235" --count 100 --name g2h.100conns.host --timeout 300 &
 # Device unbind/rebind in the guest (vhost-user-guest.sh): the 1236 transfer is cut by the
