@@ -13,6 +13,12 @@ if [ -n "${KDIR:-}" ]; then
     grep -q '^CONFIG_RUST=y' "$KDIR/.config" || die "$KDIR: the kernel has no Rust support (CONFIG_RUST=y); rvsock is Rust"
     for o in CONFIG_NET CONFIG_MODULES; do grep -q "^$o=y" "$KDIR/.config" || die "$KDIR: $o is off"; done
     [ -f "$KDIR/rust/libkernel.rmeta" ] || [ -n "$(ls "$KDIR"/rust/libkernel*.rmeta 2>/dev/null)" ] || die "$KDIR: rust/libkernel.rmeta missing (build the kernel with CONFIG_RUST=y first)"
+    # The kernel's Rust crates are only usable by the rustc that compiled them, and bindgen
+    # must be there: say so before the compiler does.
+    want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"$/\1/p' "$KDIR/.config")
+    have=$("$RUSTC" --version 2>/dev/null) || die "rustc not found ($RUSTC): install the rustc the kernel was built with (${want:-see its .config}), or set RUSTC=/path/to/rustc"
+    [ -z "$want" ] || [ "$have" = "$want" ] || die "$KDIR was built with '$want' but $RUSTC is '$have': Rust modules must be built by the kernel's own rustc (set RUSTC=/path/to/that rustc)"
+    command -v bindgen > /dev/null || die "bindgen not found: 'cargo install --locked bindgen-cli' ($(sed -n 's/^CONFIG_BINDGEN_VERSION_TEXT="\(.*\)"$/\1/p' "$KDIR/.config") built this kernel), or 'make setup'"
     MAKE_FLAGS=""
     # A clang-built kernel: build with the same clang (its major version from the config).
     if grep -q '^CONFIG_CC_IS_CLANG=y' "$KDIR/.config"; then

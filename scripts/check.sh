@@ -33,7 +33,7 @@ declare -A SCEN=(
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
     # make install on a system that keeps the in-tree modules: autoload, coldplug, uninstall.
-    [rvsock-install]="vhostuser install - 37/52 installed"
+    [rvsock-install]="vhostuser install - 38/53 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
     [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
     [c-observe]="nested c c 29 observe-l1"
@@ -121,7 +121,17 @@ run_scenario() {
     fi
     [ $((SECONDS - tp)) -gt 5 ] && log "scenario $name: prepared in $((SECONDS - tp))s"
     local kdir; kdir=$(kernel_dir "$flavour")
-    local img tmo mem
+    local img tmo mem dkms_result=""
+    if [ "$script" = installed ]; then
+        # rvsock-install boots with the modules DKMS built and installed (into a staging tree).
+        export RVSOCK_INSTALL_MODULES=$TOP/build/$flavour/dkms$BUILD_TAG
+        if "$TOP/scripts/dkms-stage.sh" "$flavour" "$RVSOCK_INSTALL_MODULES" >> "$LOGS/$name.build.log" 2>&1; then
+            dkms_result="RVSOCK-TEST ok dkms.build-install"
+        else
+            dkms_result="RVSOCK-TEST fail dkms.build-install"; tail -n 20 "$LOGS/$name.build.log"
+            RVSOCK_INSTALL_MODULES=$TOP/build/$flavour/modules$BUILD_TAG
+        fi
+    fi
     case "$topo" in
         single) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" 2>>"$LOGS/$name.build.log"); tmo=900; mem=1G ;;
         nested) img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" "$mods" "$l2mods" 2>>"$LOGS/$name.build.log"); tmo=2400; mem=2G ;;
@@ -149,6 +159,7 @@ run_scenario() {
     [ "$topo" = nested ] && kargs+=" $(l1_tsc_karg)"
     local extra=() helpers=() hostlog=$LOGS/$name.host.log
     : > "$hostlog"
+    [ -n "$dkms_result" ] && echo "$dkms_result" >> "$hostlog"
     if [ "$topo" = vhostuser ]; then
         # vhost-device-vsock serves the guest's vsock device; its host side is Unix sockets
         # only (never this machine's own vsock).
@@ -158,7 +169,7 @@ run_scenario() {
         helpers+=($!)
         for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
         : > "$log"
-        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" "$script" > "$hostlog" 2>&1 &
+        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" "$script" >> "$hostlog" 2>&1 &
         helpers+=($!)
         extra=(-object memory-backend-memfd,id=mem,size=$mem,share=on -machine memory-backend=mem
                -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)

@@ -7,7 +7,7 @@ TOOLS=$CACHE/tools
 BINDGEN_VERSION=0.73.2
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
 export PATH="$TOOLS/bin:$PATH"
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+export RUSTC=${RUSTC:-/usr/bin/rustc} RUSTDOC=${RUSTDOC:-/usr/bin/rustdoc}
 log() { echo "[rvsock $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "[rvsock] error: $*" >&2; exit 1; }
 # KERNEL selects the kernel line every script builds for and boots: 6.12 (the LTS line,

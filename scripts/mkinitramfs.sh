@@ -65,7 +65,9 @@ mods() { # c|rvsock|both|install
         # rvsock-install: the in-tree modules stay; `make install` puts ours beside them, as on a
         # user's system. kmod's tools replace busybox's (whose modprobe knows no blacklist or
         # install commands).
-        DESTDIR=$r KVER=$KVER MODULES=$TOP/build/$FLAVOUR/modules$BUILD_TAG "$TOP/scripts/install.sh" install
+        # (RVSOCK_INSTALL_MODULES: the modules DKMS built, scripts/dkms-stage.sh.)
+        DESTDIR=$r KVER=$KVER MODULES=${RVSOCK_INSTALL_MODULES:-$TOP/build/$FLAVOUR/modules$BUILD_TAG} \
+            "$TOP/scripts/install.sh" install
         for t in modprobe depmod rmmod insmod lsmod modinfo; do host_prog "$r" "/sbin/$t"; done
     fi
     pack "$r" "$B/mods-$1.cpio.gz"; rm -rf "$r"
