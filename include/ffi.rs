@@ -23,3 +23,9 @@ include!(env!("RVSOCK_BINDINGS"));
 
 // The kernel-version compatibility layer (the only code that knows kernel lines).
 include!("compat.rs");
+
+/// `modinfo`'s author line of every rvsock module (the module! macro spells that key
+/// differently on 6.12 and 7.x, so it is written here).
+#[used(compiler)]
+#[link_section = ".modinfo"]
+static MODINFO_AUTHOR: [u8; 25] = *b"author=rvsock developers\0";
