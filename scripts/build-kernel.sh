@@ -39,9 +39,24 @@ while IFS= read -r line; do
                     CONFIG_*) grep -qx "$line" "$OUT/.config" || { echo "  $line dropped"; bad=1; } ;; esac
 done < <(cat $(kernel_fragments "$FLAVOUR"))
 [ $bad = 0 ] || die "config fragment not applied (see above)"
-log "building $FLAVOUR kernel from $KERNEL_SRC_PKG $KERNEL_PKG_VERSION (-j$JOBS, LIBCLANG_PATH=$LIBCLANG_PATH $FLAGS)"
-make -s -C "$SRC" O="$OUT" $FLAGS -j"$JOBS" RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" bzImage modules
-make -s -C "$SRC" O="$OUT" $FLAGS INSTALL_MOD_PATH="$OUT/modinst" INSTALL_MOD_STRIP=1 modules_install
-make -s -C "$SRC" O="$OUT" headers_install INSTALL_HDR_PATH="$OUT/hdr" >/dev/null
+log "building $FLAVOUR kernel from $KERNEL_SRC_PKG $KERNEL_PKG_VERSION (-j$JOBS, LIBCLANG_PATH=$LIBCLANG_PATH $FLAGS; log $OUT/make.log)"
+# Progress every 30 s: objects built so far (a whole build of these configurations has ~1200).
+ticker() {
+    local t0=$SECONDS n
+    while sleep 30; do
+        n=$(find "$OUT" -name '*.o' 2>/dev/null | wc -l)
+        log "kernel $FLAVOUR: $n of ~1200 objects ($(( n >= 1200 ? 99 : n * 100 / 1200 ))%), $((SECONDS - t0)) s"
+    done
+}
+ticker & tick=$!
+trap 'kill $tick 2>/dev/null || true' EXIT
+kmake() { # a failed step shows its last lines and the log
+    make -s -C "$SRC" O="$OUT" "$@" >> "$OUT/make.log" 2>&1 \
+        || { tail -n 30 "$OUT/make.log" >&2; die "kernel $FLAVOUR: 'make $*' failed; whole log: $OUT/make.log"; }
+}
+: > "$OUT/make.log"
+kmake $FLAGS -j"$JOBS" RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" bzImage modules
+kmake $FLAGS INSTALL_MOD_PATH="$OUT/modinst" INSTALL_MOD_STRIP=1 modules_install
+kmake headers_install INSTALL_HDR_PATH="$OUT/hdr"
 touch "$OUT/.rvsock-built"
 log "kernel $FLAVOUR built: $OUT"
