@@ -105,6 +105,7 @@ struct task_struct *rvsock_current(void) { return current; }
 #include "vhost.h"
 /* acked_features is a union member (with acked_features_array) since 7.x: C names it alike. */
 void rvsock_vq_set_acked_features(struct vhost_virtqueue *vq, u64 features) { vq->acked_features = features; }
+bool rvsock_vhost_has_feature(struct vhost_virtqueue *vq, int bit) { return vhost_has_feature(vq, bit); }
 #endif
 /* virtio_transport */
 #include <linux/virtio.h>

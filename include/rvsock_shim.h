@@ -101,6 +101,7 @@ void *rvsock_kvzalloc(size_t size, gfp_t gfp);
 struct task_struct *rvsock_current(void);
 struct vhost_virtqueue;
 void rvsock_vq_set_acked_features(struct vhost_virtqueue *vq, u64 features);
+bool rvsock_vhost_has_feature(struct vhost_virtqueue *vq, int bit);
 #endif
 /* virtio_transport */
 #ifndef RVSOCK_SHIM_VIRTIO_H

@@ -344,8 +344,8 @@ impl VhostVsock {
                     g.enable_notify();
                     break;
                 };
-                let (head, out, inn) = match g.get_desc() {
-                    Desc::Chain { head, out, inn } => (head, out, inn),
+                let (head, out, inn, log) = match g.get_desc() {
+                    Desc::Chain { head, out, inn, log } => (head, out, inn, log),
                     Desc::Broken => {
                         self.requeue(p);
                         break;
@@ -395,6 +395,7 @@ impl VhostVsock {
                     break;
                 }
                 g.add_used(head, (HDR_LEN + frag) as u32);
+                g.log_write(log, HDR_LEN + frag, inn);
                 added = true;
                 p.consume(frag as u32);
                 bytes = bytes.saturating_add(frag as i32);
@@ -485,7 +486,7 @@ impl VhostVsock {
                 break;
             }
             let (head, out, inn) = match g.get_desc() {
-                Desc::Chain { head, out, inn } => (head, out, inn),
+                Desc::Chain { head, out, inn, .. } => (head, out, inn),
                 Desc::Broken => break,
                 Desc::Empty => {
                     if g.enable_notify() {

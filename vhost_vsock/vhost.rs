@@ -82,7 +82,14 @@ impl Vq {
 pub(crate) enum Desc {
     /// A chain: `head` to give back with `add_used`, `out` readable then `inn` writable iovecs
     /// now in the virtqueue's `iov` array.
-    Chain { head: u32, out: u32, inn: u32 },
+    Chain {
+        head: u32,
+        out: u32,
+        inn: u32,
+        /// Dirty-log entries of the chain's writable part, in the virtqueue's `log` array
+        /// (0 unless the VMM turned dirty logging on: `VHOST_F_LOG_ALL`, during migration).
+        log: u32,
+    },
     /// No buffer available.
     Empty,
     /// The ring is broken (bad descriptor, fault): stop processing this virtqueue.
@@ -162,9 +169,21 @@ impl VqGuard {
 
     /// Fetches the next available descriptor chain into the virtqueue's iovec array.
     pub(crate) fn get_desc(&mut self) -> Desc {
-        let (mut out, mut inn) = (0u32, 0u32);
+        let (mut out, mut inn, mut log) = (0u32, 0u32, 0u32);
+        // While the VMM logs dirty pages, the chain's writable addresses go to the virtqueue's
+        // `log` array (allocated by the vhost core with the iovecs, `IOV_MAX` entries), for
+        // `log_write` once we wrote into them.
+        // SAFETY: mutex held; reading the virtqueue's acked features and its array pointer.
+        let log_arr = unsafe {
+            if ffi::rvsock_vhost_has_feature(self.raw(), ffi::VHOST_F_LOG_ALL as c_int) {
+                (*self.raw()).log
+            } else {
+                core::ptr::null_mut()
+            }
+        };
+        let log_num = if log_arr.is_null() { core::ptr::null_mut() } else { &mut log as *mut u32 };
         // SAFETY: mutex held; `iov` is the virtqueue's own array of `IOV_MAX` entries; the
-        // log arguments may be null.
+        // log arguments are null or the virtqueue's log array and our counter.
         let head = unsafe {
             ffi::vhost_get_vq_desc(
                 self.raw(),
@@ -172,8 +191,8 @@ impl VqGuard {
                 IOV_MAX,
                 &mut out,
                 &mut inn,
-                core::ptr::null_mut(),
-                core::ptr::null_mut(),
+                log_arr,
+                log_num,
             )
         };
         if head < 0 {
@@ -188,7 +207,24 @@ impl VqGuard {
         if out.checked_add(inn).map_or(true, |n| n > IOV_MAX) {
             return Desc::Broken;
         }
-        Desc::Chain { head, out, inn }
+        Desc::Chain { head, out, inn, log }
+    }
+
+    /// Marks the `len` bytes just written into the last chain's writable part (`inn`
+    /// iovecs from the start of the array: a receive chain has no readable part) dirty in the
+    /// VMM's log, as vhost-net does for its receive buffers: a page we write while the VMM
+    /// copies guest memory for a migration is copied again. `log`: the chain's log entries
+    /// (`Desc::Chain::log`); nothing to do when 0.
+    pub(crate) fn log_write(&mut self, log: u32, len: usize, inn: u32) {
+        if log == 0 {
+            return;
+        }
+        // SAFETY: mutex held; `log` entries of the virtqueue's log array and `inn` iovecs of
+        // its iovec array were filled by the `get_desc` that returned `log`.
+        unsafe {
+            let vq = self.raw();
+            ffi::vhost_log_write(vq, (*vq).log, log, len as u64, (*vq).iov.as_mut_ptr(), inn as c_int);
+        }
     }
 
     /// Total length of iovecs `first..first + n` (`iov_length`), saturating.
