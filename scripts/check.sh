@@ -32,6 +32,9 @@ declare -A SCEN=(
     [c-vhost-hostile-guest]="single c - 23 vhost-hostile"
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
+    # Live migration of a guest to a destination with another CID (nested).
+    [rvsock-migrate]="nested rvsock rvsock 9 migrate-l1"
+    [c-migrate]="nested c c 9 migrate-l1"
     # make install on a system that keeps the in-tree modules: autoload, coldplug, uninstall.
     [rvsock-install]="vhostuser install - 38/53 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
@@ -52,6 +55,8 @@ ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
 ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
 # Installed on a system that keeps the in-tree stack (make install, modprobe.d, uninstall).
 ALL+=" rvsock-install"
+# Live migration (nested): 10 migrations with streams in flight and a CID change.
+ALL+=" c-migrate rvsock-migrate rvsock-migrate-kasan"
 # What an operator debugs with: ss --vsock (sock_diag), rvsock's credit attribute.
 ALL+=" c-observe rvsock-observe rvsock-observe-kasan"
 # The newest (7.3) vsock_test test by test over the nested topology, both directions.
@@ -68,7 +73,7 @@ ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # first scenario; SLOW_73 (~19 min on 7.3's sanitizer kernel, whose soak alone takes 8) would
 # take it past 75 minutes. `make check KERNEL=7.3` runs them.
 SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-soak-kasan rvsock-observe"
-SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan"
+SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan rvsock-migrate-kasan"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)

@@ -22,7 +22,9 @@ const USAGE: &str = "\
 usage: rvsock-tests SUBCOMMAND [OPTIONS]
 
   stream-send --cid C --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
-  stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS]
+              [--reset-ok]   (a connection reset passes; wrong bytes, short streams, timeouts fail)
+  stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS] [--reset-ok]
+  local-cid   [--expect C] [--name NAME]   this machine's CID (/dev/vsock)
   concurrent  --cid C --port P --conns N --bytes B [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
   uds-send    --uds PATH --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
   uds-recv    --listen PATH [--count M] [--name NAME] [--timeout SECS]
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let r = match cmd.as_str() {
         "stream-send" => run(cmds::stream_send),
         "stream-recv" => run(cmds::stream_recv),
+        "local-cid" => run(cmds::local_cid),
         "concurrent" => run(cmds::concurrent),
         "uds-send" => run(cmds::uds_send),
         "uds-recv" => run(cmds::uds_recv),
