@@ -2,8 +2,9 @@
 //! sock_diag for AF_VSOCK, served by the core: `ss --vsock` and the upstream
 //! `vsock_diag_test` see rvsock's sockets as they see in-tree ones (the same request and
 //! `struct vsock_diag_msg` replies: type, state, shutdown, local and peer address, inode,
-//! cookie; every socket of the requester's namespace, unbound ones included). The module
-//! carries the in-tree `vsock_diag` alias, so a query autoloads rvsock when nothing is loaded.
+//! cookie; every socket of the requester's namespace, unbound ones included). Registered with
+//! the family, so it is there whenever a vsock socket can exist (the kernel loads a sock_diag
+//! module only for a registered family); the module also carries in-tree `vsock_diag`'s alias.
 //!
 //! Beyond in-tree: a request with `RVSOCK_DIAG_SHOW_CREDIT` in `vdiag_show` (a field in-tree
 //! ignores) gets an `RVSOCK_DIAG_CREDIT` attribute after each message: the connection's
