@@ -4,7 +4,7 @@
 //! logic comes from the kernel-independent `virtio_transport_common` crate, compiled in.
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
-//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
+//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `read_sock` (kernel consumers), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
 //! `diag`/`netlink` (sock_diag: `ss --vsock`), `stats` (debugfs counters), `tap` (vsockmon capture), `trace` (trace events), `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
@@ -22,6 +22,7 @@ mod diag;
 mod family;
 mod io;
 mod netlink;
+mod read_sock;
 mod rx;
 mod sock;
 mod stats;

@@ -89,6 +89,9 @@ pub(crate) fn register(owner: *mut ffi::module) -> Result<Registration> {
         o.getsockopt = Some(op_getsockopt);
         o.sendmsg = Some(op_sendmsg);
         o.recvmsg = Some(op_recvmsg);
+        // In-kernel consumers (read_sock.rs). splice(2) from a socket stays the socket layer's
+        // copy_splice_read (no splice_read here): see docs/design.md "Kernel users".
+        o.read_sock = Some(op_read_sock);
         o.mmap = Some(ffi::sock_no_mmap);
         o.set_rcvlowat = Some(op_set_rcvlowat);
 
@@ -201,8 +204,10 @@ unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, prot
     unsafe {
         (*sock).state = sock::ss::UNCONNECTED as _;
         (*sock).ops = OPS.get();
-        // SO_ZEROCOPY at SOL_SOCKET level comes to our setsockopt.
-        (*sock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT;
+        // SO_ZEROCOPY at SOL_SOCKET level comes to our setsockopt. Every rvsock transport
+        // takes MSG_ZEROCOPY (in-tree: all virtio transports' `msgzerocopy_allow`), so io_uring
+        // may send with its own completion (SEND_ZC, `msg_ubuf`).
+        (*sock).flags |= (1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT) | (1 << ffi::SOCK_SUPPORT_ZC_BIT);
     }
     match alloc_sock(net_, sock, ty as u16, kern, None) {
         Ok(sk) => {
@@ -281,7 +286,7 @@ unsafe extern "C" fn op_accept(sock: *mut ffi::socket, newsock: *mut ffi::socket
             // sockets of op_create, it sends SOL_SOCKET SO_ZEROCOPY to our setsockopt.
             unsafe {
                 (*newsock).state = sock::ss::CONNECTED as _;
-                (*newsock).flags |= 1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT;
+                (*newsock).flags |= (1 << ffi::SOCK_CUSTOM_SOCKOPT_BIT) | (1 << ffi::SOCK_SUPPORT_ZC_BIT);
             }
             c.graft(newsock);
             // The new `struct socket` owns this reference from now on.
@@ -290,6 +295,16 @@ unsafe extern "C" fn op_accept(sock: *mut ffi::socket, newsock: *mut ffi::socket
         }
         Err(e) => e.to_errno(),
     }
+}
+
+unsafe extern "C" fn op_read_sock(sk: *mut ffi::sock, desc: *mut ffi::read_descriptor_t, actor: ffi::sk_read_actor_t) -> c_int {
+    if sk.is_null() {
+        return -(ffi::EINVAL as c_int);
+    }
+    // SAFETY: read_sock is called on a live socket of our family (its proto_ops are ours).
+    let sk = unsafe { Sk::from_raw(sk) };
+    // SAFETY: the caller's descriptor and actor, live for the call.
+    unsafe { crate::read_sock::read_sock(sk, desc, actor) }
 }
 
 unsafe extern "C" fn op_getname(sock: *mut ffi::socket, addr: *mut ffi::sockaddr, peer: c_int) -> c_int {

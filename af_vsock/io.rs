@@ -47,8 +47,9 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         }
     }
     let mut timeout = sk.sndtimeo(flags & ffi::MSG_DONTWAIT != 0);
-    // MSG_ZEROCOPY counts only once SO_ZEROCOPY is on (in-tree behaviour).
-    let zc = if flags & ffi::MSG_ZEROCOPY != 0 && sk.flag(net::SOCK_ZEROCOPY) {
+    // MSG_ZEROCOPY: with the caller's own completion (io_uring SEND_ZC), or once SO_ZEROCOPY
+    // is on (in-tree behaviour, as tcp_sendmsg_locked).
+    let zc = if flags & ffi::MSG_ZEROCOPY != 0 && (!msg.ubuf().is_null() || sk.flag(net::SOCK_ZEROCOPY)) {
         let (credit, pages_ok) = {
             let s = vsk(sk).st.lock();
             let f = s.transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);

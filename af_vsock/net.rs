@@ -411,6 +411,13 @@ impl Msg {
         unsafe { core::ptr::addr_of_mut!((*self.0.as_ptr()).msg_iter) }
     }
 
+    /// The caller's own zerocopy completion (`msg_ubuf`: io_uring's SEND_ZC notification), or
+    /// null for a plain sendmsg(2).
+    pub(crate) fn ubuf(&self) -> *mut ffi::ubuf_info {
+        // SAFETY: live msghdr.
+        unsafe { (*self.0.as_ptr()).msg_ubuf }
+    }
+
     /// Bytes left in the user buffer.
     pub(crate) fn left(&self) -> usize {
         // SAFETY: the iterator is live for the call.

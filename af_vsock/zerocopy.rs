@@ -5,7 +5,9 @@
 //! (`SO_EE_CODE_ZEROCOPY_COPIED`). Completions use the kernel's `ubuf_info` machinery
 //! (`msg_zerocopy_realloc`), so user space reads them from the error queue exactly as with
 //! the in-tree stack: one notification per sendmsg, delivered when every packet holding the
-//! pages has been consumed or dropped.
+//! pages has been consumed or dropped. A caller that brings its own completion (`msg_ubuf`:
+//! io_uring's IORING_OP_SEND_ZC) gets the same, on that completion: each packet holding pages
+//! takes a reference on it, the caller keeps and drops its own.
 
 use crate::ffi;
 use crate::net::{Msg, Sk};
@@ -79,6 +81,29 @@ pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n
     n - left
 }
 
+/// Calls `f(page, offset, len)` for each pinned piece of the first `n` unread payload bytes of
+/// a zerocopy packet, in order.
+pub(crate) fn for_each_piece(p: &Pkt, ext: *mut core::ffi::c_void, n: usize, mut f: impl FnMut(*mut ffi::page, usize, usize)) {
+    // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
+    let z = unsafe { &*(ext as *const ZcPages) };
+    let mut pos = p.off() as usize;
+    let mut left = n;
+    for fr in z.frags.iter().take(z.n) {
+        if left == 0 {
+            break;
+        }
+        let flen = fr.len as usize;
+        if pos >= flen {
+            pos -= flen;
+            continue;
+        }
+        let take = (flen - pos).min(left);
+        f(fr.page, fr.off as usize + pos, take);
+        left -= take;
+        pos = 0;
+    }
+}
+
 /// The `i`-th piece of a zerocopy packet's payload: page, offset in it, length (virtio_transport:
 /// a guest driver hands these pages to its device).
 pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::page, u32, u32)> {
@@ -92,23 +117,31 @@ pub(crate) struct ZcSend {
     uarg: *mut ffi::ubuf_info,
     /// Whether the data goes by reference (else it is copied).
     pub(crate) zerocopy: bool,
+    /// `uarg` is ours (`msg_zerocopy_realloc`), not the caller's `msg_ubuf`.
+    own: bool,
 }
 
 impl ZcSend {
     /// Starts a zerocopy send of `len` bytes with `credit` bytes of peer credit available;
     /// `pages_ok`: the transport takes page payloads (else the data is copied).
+    /// The caller's `msg_ubuf`, when there is one, is used instead of a completion of ours.
     pub(crate) fn begin(sk: Sk, msg: &Msg, len: usize, credit: u32, pages_ok: bool) -> Result<ZcSend> {
+        let zerocopy = pages_ok && msg.iter_offset() == 0 && msg.left() <= len.min(credit as usize);
+        let ext = msg.ubuf();
+        if !ext.is_null() {
+            // The caller holds its own reference for the whole call.
+            return Ok(ZcSend { uarg: ext, zerocopy, own: false });
+        }
         // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
         let uarg = unsafe { ffi::msg_zerocopy_realloc3(sk.as_ptr(), len, core::ptr::null_mut()) };
         if uarg.is_null() {
             return Err(ENOMEM);
         }
-        let zerocopy = pages_ok && msg.iter_offset() == 0 && msg.left() <= len.min(credit as usize);
         if !zerocopy {
             // SAFETY: `uarg` is the msgzc completion just allocated.
             unsafe { ffi::rvsock_zcopy_set_copied(uarg) };
         }
-        Ok(ZcSend { uarg, zerocopy })
+        Ok(ZcSend { uarg, zerocopy, own: true })
     }
 
     /// Pins up to `n` bytes of the user buffer into `p`; returns the bytes taken. On failure
@@ -158,8 +191,11 @@ impl ZcSend {
     }
 
     /// Ends the send: drops the sendmsg's own completion reference (or aborts the
-    /// notification if nothing was sent).
+    /// notification if nothing was sent). The caller's `msg_ubuf` stays the caller's.
     pub(crate) fn end(self, sent_any: bool) {
+        if !self.own {
+            return;
+        }
         // SAFETY: `uarg` holds the initial reference from `begin`, released exactly once.
         unsafe {
             if sent_any {

@@ -53,7 +53,8 @@ quiet_cmd_rvsock_bindgen = BINDGEN $@
 		$(shell grep -Ev '^\#|^$$' $(RVSOCK_INC)/bindgen_allowlist) \
 		-o $@ -- $(filter-out $(rvsock_bindgen_skip_c_flags), $(c_flags)) $(rvsock_bindgen_extra)
 
-RVSOCK_INC := $(src)/../include
+# A module folder deeper than the top level (tools/testing/vsock/ktest) sets RVSOCK_INC first.
+RVSOCK_INC ?= $(src)/../include
 $(obj)/bindings_generated.rs: $(RVSOCK_INC)/rvsock_helper.h $(RVSOCK_INC)/rvsock_shim.h $(RVSOCK_INC)/bindgen_allowlist FORCE
 	$(call if_changed,rvsock_bindgen)
 targets += bindings_generated.rs

@@ -20,6 +20,12 @@ pub const SOCK_CUSTOM_SOCKOPT_BIT: u32 = socket_flags_SOCK_CUSTOM_SOCKOPT as u32
 #[cfg(not(rvsock_kernel_7))]
 pub const SOCK_CUSTOM_SOCKOPT_BIT: u32 = SOCK_CUSTOM_SOCKOPT;
 
+/// Bit number of `SOCK_SUPPORT_ZC` in `socket::flags` (io_uring's SEND_ZC requires it).
+#[cfg(rvsock_kernel_7)]
+pub const SOCK_SUPPORT_ZC_BIT: u32 = socket_flags_SOCK_SUPPORT_ZC as u32;
+#[cfg(not(rvsock_kernel_7))]
+pub const SOCK_SUPPORT_ZC_BIT: u32 = SOCK_SUPPORT_ZC;
+
 /// `msg_zerocopy_realloc(sk, size, uarg)`; 7.x added a `devmem` flag (false: plain memory).
 ///
 /// # Safety
@@ -107,3 +113,15 @@ pub const fn opaque_raw<T>(this: *const kernel::types::Opaque<T>) -> *mut T {
 pub const WQ_PERCPU_FLAGS: u32 = wq_flags_WQ_PERCPU as u32;
 #[cfg(not(rvsock_kernel_7))]
 pub const WQ_PERCPU_FLAGS: u32 = 0;
+
+/// The system workqueue for work with no CPU preference: `system_dfl_wq` on 7.x (where
+/// `system_wq` is deprecated and says so in the log), `system_wq` before.
+pub fn system_dfl_wq_ptr() -> *mut workqueue_struct {
+    #[cfg(rvsock_kernel_7)]
+    // SAFETY: a workqueue pointer set at boot and never changed.
+    let w = unsafe { system_dfl_wq };
+    #[cfg(not(rvsock_kernel_7))]
+    // SAFETY: as above.
+    let w = unsafe { system_wq };
+    w
+}

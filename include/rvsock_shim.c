@@ -93,6 +93,26 @@ int rvsock_dev_queue_xmit(struct sk_buff *skb, struct net_device *dev) { skb->de
 /* An inline kfree_skb without CONFIG_TRACEPOINTS, a function with it. */
 void rvsock_consume_skb(struct sk_buff *skb) { consume_skb(skb); }
 void rvsock_memcpy_from_page(void *to, struct page *page, size_t off, size_t len) { memcpy_from_page(to, page, off, len); }
+/* alloc_skb_with_frags leaves the length to its caller (as sock_alloc_send_pskb's do). */
+struct sk_buff *rvsock_alloc_skb_frags(unsigned long len, gfp_t gfp)
+{
+	int err;
+	struct sk_buff *skb = alloc_skb_with_frags(0, len, 0, &err, gfp);
+
+	if (skb) {
+		skb->len = len;
+		skb->data_len = len;
+	}
+	return skb;
+}
+int rvsock_skb_store_page(struct sk_buff *skb, int offset, struct page *page, size_t off, int len)
+{
+	void *v = kmap_local_page(page);
+	int r = skb_store_bits(skb, offset, v + off, len);
+
+	kunmap_local(v);
+	return r;
+}
 /* vhost_vsock */
 #include <linux/mutex.h>
 #include <linux/eventfd.h>
@@ -120,3 +140,8 @@ bool rvsock_virtio_queue_work(struct workqueue_struct *wq, struct work_struct *w
 struct workqueue_struct *rvsock_alloc_workqueue(const char *name, unsigned int flags, int max_active) { return alloc_workqueue("%s", flags, max_active, name); }
 void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len) { sg_set_buf(sg, buf, len); }
 void rvsock_virtio_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len, unsigned int offset) { sg_set_page(sg, page, len, offset); }
+/* kernel-socket users (tools/testing/vsock/ktest) */
+void rvsock_sk_callback_read_lock(struct sock *sk) { read_lock_bh(&sk->sk_callback_lock); }
+void rvsock_sk_callback_read_unlock(struct sock *sk) { read_unlock_bh(&sk->sk_callback_lock); }
+void rvsock_sk_callback_write_lock(struct sock *sk) { write_lock_bh(&sk->sk_callback_lock); }
+void rvsock_sk_callback_write_unlock(struct sock *sk) { write_unlock_bh(&sk->sk_callback_lock); }

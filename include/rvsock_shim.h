@@ -75,6 +75,8 @@ void *rvsock_skb_put(struct sk_buff *skb, unsigned int len);
 int rvsock_dev_queue_xmit(struct sk_buff *skb, struct net_device *dev);
 void rvsock_consume_skb(struct sk_buff *skb);
 void rvsock_memcpy_from_page(void *to, struct page *page, size_t off, size_t len);
+struct sk_buff *rvsock_alloc_skb_frags(unsigned long len, gfp_t gfp);
+int rvsock_skb_store_page(struct sk_buff *skb, int offset, struct page *page, size_t off, int len);
 struct nlmsghdr;
 struct netlink_callback;
 u64 rvsock_sock_i_ino(struct sock *sk);
@@ -122,4 +124,12 @@ struct scatterlist;
 struct page;
 void rvsock_virtio_sg_set_buf(struct scatterlist *sg, const void *buf, unsigned int len);
 void rvsock_virtio_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len, unsigned int offset);
+#endif
+/* kernel-socket users (tools/testing/vsock/ktest): sk_callback_lock */
+#ifndef RVSOCK_SHIM_KSOCK_H
+#define RVSOCK_SHIM_KSOCK_H
+void rvsock_sk_callback_read_lock(struct sock *sk);
+void rvsock_sk_callback_read_unlock(struct sock *sk);
+void rvsock_sk_callback_write_lock(struct sock *sk);
+void rvsock_sk_callback_write_unlock(struct sock *sk);
 #endif

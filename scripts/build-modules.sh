@@ -44,9 +44,11 @@ rsync -a --delete --exclude target --exclude '*.o' --exclude '*.ko' --exclude '*
     --exclude '*_generated.rs' --exclude '.*' --exclude Cargo.lock \
     --include 'Kbuild' --include 'include/***' --include 'af_vsock/***' --include 'vsock_loopback/***' \
     --include 'virtio_transport/***' --include 'vhost_vsock/***' --include 'virtio_transport_common/***' \
+    --include 'tools/' --include 'tools/testing/' --include 'tools/testing/vsock/' --include 'tools/testing/vsock/ktest/***' \
     --exclude '*' "$TOP/" "$W/"
 # RVSOCK_MODULE_DIRS="af_vsock vsock_loopback" builds a subset of the modules.
-DIRS=${RVSOCK_MODULE_DIRS:-af_vsock vsock_loopback virtio_transport vhost_vsock}
+# tools/testing/vsock/ktest is the test-only in-kernel consumer (vsock_ktest.ko, never installed).
+DIRS=${RVSOCK_MODULE_DIRS:-af_vsock vsock_loopback virtio_transport vhost_vsock tools/testing/vsock/ktest}
 make -s -C "$KDIR" M="$W" $MAKE_FLAGS RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" -j"$(nproc)" \
     rvsock-dirs="$DIRS" modules
 rm -f "$OUTD/"*.ko

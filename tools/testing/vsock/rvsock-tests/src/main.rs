@@ -13,6 +13,7 @@ mod regress_mem;
 mod report;
 mod selftest;
 mod soak;
+mod splice;
 mod sys;
 mod vhost_hostile;
 
@@ -40,6 +41,8 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
   regress     [--reference] [--scale PERCENT] [--guest-cid C] [--only SUBSTRING]
   observe     [--reference]          sock_diag, iproute2 ss and rvsock's credit attribute (loopback)
   ss          [--all]                every vsock connection with its credit state (sock_diag)
+  splice-send --cid C --port P --bytes N [--seed S] [--name NAME] [--timeout SECS]   sendfile(2) a file
+  splice-recv --port P --bytes N [--seed S] [--name NAME] [--timeout SECS]   splice(2) into a pipe, hash
 
 Numbers accept 0x hex and k/m/g suffixes. Each test prints
 `RVSOCK-TEST ok|fail|skip NAME`; the exit status is 1 if any test failed,
@@ -69,6 +72,8 @@ fn main() -> ExitCode {
         "regress" => run(regress::run),
         "observe" => run(observe::run),
         "ss" => run(diag::ss_cmd),
+        "splice-send" => run(splice::send_cmd),
+        "splice-recv" => run(splice::recv_cmd),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

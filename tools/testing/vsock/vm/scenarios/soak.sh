@@ -18,30 +18,7 @@ SEED=$(arg rvsock_seed); SEED=${SEED:-1}
 ONLY=$(arg rvsock_only)
 ROUNDS=20
 
-# Active objects of the AF_VSOCK cache (0 if it does not exist). /proc/slabinfo counts the
-# free objects of per-CPU slabs as active, so flush those first (shrink).
-slab_objs() {
-    [ -w /sys/kernel/slab/AF_VSOCK/shrink ] && echo 1 > /sys/kernel/slab/AF_VSOCK/shrink
-    awk '$1 == "AF_VSOCK" { n = $2 } END { print n + 0 }' /proc/slabinfo
-}
-
-# slab_back NAME START SECONDS: wait until the cache is back at START objects (closed sockets
-# linger until the peer's RST or the 8 s close timeout), report NAME.
-slab_back() {
-    i=0
-    while :; do
-        n=$(slab_objs)
-        [ "$n" = "$2" ] && break
-        i=$((i + 1)); [ $i -gt $(($3 * 2)) ] && break
-        sleep 0.5
-    done
-    grep '^AF_VSOCK ' /proc/slabinfo
-    if [ "$n" = "$2" ]; then
-        echo "AF_VSOCK: $n active objects, as at the start"; result ok "$1"
-    else
-        echo "AF_VSOCK: $n active objects after ${3}s, $2 at the start"; result fail "$1"
-    fi
-}
+# slab_objs, slab_back: lib.sh.
 
 # unload_all SECONDS: rmmod every module of the stack in order, each retried for up to
 # SECONDS (closed sockets pin the transport while they linger).
