@@ -53,10 +53,11 @@ fn pkt_skb(p: &Pkt, n: usize) -> Option<*mut ffi::sk_buff> {
     } else {
         let mut done = 0usize;
         let mut ok = true;
-        crate::zerocopy::for_each_piece(p, ext, n, |page, off, len| {
+        crate::zerocopy::for_each_piece(p, ext, 0, n, |page, off, len| {
             // SAFETY: the page is pinned by the live packet `p`; `done + len <= n` fits the skb.
-            ok &= unsafe { ffi::rvsock_skb_store_page(skb, done as c_int, page, off, len as c_int) } == 0;
+            ok = unsafe { ffi::rvsock_skb_store_page(skb, done as c_int, page, off, len as c_int) } == 0;
             done += len;
+            ok
         });
         ok && done == n
     };

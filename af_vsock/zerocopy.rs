@@ -55,38 +55,29 @@ pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usi
 /// Copies up to `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet
 /// into `iter`; returns the bytes copied (short on a fault or past the end of the payload).
 pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, iter: *mut ffi::iov_iter) -> usize {
+    let mut copied = 0usize;
+    for_each_piece(p, ext, skip, n, |page, off, len| {
+        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it;
+        // `iter` is the caller's live iterator.
+        let done = unsafe { ffi::copy_page_to_iter(page, off, len, iter) };
+        copied += done;
+        done == len
+    });
+    copied
+}
+
+/// Calls `f(page, offset, len)` for each pinned piece of the `n` unread payload bytes that
+/// start `skip` bytes in, in order, while `f` returns true.
+pub(crate) fn for_each_piece(
+    p: &Pkt,
+    ext: *mut core::ffi::c_void,
+    skip: usize,
+    n: usize,
+    mut f: impl FnMut(*mut ffi::page, usize, usize) -> bool,
+) {
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
     let z = unsafe { &*(ext as *const ZcPages) };
     let mut pos = p.off() as usize + skip;
-    let mut left = n;
-    for f in z.frags.iter().take(z.n) {
-        if left == 0 {
-            break;
-        }
-        let flen = f.len as usize;
-        if pos >= flen {
-            pos -= flen;
-            continue;
-        }
-        let take = (flen - pos).min(left);
-        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it;
-        // `iter` is the caller's live iterator.
-        let done = unsafe { ffi::copy_page_to_iter(f.page, f.off as usize + pos, take, iter) };
-        left -= done;
-        if done != take {
-            break;
-        }
-        pos = 0;
-    }
-    n - left
-}
-
-/// Calls `f(page, offset, len)` for each pinned piece of the first `n` unread payload bytes of
-/// a zerocopy packet, in order.
-pub(crate) fn for_each_piece(p: &Pkt, ext: *mut core::ffi::c_void, n: usize, mut f: impl FnMut(*mut ffi::page, usize, usize)) {
-    // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
-    let z = unsafe { &*(ext as *const ZcPages) };
-    let mut pos = p.off() as usize;
     let mut left = n;
     for fr in z.frags.iter().take(z.n) {
         if left == 0 {
@@ -98,7 +89,9 @@ pub(crate) fn for_each_piece(p: &Pkt, ext: *mut core::ffi::c_void, n: usize, mut
             continue;
         }
         let take = (flen - pos).min(left);
-        f(fr.page, fr.off as usize + pos, take);
+        if !f(fr.page, fr.off as usize + pos, take) {
+            break;
+        }
         left -= take;
         pos = 0;
     }

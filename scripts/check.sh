@@ -40,7 +40,7 @@ declare -A SCEN=(
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
     [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
     # Kernel users (in-kernel server and client, read_sock), sendfile/splice, io_uring.
-    [rvsock-kernel-consumers]="single rvsock - 7 kconsumers"
+    [rvsock-kernel-consumers]="nested rvsock rvsock 13 kconsumers-l1"
     [c-observe]="nested c c 29 observe-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
@@ -116,7 +116,7 @@ run_scenario() {
     [ "$topo" = single ] && moddirs="af_vsock vsock_loopback"
     [ "$script" = vhost-hostile ] && moddirs="af_vsock vhost_vsock"
     [ "$script" = regress ] && moddirs="af_vsock vsock_loopback vhost_vsock"
-    [ "$script" = kconsumers ] && moddirs="af_vsock vsock_loopback tools/testing/vsock/ktest"
+    [ "$script" = kconsumers-l1 ] && moddirs="$moddirs tools/testing/vsock/ktest"
     # Progress: the build steps' own lines ("[rvsock HH:MM:SS] ...": apt, cargo tools, kernel
     # unpack/configure/build, modules) reach the terminal as they happen (a fresh machine spends
     # its first half hour here); everything goes to the build log.
