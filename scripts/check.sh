@@ -61,6 +61,8 @@ ALL+=" rvsock-install"
 ALL+=" c-migrate rvsock-migrate rvsock-migrate-kasan"
 # What an operator debugs with: ss --vsock (sock_diag), rvsock's credit attribute.
 ALL+=" c-observe rvsock-observe rvsock-observe-kasan"
+# Kernel users (in-kernel server and client over read_sock), sendfile/splice, io_uring (nested).
+ALL+=" rvsock-kernel-consumers rvsock-kernel-consumers-kasan"
 # The newest (7.3) vsock_test test by test over the nested topology, both directions.
 ALL+=" nested-rvsock-host-rvsock-guest-vt7"
 # Sanitizer runs: every rvsock scenario, and the C loopback reference (README "Sanitizer
@@ -75,7 +77,7 @@ ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # (~40 min) before the first scenario; SLOW_73 (~30 min on 7.3's sanitizer kernel, whose soak
 # alone takes 8) would take it past 75 minutes. `make check KERNEL=7.3` runs them.
 SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-soak-kasan rvsock-observe"
-SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan rvsock-migrate-kasan"
+SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan rvsock-migrate-kasan rvsock-kernel-consumers-kasan"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)
@@ -334,8 +336,48 @@ run_cargo_tests() {
     summary cargo-test "$p" "$f" 0
 }
 
+# toolchain-pins (issue 19): with both clangs installed (14 builds 6.12's sanitizer kernel, 19
+# 7.3's), each kernel line and flavour is built by its own pinned compiler and its bindgen
+# loads the libclang of that same LLVM, whatever else is installed. Builds what is missing
+# (the default run needs all four kernels anyway). One result per line and flavour, plus one
+# that both clangs are there.
+run_toolchain_pins() {
+    local p=0 f=0 line flav out want
+    for line in 6.12 7.3; do
+        for flav in release kasan; do
+            out=$(KERNEL=$line bash -c '
+                . "$1/scripts/lib.sh"
+                "$TOP/scripts/setup-toolchain.sh" > /dev/null 2>&1 || { echo "setup-toolchain.sh failed"; exit 1; }
+                "$TOP/scripts/build-kernel.sh" "$2" > /dev/null 2>&1 || { echo "build-kernel.sh $2 failed"; exit 1; }
+                d=$(kernel_dir "$2"); kernel_env "$2"
+                cc=$(sed -n "s/^CONFIG_CC_VERSION_TEXT=\"\(.*\)\"$/\1/p" "$d/.config")
+                lib=$(bindgen "$SRC/scripts/rust_is_available_bindgen_libclang.h" 2>&1 | sed -n "s/.*clang version \([0-9]*\).*/\1/p" | head -n 1)
+                echo "$KERNEL_LLVM|$cc|$lib"' _ "$TOP" "$flav")
+            IFS='|' read -r want cc lib <<< "$out"
+            local ok=1 why=""
+            if [ -z "$cc" ]; then ok=0; why=$out
+            else
+                case "$flav:$cc" in
+                    release:*gcc*) ;;
+                    kasan:*"clang version $want."*) ;;
+                    *) ok=0; why="built by '$cc', want ${flav/kasan/clang $want}" ;;
+                esac
+                [ "$lib" = "$want" ] || { ok=0; why+="${why:+; }bindgen loads libclang ${lib:-?}, want $want"; }
+            fi
+            echo "  $line $flav: compiler '$cc', bindgen's libclang ${lib:-?}"
+            if [ $ok = 1 ]; then p=$((p + 1)); else f=$((f + 1)); echo "  failed: toolchain.$line-$flav: $why"; fi
+        done
+    done
+    if command -v clang-14 > /dev/null && command -v clang-19 > /dev/null; then p=$((p + 1))
+    else f=$((f + 1)); echo "  failed: toolchain.both-clangs-installed"; fi
+    local kl=$KLABEL; KLABEL=""
+    summary toolchain-pins "$p" "$f" 0
+    KLABEL=$kl
+    [ "$f" = 0 ] || RECAP+=$'\n'"  toolchain-pins: $f failed"
+}
+
 if [ -n "$DEFAULT_RUN" ]; then
-    set -- $(for s in $ALL; do [[ " $SLOW_73 " == *" $s "* ]] || echo "$s"; done) $(for s in $SUBSET_612; do echo "$s@6.12"; done) cargo-test
+    set -- $(for s in $ALL; do [[ " $SLOW_73 " == *" $s "* ]] || echo "$s"; done) $(for s in $SUBSET_612; do echo "$s@6.12"; done) cargo-test toolchain-pins
 elif [ $# -eq 0 ]; then set -- $ALL cargo-test; fi
 T_ALL=$SECONDS
 # NAME@LINE runs NAME on kernel line LINE (6.12 or 7.3); a plain NAME runs on $KERNEL (6.12
@@ -362,7 +404,11 @@ ORDER=()
 for s in "$@"; do case "$s" in c-*) ORDER+=("$s") ;; esac; done
 for s in "$@"; do case "$s" in c-*) ;; *) ORDER+=("$s") ;; esac; done
 for s in "${ORDER[@]}"; do
-    if [ "$s" = cargo-test ]; then run_cargo_tests; else run_scenario "$s"; fi
+    case "$s" in
+        cargo-test) run_cargo_tests ;;
+        toolchain-pins) run_toolchain_pins ;;
+        *) run_scenario "$s" ;;
+    esac
     RAN+="$s "
 done
 for line in 6.12 7.3; do
