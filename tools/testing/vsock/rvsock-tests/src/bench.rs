@@ -15,7 +15,7 @@
 use crate::args::Args;
 use crate::sys;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
@@ -30,6 +30,7 @@ const OFF_SEQ: u32 = 10; // +10, +11: 64 B, 64 KiB messages
 const OFF_RR: u32 = 20;
 const OFF_CONNECT: u32 = 30;
 const OFF_IDLE: u32 = 40;
+const OFF_SPLICE: u32 = 50; // a stream sink that splice(2)s into a pipe
 const STREAM_SIZES: [usize; 3] = [4096, 65536, 262144];
 const SEQ_SIZES: [usize; 2] = [64, 65536];
 
@@ -164,6 +165,44 @@ fn stream_sink(c: OwnedFd) -> io::Result<()> {
     send_all(&c, &u64s(total, ticks))
 }
 
+/// Stream sink through splice(2): socket -> pipe -> /dev/null (no user copy), counts bytes
+/// until EOF, answers (bytes, busy ticks meanwhile).
+fn splice_sink(c: OwnedFd) -> io::Result<()> {
+    let mut p = [0 as libc::c_int; 2];
+    // SAFETY: `p` receives two descriptors.
+    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors from pipe(2), owned from here on.
+    let (pr, pw) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let mut total = 0u64;
+    let mut c0 = None;
+    loop {
+        // SAFETY: live descriptors, no offsets.
+        let n = unsafe { libc::splice(c.as_raw_fd(), std::ptr::null_mut(), pw.as_raw_fd(), std::ptr::null_mut(), 1 << 16, libc::SPLICE_F_MOVE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        c0.get_or_insert_with(busy_ticks);
+        total += n as u64;
+        let mut left = n as usize;
+        while left > 0 {
+            // SAFETY: as above.
+            let m = unsafe { libc::splice(pr.as_raw_fd(), std::ptr::null_mut(), null.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE) };
+            if m <= 0 {
+                return Err(io::Error::last_os_error());
+            }
+            left -= m as usize;
+        }
+    }
+    let ticks = c0.map_or(0, |c0| busy_ticks().saturating_sub(c0));
+    send_all(&c, &u64s(total, ticks))
+}
+
 /// SEQPACKET sink: counts messages until EOF (the sender's SHUT_WR), answers the count.
 fn seq_sink(c: OwnedFd, size: usize) -> io::Result<()> {
     let mut buf = vec![0u8; size.max(16)];
@@ -254,6 +293,8 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     t.push(acceptor(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_IDLE, 4096).map_err(|e| io_err("listen", e))?;
     t.push(holder(l, stop.clone()));
+    let l = listener(libc::SOCK_STREAM, port + OFF_SPLICE, 1).map_err(|e| io_err("listen", e))?;
+    t.push(serve(l, stop.clone(), splice_sink));
     Ok(t)
 }
 
@@ -267,14 +308,55 @@ enum CpuFrom {
     Sender,
 }
 
-/// Sends with `wsize`-byte writes for `dur`. Returns (bytes/s, ticks/GiB).
-fn stream_tput(cid: u32, port: u32, wsize: usize, dur: Duration, cpu: CpuFrom) -> Result<(f64, f64), String> {
+/// How a throughput client sends: write(2)s of a buffer, or sendfile(2) of a file.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Write(usize),
+    Sendfile,
+}
+
+/// A 16 MiB file in memory (memfd) for sendfile(2).
+fn sendfile_source() -> io::Result<std::fs::File> {
+    // SAFETY: a NUL-terminated name; memfd_create returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"rvsock-bench".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, owned from here on.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..16 {
+        std::io::Write::write_all(&mut f, &chunk)?;
+    }
+    Ok(f)
+}
+
+/// Sends for `dur` (write(2)s of `wsize` bytes, or sendfile(2) of a 16 MiB file). Returns
+/// (bytes/s, ticks/GiB).
+fn stream_tput(cid: u32, port: u32, src: Source, dur: Duration, cpu: CpuFrom) -> Result<(f64, f64), String> {
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
+    let wsize = match src {
+        Source::Write(w) => w,
+        Source::Sendfile => 0,
+    };
     let buf = vec![0x5au8; wsize];
+    let file = if src == Source::Sendfile { Some(sendfile_source().map_err(|e| io_err("memfd", e))?) } else { None };
     let t0 = Instant::now();
     let c0 = busy_ticks();
     while t0.elapsed() < dur {
-        send_all(&s, &buf).map_err(|e| io_err("send", e))?;
+        match &file {
+            None => send_all(&s, &buf).map_err(|e| io_err("send", e))?,
+            Some(f) => {
+                let mut off: libc::off_t = 0;
+                while off < 16 << 20 {
+                    // SAFETY: live descriptors; `off` is ours.
+                    let n = unsafe { libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), &mut off, (16 << 20) - off as usize) };
+                    if n <= 0 {
+                        return Err(io_err("sendfile", io::Error::last_os_error()));
+                    }
+                }
+            }
+        }
     }
     sys::shutdown(&s, libc::SHUT_WR).map_err(|e| io_err("shutdown", e))?;
     let mut r = [0u8; 16];
@@ -414,12 +496,22 @@ pub fn run(a: &Args) -> Result<(), String> {
         if !wanted(&format!("stream_tput_{}k", w / 1024)) && !(w == 65536 && wanted("cpu_ticks_per_GiB")) {
             continue;
         }
-        let r = stream_tput(cid, port + OFF_STREAM + i as u32, w, dur, cpu);
+        let r = stream_tput(cid, port + OFF_STREAM + i as u32, Source::Write(w), dur, cpu);
         let name = format!("stream_tput_{}k", w / 1024);
         if w == 65536 {
             emit("cpu_ticks_per_GiB", r.clone().map(|x| x.1), "ticks/GiB", "lower");
         }
         emit(&name, r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
+    }
+    // Zero-copy paths against stream_tput_64k (write(2), read(2)): sendfile(2) into the socket
+    // (plain reads at the sink), and 64 KiB writes into a sink that splice(2)s to /dev/null.
+    if wanted("sendfile_tput") {
+        let r = stream_tput(cid, port + OFF_STREAM + 1, Source::Sendfile, dur, cpu);
+        emit("sendfile_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
+    }
+    if wanted("splice_recv_tput") {
+        let r = stream_tput(cid, port + OFF_SPLICE, Source::Write(65536), dur, cpu);
+        emit("splice_recv_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let name =
