@@ -411,6 +411,49 @@ fn rr_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// MSG_ZEROCOPY completion latency: 64 KiB sends, each followed by a wait for its completion
+/// (POLLERR, then the error-queue read). Microseconds from sendmsg's return: (p50, p99).
+fn zc_latency(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64), String> {
+    const SO_ZEROCOPY: i32 = 60;
+    const MSG_ZEROCOPY: i32 = 0x400_0000;
+    let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
+    sys::setsockopt(&s, libc::SOL_SOCKET, SO_ZEROCOPY, &1i32.to_ne_bytes()).map_err(|e| io_err("SO_ZEROCOPY", e))?;
+    let buf = vec![0x5au8; 65536];
+    let mut lat: Vec<Duration> = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < dur && lat.len() < 100_000 {
+        let n = sys::send(&s, &buf, MSG_ZEROCOPY | libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
+        let ts = Instant::now();
+        if n == 0 {
+            return Err("send returned 0".into());
+        }
+        let ev = sys::poll_one(&s, 0, Duration::from_secs(5)).map_err(|e| io_err("poll", e))?;
+        if ev & libc::POLLERR == 0 {
+            return Err(format!("no completion (POLLERR) within 5 s of send #{}", lat.len()));
+        }
+        lat.push(ts.elapsed());
+        let mut ctl = [0u8; 256];
+        // SAFETY: all-zero is a valid msghdr; it points at `ctl` only, live for the call.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_control = ctl.as_mut_ptr().cast();
+        m.msg_controllen = ctl.len();
+        // SAFETY: live descriptor and msghdr.
+        if unsafe { libc::recvmsg(s.as_raw_fd(), &mut m, libc::MSG_ERRQUEUE) } < 0 {
+            return Err(io_err("recvmsg(MSG_ERRQUEUE)", io::Error::last_os_error()));
+        }
+    }
+    sys::shutdown(&s, libc::SHUT_WR).map_err(|e| io_err("shutdown", e))?;
+    let mut r = [0u8; 16];
+    sys::set_io_timeout(&s, Duration::from_secs(120)).map_err(|e| io_err("timeout", e))?;
+    let _ = recv_exact(&s, &mut r);
+    if lat.is_empty() {
+        return Err("no send completed".into());
+    }
+    lat.sort_unstable();
+    let us = |i: usize| lat[i.min(lat.len() - 1)].as_secs_f64() * 1e6;
+    Ok((us(lat.len() / 2), us(lat.len() * 99 / 100)))
+}
+
 /// connect + accept + close per second, and the mean time spent in connect(2) and in
 /// close(2) (microseconds).
 fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64), String> {
@@ -512,6 +555,11 @@ pub fn run(a: &Args) -> Result<(), String> {
     if wanted("splice_recv_tput") {
         let r = stream_tput(cid, port + OFF_SPLICE, Source::Write(65536), dur, cpu);
         emit("splice_recv_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
+    }
+    if wanted("zc_completion_us") {
+        let r = zc_latency(cid, port + OFF_STREAM + 1, dur);
+        emit("zc_completion_us_p50", r.clone().map(|x| x.0), "us", "lower");
+        emit("zc_completion_us_p99", r.map(|x| x.1), "us", "lower");
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let name =
