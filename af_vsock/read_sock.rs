@@ -3,7 +3,7 @@
 //! record parser), with `tcp_read_sock`'s contract: the actor gets the payload in order as
 //! `(skb, offset, len)` pieces and returns how much it consumed (0 or less stops the read); what
 //! it consumed is accounted to credit as recvmsg(2) accounts it (a CREDIT_UPDATE when the policy
-//! wants one); the read stops when `desc->count` reaches 0 or the queue is empty. Returns the
+//! wants one, sent from the socket's credit work: this context may be atomic); the read stops when `desc->count` reaches 0 or the queue is empty. Returns the
 //! bytes consumed, else the actor's error, else 0; EOF and reset are not returned but seen as
 //! with TCP (`sk_shutdown & RCV_SHUTDOWN`, `sk_err`, the state-change callback).
 //!
@@ -118,12 +118,17 @@ pub(crate) unsafe fn read_sock(sk: Sk, desc: *mut ffi::read_descriptor_t, actor:
         } else {
             Some(p)
         };
-        let out = s.conn.on_consume(used as u32).and_then(|c| s.ctl(c, None));
+        // Sending may sleep (allocation, loopback delivery): the credit update goes out from
+        // the socket's credit work, as TCP's ACK would from softirq context.
+        let due = s.conn.on_consume(used as u32).is_some_and(|c| {
+            s.credit_due = Some(c);
+            true
+        });
         drop(s);
         // A finished packet is freed with no spinlock held (a zerocopy one may wake its sender).
         drop(done);
-        if let Some(o) = out {
-            let _ = o.send();
+        if due {
+            crate::sock::schedule_credit_update(sk);
         }
     }
     copied

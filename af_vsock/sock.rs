@@ -144,6 +144,9 @@ pub(crate) struct VState {
     pub(crate) close_armed: bool,
     /// The connect timeout is armed (the timer holds a socket reference).
     pub(crate) connect_armed: bool,
+    /// A credit update that `read_sock` could not send in its (possibly atomic) context;
+    /// `credit_work` sends it.
+    pub(crate) credit_due: Option<Ctl>,
 }
 
 /// What a child socket inherits from its listener (read under the listener's state lock,
@@ -179,6 +182,8 @@ pub(crate) struct VSock {
     pub(crate) st: SpinLock<VState>,
     pub(crate) close_work: DelayedWork,
     pub(crate) connect_work: DelayedWork,
+    /// Sends `VState::credit_due` from process context (queued with a socket reference).
+    pub(crate) credit_work: DelayedWork,
 }
 
 /// The `VSock` of a socket of our proto.
@@ -229,6 +234,7 @@ impl VSock {
             rejected: false,
             close_armed: false,
             connect_armed: false,
+            credit_due: None,
         };
         let init = kernel::new_spinlock!(st, "rvsock_sock");
         // SAFETY: `p` is our freshly allocated, exclusively owned socket; the fields are
@@ -237,6 +243,7 @@ impl VSock {
             ffi::pin_init_at(init, core::ptr::addr_of_mut!((*p).st)).map_err(|_| ENOMEM)?;
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
+            DelayedWork::init(core::ptr::addr_of_mut!((*p).credit_work), credit_work_fn);
         }
         Ok(())
     }
@@ -279,6 +286,36 @@ impl Out {
                 Ok(())
             }
         }
+    }
+}
+
+/// Has `credit_work` send `VState::credit_due` (callable in atomic context). The queued work
+/// holds a socket reference; one already queued sends the latest credit state anyway.
+pub(crate) fn schedule_credit_update(sk: Sk) {
+    // Taken before queueing: the work may run (and drop it) at once.
+    let r = sk.hold();
+    if vsk(sk).credit_work.schedule(0) {
+        // The reference travels into the work item, dropped by `credit_work_fn`.
+        let _ = r.into_raw();
+    }
+    // Else `r` drops here: not the last reference (the caller holds one).
+}
+
+unsafe extern "C" fn credit_work_fn(w: *mut ffi::work_struct) {
+    // SAFETY: `w` is the work item of `VSock::credit_work`, embedded in a live VSock whose
+    // reference the work holds (taken in `schedule_credit_update`).
+    let sk = unsafe {
+        let dw = DelayedWork::from_work(w);
+        let p = (dw as *mut u8).sub(core::mem::offset_of!(VSock, credit_work)) as *mut ffi::sock;
+        SkRef::from_raw(p)
+    };
+    let out = {
+        let mut s = vsk(sk.sk()).st.lock();
+        let c = s.credit_due.take();
+        if s.conn.state() == State::Established { c.and_then(|c| s.ctl(c, None)) } else { None }
+    };
+    if let Some(o) = out {
+        let _ = o.send();
     }
 }
 
