@@ -532,6 +532,14 @@ impl Shared {
                     self.rx_fill(rx);
                 }
             }
+            // Tx completions first: the device finished these tx buffers before it produced
+            // the packets below (a host reads our data, then answers), so a MSG_ZEROCOPY
+            // sender sees its completion before, say, the peer's SHUTDOWN that followed it
+            // (upstream vsock_test 18 polls for POLLERR and fails on a bare POLLHUP). The tx
+            // interrupt may still be on its way.
+            if !batch.is_empty() {
+                self.reclaim_tx();
+            }
             let t = self.transport.load(Ordering::Acquire);
             while let Some(p) = batch.pop_front() {
                 if t.is_null() {
@@ -561,6 +569,14 @@ impl Shared {
             done.push_back(p);
             *inflight = inflight.saturating_sub(1);
         }
+    }
+
+    /// Frees the packets the device has finished sending (tx lock only; posting what is
+    /// pending stays the tx work's, which the device's interrupt still runs).
+    fn reclaim_tx(&self) {
+        let mut done = PktQueue::new();
+        Self::tx_reclaim(&mut self.tx.lock(), &mut done);
+        drop(done);
     }
 
     /// Posts pending packets while the ring has room and notifies the device, at once
