@@ -4,7 +4,7 @@
 //! logic comes from the kernel-independent `virtio_transport_common` crate, compiled in.
 //!
 //! Module map: `net` (binding layer over struct sock & co.), `family` (registration and C
-//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `read_sock` (kernel consumers), `rx` (receive path), `table` (global tables), `sysctl` (/proc/sys/net/vsock),
+//! callbacks), `sock` (the socket and its state), `connect`/`io`/`close` (socket calls), `read_sock` (kernel consumers), `rx` (receive path), `table` (global tables), `netns` (network namespaces, /proc/sys/net/vsock),
 //! `diag`/`netlink` (sock_diag: `ss --vsock`), `stats` (debugfs counters), `tap` (vsockmon capture), `trace` (trace events), `transport` (exported API), `pkt`/`abi` (shared with the transports).
 
 use kernel::prelude::*;
@@ -26,7 +26,7 @@ mod read_sock;
 mod rx;
 mod sock;
 mod stats;
-mod sysctl;
+mod netns;
 mod table;
 mod tap;
 mod trace;
@@ -47,7 +47,7 @@ struct RvsockCore {
     _taps: tap::Registration,
     _diag: diag::Registration,
     _reg: family::Registration,
-    _sysctl: sysctl::Registration,
+    _netns: netns::Registration,
     _global: table::GlobalOwner,
 }
 
@@ -57,10 +57,10 @@ impl kernel::Module for RvsockCore {
         let taps = tap::register()?;
         // SAFETY: returns this module's `THIS_MODULE`.
         let owner = unsafe { ffi::rvsock_this_module() };
-        let sysctl = sysctl::register()?;
+        let netns = netns::register()?;
         let reg = family::register(owner)?;
         let diag = diag::register(owner);
         let stats = stats::register();
-        Ok(RvsockCore { _stats: stats, _taps: taps, _diag: diag, _reg: reg, _sysctl: sysctl, _global: global })
+        Ok(RvsockCore { _stats: stats, _taps: taps, _diag: diag, _reg: reg, _netns: netns, _global: global })
     }
 }

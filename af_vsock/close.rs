@@ -22,7 +22,8 @@ use kernel::prelude::*;
 /// the peer's machine delivers first. Nothing can reach the closed socket any more, so
 /// finishing its close early changes nothing else.
 pub(crate) fn reclaim_lingering(me: Sk, addr: Addr) {
-    let Some(old) = global().lock().find_bound(addr).cloned() else { return };
+    let ns = vsk(me).st.lock().ns;
+    let Some(old) = global().lock().find_bound(addr, ns).cloned() else { return };
     let o = old.sk();
     if o.as_ptr() == me.as_ptr() || !o.flag(net::SOCK_DEAD) {
         return;

@@ -18,6 +18,11 @@ pub(crate) struct KStatic<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for KStatic<T> {}
 
 impl<T> KStatic<T> {
+    /// An object with the initial value `v`.
+    pub(crate) const fn new(v: T) -> Self {
+        KStatic(UnsafeCell::new(v))
+    }
+
     /// An all-zero object, filled in before it is registered.
     ///
     /// # Safety

@@ -182,9 +182,9 @@ fn send_chunk(
         let remote = s.remote;
         let h = s.conn.data_packet(n, pflags, src, remote);
         p.set_hdr(&h);
-        tp
+        (tp, s.ns)
     };
-    if let Err(e) = send_on(t, p) {
+    if let Err(e) = send_on(t.0, p, t.1) {
         // The packet never left: its credit and `unsent` bytes are ours again.
         vsk(sk).st.lock().conn.put_back_credit(n);
         return Err(e);

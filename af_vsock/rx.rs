@@ -16,13 +16,13 @@ use kernel::prelude::*;
 
 /// Answers `h` with an RST from no socket (in-tree `virtio_transport_reset_no_sock`),
 /// counting why (`why`) on `t`.
-fn reset_no_sock(t: TransportPtr, h: &Hdr, why: Ctr) {
+fn reset_no_sock(t: TransportPtr, h: &Hdr, why: Ctr, ns: u64) {
     stats::inc(t, why);
     if let Some(r) = rst_reply(h) {
         match Pkt::alloc(0, false) {
             Ok(mut p) => {
                 p.set_hdr(&r);
-                let _ = send_on(t, p);
+                let _ = send_on(t, p, ns);
             }
             Err(_) => stats::inc(t, Ctr::AllocFail),
         }
@@ -32,6 +32,7 @@ fn reset_no_sock(t: TransportPtr, h: &Hdr, why: Ctr) {
 /// Entry point for every received packet (consumed).
 pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let h = pkt.hdr();
+    let ns = pkt.ns();
     let seqpacket = t.get().features & crate::abi::TRANSPORT_F_SEQPACKET != 0;
     let ctx = ValidateCtx { max_len: MAX_PKT_BUF_SIZE.min(pkt.len()), seqpacket, src_cid: None, dst_cid: None };
     stats::inc(t, Ctr::RxPackets);
@@ -44,7 +45,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         Ok(v) => v,
         Err(e) => {
             if e.wants_rst() {
-                reset_no_sock(t, &h, Ctr::BadHeader);
+                reset_no_sock(t, &h, Ctr::BadHeader, ns);
             } else {
                 stats::inc(t, Ctr::BadHeader);
             }
@@ -58,11 +59,11 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let dst = v.dst;
     let sk = {
         let g = global().lock();
-        match g.find_connected(src, dst).or_else(|| g.find_bound(dst)) {
+        match g.find_connected(src, dst, ns).or_else(|| g.find_bound(dst, ns)) {
             Some(s) => s.clone(),
             None => {
                 drop(g);
-                reset_no_sock(t, &h, Ctr::NoSocket);
+                reset_no_sock(t, &h, Ctr::NoSocket, ns);
                 return;
             }
         }
@@ -78,7 +79,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         && (src.cid == s.remote.cid || t.local_cid() == crate::proto::hdr::VMADDR_CID_LOCAL);
     if s.conn.is_done() || (!listening && (!same_transport || !from_peer)) {
         drop(s);
-        reset_no_sock(t, &h, Ctr::WrongPeer);
+        reset_no_sock(t, &h, Ctr::WrongPeer, ns);
         return;
     }
     // A payload for an established connection: decide how it joins the receive queue and
@@ -105,7 +106,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let a = s.conn.on_packet(&v, &h);
     if a.new_child {
         drop(s);
-        new_child(s_, t, &v, &h);
+        new_child(s_, t, &v, &h, ns);
         return;
     }
     if a.enqueue {
@@ -127,7 +128,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         // Listener answering a non-REQUEST: the reply goes to the packet's sender.
         if a.send.is_some() {
             drop(s);
-            reset_no_sock(t, &h, Ctr::WrongPeer);
+            reset_no_sock(t, &h, Ctr::WrongPeer, ns);
             return;
         }
         After::NONE
@@ -183,33 +184,36 @@ fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
 /// before the peer's connect() has seen the RESPONSE; and `child` keeps our own reference
 /// until we are done with it, because once queued, a concurrent accept() + close() or the
 /// listener's close may drop every other reference.
-fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid, h: &Hdr) {
+fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid, h: &Hdr, ns: u64) {
     if lsk.acceptq_is_full() || lsk.shutdown() == crate::net::SHUTDOWN_MASK {
-        reset_no_sock(t, h, Ctr::Refused);
+        reset_no_sock(t, h, Ctr::Refused, ns);
         return;
     }
     // The transport a connect() towards the peer would pick must be the one the REQUEST came
     // on (in-tree assigns the child's transport and resets on a mismatch): a packet cannot
     // claim an address that another transport serves.
     let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
-    let expected = global().lock().pick_transport(v.src.cid, to_host);
+    // The child lives in the listener's namespace (which `ns`, the packet's, reaches).
+    let lns = vsk(lsk).st.lock().ns;
+    let fallback = crate::netns::g2h_fallback(lsk);
+    let expected = global().lock().pick_transport(v.src.cid, to_host, lns, fallback);
     let Some((_, via_host)) = expected.filter(|(e, _)| e.0 == t.0) else {
-        reset_no_sock(t, h, Ctr::Refused);
+        reset_no_sock(t, h, Ctr::Refused, ns);
         return;
     };
     let Some(tref) = TransportRef::get(t) else {
-        reset_no_sock(t, h, Ctr::Refused);
+        reset_no_sock(t, h, Ctr::Refused, ns);
         return;
     };
     // A peer that did not negotiate SEQPACKET gets no SEQPACKET connection.
-    if v.ty == SockType::Seqpacket && !tref.seqpacket_allow(v.src.cid) {
-        reset_no_sock(t, h, Ctr::Refused);
+    if v.ty == SockType::Seqpacket && !tref.seqpacket_allow(v.src.cid, lns) {
+        reset_no_sock(t, h, Ctr::Refused, ns);
         return;
     }
     let inherit = vsk(lsk).st.lock().inherit();
     let child = family::new_child(lsk, &inherit);
     let Ok(child) = child else {
-        reset_no_sock(t, h, Ctr::AllocFail);
+        reset_no_sock(t, h, Ctr::AllocFail, ns);
         return;
     };
     let c = child.sk();
@@ -227,7 +231,7 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         apply(c, &mut s, &a, Some(h))
     };
     if sock::hash_connected(c).is_err() {
-        reset_no_sock(t, h, Ctr::AllocFail);
+        reset_no_sock(t, h, Ctr::AllocFail, ns);
         return;
     }
     // RESPONSE first (with loopback the peer's connect completes inside this call).

@@ -7,7 +7,8 @@ struct rvsock_pkt;
 int rvsock_transport_register(const struct rvsock_transport *t);
 void rvsock_transport_unregister(const struct rvsock_transport *t);
 void rvsock_recv_pkt(const struct rvsock_transport *t, struct rvsock_pkt *pkt);
-void rvsock_transport_reset(const struct rvsock_transport *t, u32 cid);
+void rvsock_transport_reset(const struct rvsock_transport *t, u32 cid, u64 ns);
+u64 rvsock_current_ns(void);
 struct rvsock_pkt *rvsock_pkt_alloc(u32 cap, gfp_t gfp);
 void rvsock_pkt_free(struct rvsock_pkt *pkt);
 size_t rvsock_pkt_copy_to_iter(struct rvsock_pkt *pkt, u32 skip, size_t n, struct iov_iter *iter);
@@ -19,6 +20,7 @@ EXPORT_SYMBOL_GPL(rvsock_transport_reset);
 EXPORT_SYMBOL_GPL(rvsock_pkt_alloc);
 EXPORT_SYMBOL_GPL(rvsock_pkt_free);
 EXPORT_SYMBOL_GPL(rvsock_pkt_copy_to_iter);
+EXPORT_SYMBOL_GPL(rvsock_current_ns);
 /* virtio_transport: the pages of a MSG_ZEROCOPY packet, for the device to read them */
 struct page;
 bool rvsock_pkt_ext_frag(const struct rvsock_pkt *pkt, u32 i, struct page **page, u32 *off, u32 *len);

@@ -68,20 +68,21 @@ impl TransportRef {
         self.0.local_cid()
     }
 
-    /// Whether SEQPACKET may be used towards `cid`.
-    pub(crate) fn seqpacket_allow(&self, cid: u32) -> bool {
+    /// Whether SEQPACKET may be used towards `cid` from namespace `ns`.
+    pub(crate) fn seqpacket_allow(&self, cid: u32, ns: u64) -> bool {
         let t = self.0.get();
         match t.seqpacket_allow {
             // SAFETY: the transport's own callback, its descriptor pinned by our module ref.
-            Some(f) => unsafe { f(self.0 .0, cid) },
+            Some(f) => unsafe { f(self.0 .0, cid, ns) },
             None => t.features & TRANSPORT_F_SEQPACKET != 0,
         }
     }
 
 }
 
-/// Sends a packet on a transport (consumed).
-pub(crate) fn send_on(t: TransportPtr, p: Pkt) -> Result {
+/// Sends a packet of namespace `ns` on a transport (consumed).
+pub(crate) fn send_on(t: TransportPtr, mut p: Pkt, ns: u64) -> Result {
+    p.set_ns(ns);
     let h = p.hdr();
     let len = u64::from(h.len);
     crate::trace::alloc_pkt(&h, !p.ext().is_null());
@@ -114,6 +115,8 @@ pub(crate) struct VState {
     pub(crate) local: Addr,
     /// Remote address.
     pub(crate) remote: Addr,
+    /// The socket's namespace tag (`netns`), fixed at creation.
+    pub(crate) ns: u64,
     /// Remote address flags (`VMADDR_FLAG_TO_HOST`).
     pub(crate) remote_flags: u8,
     /// `struct socket` state (`SS_*`).
@@ -219,6 +222,7 @@ impl VSock {
             conn: Conn::new(sock_type(sk), bs),
             local: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
             remote: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
+            ns: crate::netns::tag_of_sk(sk),
             remote_flags: 0,
             ss: ss::UNCONNECTED,
             transport: None,
@@ -269,6 +273,7 @@ impl VSock {
 pub(crate) struct Out {
     t: TransportPtr,
     pub(crate) h: Hdr,
+    ns: u64,
 }
 
 impl Out {
@@ -279,7 +284,7 @@ impl Out {
         match Pkt::alloc(0, false) {
             Ok(mut p) => {
                 p.set_hdr(&self.h);
-                send_on(self.t, p)
+                send_on(self.t, p, self.ns)
             }
             Err(_) => {
                 stats::inc(self.t, Ctr::AllocFail);
@@ -338,7 +343,7 @@ impl VState {
                 self.conn.packet(c, src, self.remote)
             }
         };
-        Some(Out { t: tp, h })
+        Some(Out { t: tp, h, ns: self.ns })
     }
 
     pub(crate) fn readable_bytes(&self) -> u32 {
@@ -502,7 +507,7 @@ pub(crate) fn hash_connected(sk: Sk) -> Result {
         return Ok(());
     }
     let key = (s.remote, s.local);
-    g.insert_connected(key.0, key.1, sk)?;
+    g.insert_connected(key.0, key.1, s.ns, sk)?;
     s.connected_key = Some(key);
     Ok(())
 }

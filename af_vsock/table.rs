@@ -7,7 +7,7 @@
 //! reverse. Every table entry owns a socket reference; removal drops it after the global lock
 //! is released (the last `sock_put` may free the socket).
 
-use crate::abi::{RawTransport, TRANSPORT_G2H, TRANSPORT_H2G, TRANSPORT_LOCAL};
+use crate::abi::{ns_reach, RawTransport, NS_ANY, TRANSPORT_G2H, TRANSPORT_H2G, TRANSPORT_LOCAL};
 use crate::ffi;
 use crate::net::{Sk, SkRef};
 use crate::proto::conn::State;
@@ -39,11 +39,12 @@ impl TransportPtr {
         unsafe { (self.get().local_cid)(self.0) }
     }
 
-    /// The transport's `has_remote_cid` answer, or `None` when it has no such callback.
-    pub(crate) fn has_remote_cid(&self, cid: u32) -> Option<bool> {
+    /// The transport's `has_remote_cid` answer for a socket of namespace `ns`, or `None`
+    /// when it has no such callback.
+    pub(crate) fn has_remote_cid(&self, cid: u32, ns: u64) -> Option<bool> {
         // SAFETY: the transport's own callback with its own descriptor; it takes only its
         // own locks (RawTransport::has_remote_cid), so calling it under ours is allowed.
-        self.get().has_remote_cid.map(|f| unsafe { f(self.0, cid) })
+        self.get().has_remote_cid.map(|f| unsafe { f(self.0, cid, ns) })
     }
 }
 
@@ -51,8 +52,10 @@ impl TransportPtr {
 pub(crate) struct Global {
     // Invariant: both have exactly BUCKETS buckets (built by `new`), so indexing by
     // `bucket()`/`conn_bucket()` is always in range.
-    bound: KVec<KVec<(Addr, SkRef)>>,
-    connected: KVec<KVec<(Addr, Addr, SkRef)>>,
+    // Every entry carries its socket's namespace tag: a lookup from namespace `ns` sees only
+    // the sockets `ns_reach` allows.
+    bound: KVec<KVec<(Addr, u64, SkRef)>>,
+    connected: KVec<KVec<(Addr, Addr, u64, SkRef)>>,
     /// Sockets that were never bound, hashed by address: only sock_diag reads it (as in-tree,
     /// `ss` lists a fresh socket before its bind).
     unbound: KVec<KVec<SkRef>>,
@@ -122,19 +125,24 @@ impl Global {
         })
     }
 
-    /// The socket bound to `addr` (a CID_ANY on either side matches any CID).
-    pub(crate) fn find_bound(&self, addr: Addr) -> Option<&SkRef> {
-        self.bound[bucket(addr.port)].iter().find_map(|(a, s)| {
+    /// The socket bound to `addr` that namespace `ns` sees (a CID_ANY on either side matches
+    /// any CID).
+    pub(crate) fn find_bound(&self, addr: Addr, ns: u64) -> Option<&SkRef> {
+        self.bound[bucket(addr.port)].iter().find_map(|(a, n, s)| {
             let hit = a.port == addr.port
-                && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY);
+                && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY)
+                && ns_reach(*n, ns);
             hit.then_some(s)
         })
     }
 
-    /// The connected socket for a packet from `remote` to `local`.
-    pub(crate) fn find_connected(&self, remote: Addr, local: Addr) -> Option<&SkRef> {
-        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
-            let hit = *r == remote && l.port == local.port && (l.cid == local.cid || l.cid == VMADDR_CID_ANY);
+    /// The connected socket for a packet of namespace `ns` from `remote` to `local`.
+    pub(crate) fn find_connected(&self, remote: Addr, local: Addr, ns: u64) -> Option<&SkRef> {
+        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, n, s)| {
+            let hit = *r == remote
+                && l.port == local.port
+                && (l.cid == local.cid || l.cid == VMADDR_CID_ANY)
+                && ns_reach(*n, ns);
             hit.then_some(s)
         })
     }
@@ -142,7 +150,7 @@ impl Global {
     /// Picks a free ephemeral port for `cid` as in-tree does: from a cursor with a random
     /// start, 1024 and up, giving up (EADDRNOTAVAIL) after `MAX_PORT_RETRIES` taken ports in
     /// a row (upstream vsock_test "transport release use-after-free" relies on that).
-    pub(crate) fn pick_port(&mut self, cid: u32) -> Option<u32> {
+    pub(crate) fn pick_port(&mut self, cid: u32, ns: u64) -> Option<u32> {
         const MAX_PORT_RETRIES: u32 = 24;
         for _ in 0..MAX_PORT_RETRIES {
             if self.next_port == VMADDR_PORT_ANY || self.next_port <= LAST_RESERVED_PORT {
@@ -150,39 +158,39 @@ impl Global {
             }
             let p = self.next_port;
             self.next_port = self.next_port.wrapping_add(1);
-            if self.find_bound(Addr { cid, port: p }).is_none() {
+            if self.find_bound(Addr { cid, port: p }, ns).is_none() {
                 return Some(p);
             }
         }
         None
     }
 
-    /// Inserts a bound socket.
-    pub(crate) fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
+    /// Inserts a bound socket of namespace `ns`.
+    pub(crate) fn insert_bound(&mut self, addr: Addr, ns: u64, sk: Sk) -> Result {
         let b = &mut self.bound[bucket(addr.port)];
-        b.push((addr, sk.hold()), GFP_ATOMIC)?;
+        b.push((addr, ns, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a bound socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
         let b = &mut self.bound[bucket(port)];
-        let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.1)
+        let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.2)
     }
 
-    /// Inserts a connected socket.
-    pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
+    /// Inserts a connected socket of namespace `ns`.
+    pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, ns: u64, sk: Sk) -> Result {
         let b = &mut self.connected[conn_bucket(remote, local)];
-        b.push((remote, local, sk.hold()), GFP_ATOMIC)?;
+        b.push((remote, local, ns, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a connected socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
         let b = &mut self.connected[conn_bucket(remote, local)];
-        let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.2)
+        let i = b.iter().position(|(_, _, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.3)
     }
 
     /// Lists a socket that is not bound yet.
@@ -212,8 +220,8 @@ impl Global {
             while pos.bucket < BUCKETS {
                 loop {
                     let sk = match kind {
-                        Table::Bound => self.bound[pos.bucket].get(pos.index).map(|e| e.1.sk()),
-                        Table::Connected => self.connected[pos.bucket].get(pos.index).map(|e| e.2.sk()),
+                        Table::Bound => self.bound[pos.bucket].get(pos.index).map(|e| e.2.sk()),
+                        Table::Connected => self.connected[pos.bucket].get(pos.index).map(|e| e.3.sk()),
                         Table::Unbound => self.unbound[pos.bucket].get(pos.index).map(|e| e.sk()),
                     };
                     let Some(sk) = sk else { break };
@@ -230,11 +238,13 @@ impl Global {
         }
     }
 
-    /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID), referenced.
-    pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, out: &mut KVec<SkRef>) {
+    /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID) from a namespace
+    /// that reaches `ns` (`NS_ANY`: any), referenced.
+    pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, ns: u64, out: &mut KVec<SkRef>) {
+        let ns_ok = |n: u64| ns == NS_ANY || ns_reach(n, ns);
         for b in self.connected.iter() {
-            for (r, _, s) in b.iter() {
-                if (cid == u32::MAX || r.cid == cid) && crate::sock::vsk(s.sk()).uses_transport(t) {
+            for (r, _, n, s) in b.iter() {
+                if (cid == u32::MAX || r.cid == cid) && ns_ok(*n) && crate::sock::vsk(s.sk()).uses_transport(t) {
                     let _ = out.push(s.clone(), GFP_ATOMIC);
                 }
             }
@@ -242,8 +252,8 @@ impl Global {
         // Client sockets (connect) live in the bound table only: those connecting or
         // connected over `t` to `cid` are connections of it too.
         for b in self.bound.iter() {
-            for (_, s) in b.iter() {
-                let hit = {
+            for (_, n, s) in b.iter() {
+                let hit = ns_ok(*n) && {
                     let st = crate::sock::vsk(s.sk()).st.lock();
                     st.connected_key.is_none()
                         && matches!(st.conn.state(), State::Connecting | State::Established | State::Closing)
@@ -267,14 +277,21 @@ impl Global {
         (cid == VMADDR_CID_HOST && self.h2g.is_some()) || (cid == VMADDR_CID_LOCAL && self.local.is_some())
     }
 
-    /// The transport for a connection to `remote_cid` (in-tree 7.x `vsock_assign_transport`),
+    /// The transport for a connection from namespace `ns` (`g2h_fallback`: that namespace's
+    /// setting) to `remote_cid` (in-tree 7.x `vsock_assign_transport`),
     /// and whether the peer is reached through the host although no flag asked for it (the
     /// g2h fallback: the socket's remote address then carries `VMADDR_FLAG_TO_HOST`).
     /// Above the host's CID: the H2G transport when it has that CID (or cannot tell); else,
     /// with `net.vsock.g2h_fallback` on (the default), the G2H transport when it can reach it
     /// (any CID may be a sibling VM that the host forwards to); else the H2G transport, none
     /// meaning ENODEV.
-    pub(crate) fn pick_transport(&self, remote_cid: u32, to_host: bool) -> Option<(TransportPtr, bool)> {
+    pub(crate) fn pick_transport(
+        &self,
+        remote_cid: u32,
+        to_host: bool,
+        ns: u64,
+        g2h_fallback: bool,
+    ) -> Option<(TransportPtr, bool)> {
         let use_local = self.local.is_some()
             && (remote_cid == VMADDR_CID_LOCAL
                 || match &self.g2h {
@@ -288,12 +305,12 @@ impl Global {
             return self.g2h.map(|t| (t, false));
         }
         if let Some(h) = self.h2g {
-            if h.has_remote_cid(remote_cid) != Some(false) {
+            if h.has_remote_cid(remote_cid, ns) != Some(false) {
                 return Some((h, false));
             }
         }
         if let Some(g) = self.g2h {
-            if crate::sysctl::g2h_fallback() && g.has_remote_cid(remote_cid) == Some(true) {
+            if g2h_fallback && g.has_remote_cid(remote_cid, ns) == Some(true) {
                 return Some((g, true));
             }
         }

@@ -33,7 +33,7 @@ pub(crate) unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
     // SAFETY: forwarding our own arguments.
-    unsafe { rvsock_transport_reset(t, u32::MAX) };
+    unsafe { rvsock_transport_reset(t, u32::MAX, crate::abi::NS_ANY) };
     let mut g = global().lock();
     let g = &mut *g;
     for slot in [&mut g.local, &mut g.g2h, &mut g.h2g] {
@@ -54,11 +54,12 @@ pub(crate) unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mu
     crate::rx::recv_pkt(TransportPtr(t), p);
 }
 
-/// Resets the connections of `t` towards `cid` (`u32::MAX`: all) (exported).
+/// Resets the connections of `t` towards `cid` (`u32::MAX`: all) of sockets in a namespace
+/// that reaches `ns` (`NS_ANY`: all) (exported).
 #[no_mangle]
-pub(crate) unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32) {
+pub(crate) unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32, ns: u64) {
     let mut v = KVec::new();
-    global().lock().connected_of(t, cid, &mut v);
+    global().lock().connected_of(t, cid, ns, &mut v);
     for s in v.iter() {
         sock::reset(s.sk());
     }
@@ -80,6 +81,7 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *
                 cap,
                 xmark: 0,
                 ext: core::ptr::null_mut(),
+                ns: crate::abi::NS_GLOBAL,
                 hdr: [0; crate::abi::HDR_LEN],
             })
         };

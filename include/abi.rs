@@ -31,9 +31,32 @@ pub struct RawPkt {
     /// Core-private payload extension (user pages of a MSG_ZEROCOPY send), null for inline
     /// payloads. Only transports with `TRANSPORT_F_ZEROCOPY` ever see it set.
     pub ext: *mut c_void,
+    /// The vsock namespace the packet belongs to (`NS_*`, see [`ns_reach`]): the core sets
+    /// it to its socket's tag before `send_pkt`; a host transport sets it on received
+    /// packets to its device's tag (the namespace of the `/dev/vhost-vsock` opener); zero
+    /// (`NS_GLOBAL`) from `rvsock_pkt_alloc`, which is what a guest transport delivers.
+    /// Loopback hands a packet back unchanged, so it stays in its sender's namespace.
+    pub ns: u64,
     /// Header in virtio wire format (little endian).
     pub hdr: [u8; HDR_LEN],
     // `cap` payload bytes follow.
+}
+
+/// Namespace tag of packets and devices that belong to no network namespace (a guest
+/// transport's: the guest side of vsock is global, as in-tree 7.x).
+pub const NS_GLOBAL: u64 = 0;
+/// Bit of a namespace tag set for a namespace in `local` vsock mode (the rest of the tag is
+/// the namespace's number, never reused while rvsock is loaded).
+pub const NS_LOCAL: u64 = 1;
+/// "Every namespace", for `rvsock_transport_reset`.
+pub const NS_ANY: u64 = u64::MAX;
+
+/// Whether something in namespace `a` may reach something in namespace `b` (in-tree 7.x
+/// `vsock_net_check_mode`): the same namespace always; two different ones only when both
+/// are in `global` mode.
+#[inline]
+pub const fn ns_reach(a: u64, b: u64) -> bool {
+    a == b || (a & NS_LOCAL == 0 && b & NS_LOCAL == 0)
 }
 
 /// Transport kinds, as the core chooses them per socket.
@@ -67,14 +90,17 @@ pub struct RawTransport {
     /// Sends one packet, consuming it. Returns 0 or a negative errno (packet freed either way).
     /// Called in process context without any rvsock spinlock held; may deliver in place.
     pub send_pkt: unsafe extern "C" fn(t: *const RawTransport, pkt: *mut RawPkt) -> c_int,
-    /// Whether SEQPACKET may be used towards `remote_cid` (`None`: per `features`).
-    pub seqpacket_allow: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32) -> bool>,
+    /// Whether SEQPACKET may be used towards `remote_cid` as seen from namespace `ns`
+    /// (`None`: per `features`).
+    pub seqpacket_allow: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32, ns: u64) -> bool>,
     /// Whether `remote_cid` may be reached over this transport (in-tree 7.x
     /// `has_remote_cid`): a host transport knows its guests' CIDs; a guest transport assumes
     /// the host serves any CID. `None`: an H2G transport is taken for every CID above the
     /// host's, a G2H transport is never a fallback (see `Global::pick_transport`).
+    /// `ns`: the namespace of the asking socket (a host transport answers only for devices
+    /// that `ns_reach` it).
     /// Called with the core's global lock held: it may take the transport's own locks only.
-    pub has_remote_cid: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32) -> bool>,
+    pub has_remote_cid: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32, ns: u64) -> bool>,
     /// Transport private data.
     pub priv_: *mut c_void,
 }
@@ -92,8 +118,11 @@ extern "C" {
     pub fn rvsock_transport_unregister(t: *const RawTransport);
     /// Delivers a received packet to the core, consuming it. Process context, no locks held.
     pub fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mut RawPkt);
-    /// Resets every connection of `t` whose remote CID is `cid` (`u32::MAX`: all of them).
-    pub fn rvsock_transport_reset(t: *const RawTransport, cid: u32);
+    /// Resets every connection of `t` whose remote CID is `cid` (`u32::MAX`: all of them) and
+    /// whose socket is in namespace `ns` (`NS_ANY`: any).
+    pub fn rvsock_transport_reset(t: *const RawTransport, cid: u32, ns: u64);
+    /// The vsock namespace tag of the calling task's network namespace (process context).
+    pub fn rvsock_current_ns() -> u64;
     /// Allocates a packet with `cap` payload bytes (header zeroed, len = off = 0); null on OOM.
     pub fn rvsock_pkt_alloc(cap: u32, gfp: crate::ffi::gfp_t) -> *mut RawPkt;
     /// Frees a packet.

@@ -100,6 +100,16 @@ impl Pkt {
         self.raw().ext
     }
 
+    /// The namespace tag (`RawPkt::ns`).
+    pub fn ns(&self) -> u64 {
+        self.raw().ns
+    }
+
+    /// Sets the namespace tag (`RawPkt::ns`).
+    pub fn set_ns(&mut self, ns: u64) {
+        self.raw_mut().ns = ns;
+    }
+
     /// Attaches an external payload of `len` bytes (core only; freed with the packet).
     pub fn set_ext(&mut self, ext: *mut core::ffi::c_void, len: u32) {
         let r = self.raw_mut();

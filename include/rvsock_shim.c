@@ -8,6 +8,8 @@
 #include <linux/capability.h>
 #include <net/sock.h>
 #include <linux/skbuff.h>
+#include <linux/nsproxy.h>
+#include <net/netns/generic.h>
 #include "rvsock_shim.h"
 
 void rvsock_lock_sock(struct sock *sk) { lock_sock(sk); }
@@ -40,6 +42,9 @@ void rvsock_sk_acceptq_added(struct sock *sk) { sk_acceptq_added(sk); }
 void rvsock_sk_acceptq_removed(struct sock *sk) { sk_acceptq_removed(sk); }
 bool rvsock_sk_acceptq_is_full(const struct sock *sk) { return sk_acceptq_is_full(sk); }
 struct net *rvsock_sock_net(const struct sock *sk) { return sock_net(sk); }
+void *rvsock_net_generic(const struct net *net, unsigned int id) { return net_generic(net, id); }
+struct net *rvsock_current_net(void) { return current->nsproxy ? current->nsproxy->net_ns : NULL; }
+bool rvsock_net_is_init(const struct net *net) { return net_eq(net, &init_net); }
 bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &init_net); }
 void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { sock_reset_flag(sk, flag); }

@@ -39,6 +39,9 @@ void rvsock_sk_acceptq_added(struct sock *sk);
 void rvsock_sk_acceptq_removed(struct sock *sk);
 bool rvsock_sk_acceptq_is_full(const struct sock *sk);
 struct net *rvsock_sock_net(const struct sock *sk);
+void *rvsock_net_generic(const struct net *net, unsigned int id);
+struct net *rvsock_current_net(void);
+bool rvsock_net_is_init(const struct net *net);
 bool rvsock_net_eq_init(const struct sock *sk);
 
 void *rvsock_kmalloc(size_t size, gfp_t gfp);

@@ -178,6 +178,9 @@ pub(crate) struct VhostVsock {
     pending: SpinLock<PktQueue>,
     /// Guest CID (0: none yet); written under the table lock.
     guest_cid: AtomicU32,
+    /// The vsock namespace tag of the opener's network namespace (in-tree 7.x: the opener's
+    /// namespace owns the guest's CID); fixed at open.
+    pub(crate) ns: u64,
     /// The guest negotiated VIRTIO_VSOCK_F_SEQPACKET.
     seqpacket: AtomicBool,
     /// Replies queued and not yet sent: TX processing pauses while there are a ring's worth,
@@ -269,6 +272,7 @@ impl VhostVsock {
             kicks[VQ_TX] = handle_tx_kick;
             Dev::init(ffi::opaque_raw(&(*d).vdev), vq_ptrs, kicks, PKT_WEIGHT, WEIGHT);
             vhost::work_init(ffi::opaque_raw(&(*d).send_work), send_pkt_work);
+            (*d).ns = crate::abi::rvsock_current_ns();
         }
         Ok(p)
     }
@@ -503,7 +507,7 @@ impl VhostVsock {
                     bytes = bytes.saturating_add(p.len() as i32);
                     self.stats.count(Count::Delivered);
                     // The core may call our `send_pkt` from inside: it only queues.
-                    crate::deliver(p);
+                    crate::deliver(p, self.ns);
                 }
                 Err(why) => {
                     self.stats.count(Count::Drop(why));
@@ -604,9 +608,9 @@ impl VhostVsock {
             return Err(crate::errno!(EADDRINUSE));
         }
         let old = table::set_cid(self, cid)?;
-        if old != 0 && old != cid && !table::in_use(old) {
+        if old != 0 && old != cid && !table::in_use(old, self.ns) {
             // Connections to the CID this guest had are orphans now.
-            crate::reset_cid(old);
+            crate::reset_cid(old, self.ns);
         }
         Ok(())
     }
@@ -687,9 +691,9 @@ impl VhostVsock {
             let _ = d.stop(false);
             // Wait for running handlers: none delivers to the core after this.
             d.dev().flush();
-            if cid != 0 && !table::in_use(cid) {
+            if cid != 0 && !table::in_use(cid, d.ns) {
                 // Host sockets connected to this guest see ECONNRESET.
-                crate::reset_cid(cid);
+                crate::reset_cid(cid, d.ns);
             }
             d.dev().stop();
             let q = core::mem::replace(&mut *d.pending.lock(), PktQueue::new());

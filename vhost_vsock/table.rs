@@ -62,11 +62,12 @@ fn table() -> Option<&'static SpinLock<Buckets>> {
 }
 
 impl Buckets {
-    fn find(&self, cid: u32) -> Option<&VhostVsock> {
+    /// The device with guest `cid` that namespace `ns` reaches (at most one: `set_cid`).
+    fn find(&self, cid: u32, ns: u64) -> Option<&VhostVsock> {
         let mut p = self.0[bucket(cid)];
         // SAFETY: devices linked in the table are live while the lock is held.
         while let Some(d) = unsafe { p.as_ref() } {
-            if d.guest_cid() == cid {
+            if d.guest_cid() == cid && crate::abi::ns_reach(d.ns, ns) {
                 return Some(d);
             }
             p = d.next.load(Ordering::Relaxed);
@@ -99,23 +100,24 @@ impl Buckets {
     }
 }
 
-/// Runs `f` on the device of guest `cid` under the table lock; `None` if there is none.
-/// `f` must not sleep nor call into the core.
-pub(crate) fn with_dev<R>(cid: u32, f: impl FnOnce(&VhostVsock) -> R) -> Option<R> {
+/// Runs `f` on the device of guest `cid` that namespace `ns` reaches, under the table lock;
+/// `None` if there is none. `f` must not sleep nor call into the core.
+pub(crate) fn with_dev<R>(cid: u32, ns: u64, f: impl FnOnce(&VhostVsock) -> R) -> Option<R> {
     let t = table()?.lock();
-    t.find(cid).map(f)
+    t.find(cid, ns).map(f)
 }
 
-/// Whether a device currently owns `cid`.
-pub(crate) fn in_use(cid: u32) -> bool {
-    with_dev(cid, |_| ()).is_some()
+/// Whether a device that namespace `ns` reaches currently owns `cid`.
+pub(crate) fn in_use(cid: u32, ns: u64) -> bool {
+    with_dev(cid, ns, |_| ()).is_some()
 }
 
-/// Gives `d` the guest CID `cid` (EADDRINUSE if another device has it). Returns the CID `d`
-/// had before (0: none).
+/// Gives `d` the guest CID `cid` (EADDRINUSE if another device that `d`'s namespace reaches
+/// has it: global namespaces share one CID space, a local one has its own, in-tree 7.x).
+/// Returns the CID `d` had before (0: none).
 pub(crate) fn set_cid(d: &VhostVsock, cid: u32) -> Result<u32> {
     let mut t = table().ok_or(ENODEV)?.lock();
-    if let Some(o) = t.find(cid) {
+    if let Some(o) = t.find(cid, d.ns) {
         if !core::ptr::eq(o, d) {
             return Err(crate::errno!(EADDRINUSE));
         }

@@ -94,9 +94,11 @@ unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_in
     // SAFETY: the core hands us ownership of `pkt`.
     let Some(p) = (unsafe { Pkt::from_raw(pkt) }) else { return EINVAL.to_errno() };
     let Ok(cid) = u32::try_from(p.hdr().dst_cid) else { return ENODEV.to_errno() };
+    // The device of that CID in a namespace the sending socket's reaches.
+    let ns = p.ns();
     // `p` moves into the closure only if the device exists; otherwise it is dropped here.
     let mut p = Some(p);
-    let queued = table::with_dev(cid, |d| {
+    let queued = table::with_dev(cid, ns, |d| {
         if let Some(p) = p.take() {
             d.queue(p);
         }
@@ -110,25 +112,28 @@ unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_in
 /// SEQPACKET towards a guest only if its driver negotiated it. Called under the core's
 /// spinlocks: takes only the CID table lock.
 /// A CID is ours when one of our devices has it (in-tree `vhost_transport_has_remote_cid`).
-unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, remote_cid: u32) -> bool {
-    table::with_dev(remote_cid, |_| ()).is_some()
+unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, remote_cid: u32, ns: u64) -> bool {
+    table::with_dev(remote_cid, ns, |_| ()).is_some()
 }
 
-unsafe extern "C" fn seqpacket_allow(_t: *const RawTransport, remote_cid: u32) -> bool {
-    table::with_dev(remote_cid, |d| d.seqpacket()).unwrap_or(false)
+unsafe extern "C" fn seqpacket_allow(_t: *const RawTransport, remote_cid: u32, ns: u64) -> bool {
+    table::with_dev(remote_cid, ns, |d| d.seqpacket()).unwrap_or(false)
 }
 
-/// Hands a validated guest packet to the core (process context, no spinlock held).
-pub(crate) fn deliver(p: Pkt) {
+/// Hands a validated guest packet of a device of namespace `ns` to the core (process
+/// context, no spinlock held).
+pub(crate) fn deliver(mut p: Pkt, ns: u64) {
+    p.set_ns(ns);
     // SAFETY: our transport is registered while any device exists (devices pin the module,
     // which unregisters only at exit); the core takes ownership of the packet.
     unsafe { abi::rvsock_recv_pkt(TRANSPORT.get(), p.into_raw()) };
 }
 
-/// Resets every host connection to guest `cid` (its device went away or changed CID).
-pub(crate) fn reset_cid(cid: u32) {
+/// Resets every host connection to guest `cid` from namespaces that reach `ns` (its device,
+/// of namespace `ns`, went away or changed CID).
+pub(crate) fn reset_cid(cid: u32, ns: u64) {
     // SAFETY: as in `deliver`; process context, no lock of ours held.
-    unsafe { abi::rvsock_transport_reset(TRANSPORT.get(), cid) };
+    unsafe { abi::rvsock_transport_reset(TRANSPORT.get(), cid, ns) };
 }
 
 /// The device of an open file.

@@ -778,7 +778,7 @@ impl Shared {
             if !t.is_null() {
                 // SAFETY: our registered transport (teardown cancels this work before it
                 // unregisters); no lock held.
-                unsafe { abi::rvsock_transport_reset(t, u32::MAX) };
+                unsafe { abi::rvsock_transport_reset(t, u32::MAX, abi::NS_ANY) };
             }
         }
     }

@@ -108,7 +108,7 @@ fn rx_cap_param() -> u32 {
 
 /// Any CID may live behind the host (sibling VMs it forwards to): in-tree
 /// `virtio_transport_has_remote_cid` assumes so too.
-unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, _remote_cid: u32) -> bool {
+unsafe extern "C" fn has_remote_cid(_t: *const RawTransport, _remote_cid: u32, _ns: u64) -> bool {
     true
 }
 
