@@ -42,6 +42,9 @@ declare -A SCEN=(
     # Kernel users (in-kernel server and client, read_sock), sendfile/splice, io_uring.
     [rvsock-kernel-consumers]="nested rvsock rvsock 13 kconsumers-l1"
     [c-observe]="nested c c 29 observe-l1"
+    # Network namespaces (upstream 7.3 vmtest.sh's tests, nested; no C reference on 6.12).
+    [rvsock-netns]="nested rvsock rvsock 28 netns-l1"
+    [c-netns]="nested c c 28 netns-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"

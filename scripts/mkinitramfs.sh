@@ -44,6 +44,8 @@ base() {
     # `tcpdump -i vsockmon0`); busybox keeps its own ip at /sbin/ip, iproute2's is /usr/sbin/ip.
     host_prog "$r" ss
     host_prog "$r" tcpdump
+    # socat with AF_VSOCK (rvsock-netns: vmtest.sh's listeners and clients, the guest's shell).
+    host_prog "$r" socat
     mkdir -p "$r/usr/sbin"; host_prog "$r" /usr/sbin/ip
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }

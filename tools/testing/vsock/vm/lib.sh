@@ -471,8 +471,10 @@ l2_qemu() {
     # injections (type 0), which that check lets through.
     # exec: run in the background (`l2_qemu ... &`), the subshell becomes QEMU, so `$!` is
     # QEMU's pid and killing it frees the guest CID for a retry.
+    # L2_WRAP: a command that runs QEMU, e.g. `ip netns exec NS` (it execs QEMU, so `$!`
+    # stays QEMU's pid).
     QEMU_MODULE_DIR=/usr/lib/x86_64-linux-gnu/qemu \
-    exec qemu-system-x86_64 $accel -name l2,debug-threads=on -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
+    exec ${L2_WRAP:-} qemu-system-x86_64 $accel -name l2,debug-threads=on -m "$mem" -smp 1 -nodefaults -no-user-config -display none \
         -L /usr/share/qemu -L /usr/share/seabios -no-reboot \
         -serial "file:$log" -kernel /l2/bzImage -initrd /l2/initramfs.cpio.gz \
         -append "console=ttyS0 loglevel=6 panic=-1 rvsock_scenario=$SCENARIO rvsock_role=l2 rvsock_mods=$L2MODS rvsock_script=$script rvsock_l2_accel=$L2_ACCEL ${L2_APPEND:-}" \
