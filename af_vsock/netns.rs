@@ -25,7 +25,7 @@ use crate::abi::NS_LOCAL;
 use crate::family::KStatic;
 use crate::ffi;
 use crate::net::Sk;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::ffi::{c_int, c_void};
 use kernel::prelude::*;
 
@@ -60,6 +60,10 @@ static NET_ID: KStatic<kernel::ffi::c_uint> = KStatic::new(0);
 static OPS: KStatic<ffi::pernet_operations> = unsafe { KStatic::zeroed() };
 /// The next namespace number.
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// True while `register_pernet_subsys` runs `init` for the namespaces that already exist.
+/// Their creators are unknown then, and the loader's namespace may not be set up yet (its
+/// `net_generic` array not even grown to our id): all of them count as global.
+static REGISTERING: AtomicBool = AtomicBool::new(false);
 /// The bounds of `g2h_fallback`.
 static ZERO: i32 = 0;
 static ONE: i32 = 1;
@@ -213,9 +217,12 @@ unsafe extern "C" fn net_init(net: *mut ffi::net) -> c_int {
     }
     // SAFETY: plain reads of the current task's namespace and of whether `net` is the initial one.
     let (creator, is_init) = unsafe { (ffi::rvsock_current_net(), ffi::rvsock_net_is_init(net)) };
-    let creator_d = if is_init || creator == net { core::ptr::null_mut() } else { data(creator) };
-    // SAFETY: the creator's data is live while the creator task is in that namespace (and
-    // null if it is not set up yet: then global).
+    // Outside registration, `register_pernet_subsys` has set up every namespace that existed
+    // (and the kernel's pernet lock keeps new ones from being made meanwhile), and a new one
+    // runs our `init` only after its creator's namespace ran all of its own.
+    let known = !is_init && creator != net && !REGISTERING.load(Ordering::Acquire);
+    let creator_d = if known { data(creator) } else { core::ptr::null_mut() };
+    // SAFETY: the creator's data is live while the creator task is in that namespace.
     let mode = unsafe { creator_d.as_ref() }.map_or(MODE_GLOBAL, |c| {
         if c.tag == 0 { MODE_GLOBAL } else { c.child_mode.load(Ordering::Acquire) }
     });
@@ -275,7 +282,10 @@ pub(crate) fn register() -> Result<Registration> {
         o.exit = Some(net_exit);
         o.id = NET_ID.get();
         o.size = core::mem::size_of::<NetData>();
-        ffi::register_pernet_subsys(OPS.get())
+        REGISTERING.store(true, Ordering::Release);
+        let r = ffi::register_pernet_subsys(OPS.get());
+        REGISTERING.store(false, Ordering::Release);
+        r
     };
     if r != 0 {
         return Err(Error::from_errno(r));

@@ -14,7 +14,7 @@
 # Then what vmtest.sh does not test (extra.*): the same port bound in two local namespaces, a
 # CID_ANY listener of a local namespace reached from its own guest only, 100 namespaces made
 # and deleted with connections open (AF_VSOCK objects and namespaces back to the start).
-# 25 + 3 results.
+# 25 + 4 results.
 L2MODS=$(arg rvsock_l2mods)
 # rvsock_netns_phases=LIST (kernel command line, RVSOCK_KARGS): run only these of base, init,
 # local, global, many (debugging aid; the others' results are then missing).
@@ -356,17 +356,21 @@ pids=""
 for i in $(seq 1 100); do
     n=m$i
     if [ $((i % 2)) = 0 ]; then nsenter --net=/var/run/netns/local-parent $IP netns add $n; else $IP netns add $n; fi
-    $(nspfx $n) socat -u VSOCK-LISTEN:7000 /dev/null < /dev/null > /dev/null 2>&1 &
+    # (a port each: the global ones share one port space)
+    rm -f /tmp/m$i.out
+    $(nspfx $n) socat -u VSOCK-LISTEN:$((7000 + i)) OPEN:/tmp/m$i.out,creat < /dev/null > /dev/null 2>&1 &
     pids="$pids $!"
 done
 for i in $(seq 1 100); do
-    ns_wait_listen m$i vsock 7000 20 || echo "# m$i: no listener"
-    sleep 60 | $(nspfx m$i) socat -u STDIN VSOCK-CONNECT:1:7000 > /dev/null 2>&1 &
+    ns_wait_listen m$i vsock $((7000 + i)) 5 || echo "# m$i: no listener"
+    (echo "tag-m$i"; sleep 60) | $(nspfx m$i) socat -u STDIN VSOCK-CONNECT:1:$((7000 + i)) > /dev/null 2>&1 &
     pids="$pids $!"
 done
 sleep 2
+got=0; for i in $(seq 1 100); do grep -q "^tag-m$i\$" /tmp/m$i.out 2>/dev/null && got=$((got + 1)); done
 conns=$(ss --vsock --numeric 2>/dev/null | grep -c ESTAB)
-echo "# 100 namespaces, $(($(up) - t0))s; established in the initial namespace (global, sees the odd ones): $conns"
+echo "# 100 namespaces, $(($(up) - t0))s: $got connections delivered; ss in the initial namespace lists $conns established (sock_diag shows a namespace its own sockets only)"
+[ $got = 100 ]; check extra.netns_100_connections $?
 for i in $(seq 1 100); do $IP netns del m$i; done
 $IP netns del local-parent
 for p in $pids; do kill "$p" 2>/dev/null; done
