@@ -82,11 +82,20 @@ wait_for_sock() { _i=0; while [ ! -S "$1" ]; do _i=$((_i + 1)); [ $_i -gt $(($2 
 # last console lines are shown.
 l2sh() {
     echo "# $(up)s l2sh $1: $2" >&2
-    _o=/tmp/l2sh.$1.out; : > "$_o"
+    _o=/tmp/l2sh.$1.out
     _lim=$((${L2SH_SECS:-$((300 * S))} * 5))
-    (printf '%s\necho __L2SH_END__\n' "$2"; _i=0
-     while ! grep -q '^__L2SH_END__' "$_o" && [ $_i -lt $_lim ]; do sleep 0.2; _i=$((_i + 1)); done) \
-        | socat - UNIX-CONNECT:/tmp/sh.$1 > "$_o"
+    for _try in 1 2 3; do
+        : > "$_o"
+        # (The empty lines the loop sends make it end, SIGPIPE, once socat is gone: a
+        # connection that the guest's NAT closed at once is tried again.)
+        (printf '%s\necho __L2SH_END__\n' "$2"; _i=0
+         while ! grep -q '^__L2SH_END__' "$_o" && [ $_i -lt $_lim ]; do sleep 0.2; echo; _i=$((_i + 1)); done) \
+            | socat - UNIX-CONNECT:/tmp/sh.$1 > "$_o"
+        grep -q '^__L2SH_END__' "$_o" && break
+        [ -s "$_o" ] && break
+        echo "# l2sh $1: connection closed without an answer (try $_try)" >&2
+        sleep 2
+    done
     grep -v '^__L2SH_END__' "$_o"
     if ! grep -q '^__L2SH_END__' "$_o"; then
         echo "# l2sh $1: no answer, the guest's console:" >&2
