@@ -46,10 +46,14 @@ check installed.still-no-in-tree-module no_intree
 # make uninstall: its files gone, depmod; rvsock unloaded (a reboot would do that).
 rm -rf "/lib/modules/$KVER/updates/rvsock" /etc/modprobe.d/rvsock.conf
 depmod "$KVER"
-for i in $(seq 1 50); do
+# (Closed sockets keep their transport's module until the peer's RST or their 8 s close
+# timeout; on a busy machine that took more than the 10 s this loop once allowed: 30 s.)
+t0=$(up)
+for i in $(seq 1 150); do
     rmmod rvsock_loopback rvsock_virtio rvsock_vhost 2>/dev/null; rmmod rvsock 2>/dev/null
     has rvsock || break; sleep 0.2
 done
+echo "# rvsock unloaded after $(($(up) - t0))s (refcounts now: $(grep '^rvsock' /proc/modules | cut -d' ' -f1,3 | tr '\n' ' '))"
 check uninstalled.rvsock-unloaded no_rvsock
 rvsock-tests stream-send --cid 1 --port 9 --bytes 1 --timeout 2 --name autoload > /dev/null 2>&1
 coldplug
