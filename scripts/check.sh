@@ -82,7 +82,7 @@ ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # (~40 min) before the first scenario; SLOW_73 (~30 min on 7.3's sanitizer kernel, whose soak
 # alone takes 8) would take it past 75 minutes. `make check KERNEL=7.3` runs them.
 SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-soak-kasan rvsock-observe"
-SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan rvsock-migrate-kasan rvsock-kernel-consumers-kasan c-netns rvsock-netns-kasan"
+SLOW_73="c-loopback-kasan rvsock-regress-kasan rvsock-soak-kasan nested-rvsock-host-rvsock-guest-kasan rvsock-observe-kasan rvsock-migrate-kasan rvsock-kernel-consumers-kasan c-netns rvsock-netns-kasan nested-rvsock-host-rvsock-guest-vt7"
 
 TOTAL_P=0 TOTAL_F=0 RECAP=""
 RAN=" "   # scenarios run so far in this invocation (C references of rvsock scenarios)
