@@ -193,28 +193,13 @@ pub(crate) fn release_child(c: Sk) {
 pub(crate) fn reset(sk: Sk) {
     let after = {
         let mut s = vsk(sk).st.lock();
-        if s.conn.is_done() {
+        let a = s.conn.reset();
+        if a == Actions::default() {
             return;
         }
-        let h = s.ctl(Ctl::Rst, None).map(|o| o.h);
-        let mut a = Actions::default();
-        if let Some(h) = h {
-            // Feed ourselves the peer's RST: the state machine closes as if the peer reset.
-            let ctx = crate::proto::hdr::ValidateCtx { seqpacket: true, ..Default::default() };
-            let mut rh = h;
-            core::mem::swap(&mut rh.src_cid, &mut rh.dst_cid);
-            core::mem::swap(&mut rh.src_port, &mut rh.dst_port);
-            if let Ok(v) = crate::proto::hdr::validate(&rh, &ctx) {
-                a = s.conn.on_packet(&v, &rh);
-            }
-        }
-        a.send = None;
-        sk.set_err(errno!(ECONNRESET).to_errno().wrapping_neg());
-        let mut after = apply(sk, &mut s, &a, None);
-        after.error = true;
-        after.state = true;
-        after.unhash = true;
-        after
+        apply(sk, &mut s, &a, None)
     };
+    // Nothing queued is delivered after a reset (`Conn::reset` forgot it already).
+    purge_rx(sk);
     run_after(sk, after);
 }

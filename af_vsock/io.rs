@@ -39,6 +39,9 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         if s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0 {
             return Err(EPIPE);
         }
+        if s.conn.is_reset() {
+            return Err(errno!(ECONNRESET));
+        }
         if s.transport.is_none() || sk.state() != state::ESTABLISHED || s.local.port == VMADDR_PORT_ANY {
             return Err(errno!(ENOTCONN));
         }
@@ -252,7 +255,13 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
     {
         let s = vsk(sk).st.lock();
         if s.transport.is_none() || sk.state() != state::ESTABLISHED {
-            return if sk.flag(net::SOCK_DONE) { Ok(0) } else { Err(errno!(ENOTCONN)) };
+            return if sk.flag(net::SOCK_DONE) {
+                Ok(0)
+            } else if s.conn.is_reset() {
+                Err(errno!(ECONNRESET))
+            } else {
+                Err(errno!(ENOTCONN))
+            };
         }
     }
     if flags & ffi::MSG_OOB != 0 {

@@ -193,8 +193,12 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
     // on (in-tree assigns the child's transport and resets on a mismatch): a packet cannot
     // claim an address that another transport serves.
     let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
-    // The child lives in the listener's namespace (which `ns`, the packet's, reaches).
-    let lns = vsk(lsk).st.lock().ns;
+    // The child lives in the listener's namespace (which `ns`, the packet's, reaches) and
+    // inherits its settings: one look at the listener.
+    let (lns, inherit) = {
+        let s = vsk(lsk).st.lock();
+        (s.ns, s.inherit())
+    };
     let fallback = crate::netns::g2h_fallback(lsk);
     let expected = global().lock().pick_transport(v.src.cid, to_host, lns, fallback);
     let Some((_, via_host)) = expected.filter(|(e, _)| e.0 == t.0) else {
@@ -210,7 +214,6 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
         reset_no_sock(t, h, Ctr::Refused, ns);
         return;
     }
-    let inherit = vsk(lsk).st.lock().inherit();
     let child = family::new_child(lsk, &inherit);
     let Ok(child) = child else {
         reset_no_sock(t, h, Ctr::AllocFail, ns);

@@ -401,7 +401,8 @@ pub(crate) fn mirror(sk: Sk, s: &VState) {
     }
     sk.set_state(st);
     sk.set_shutdown(s.conn.local_shutdown());
-    if s.conn.is_done() {
+    // A transport reset is no end of file (`SOCK_DONE` makes recv return 0).
+    if s.conn.is_done() && !s.conn.is_reset() {
         sk.set_flag(net::SOCK_DONE);
     }
 }

@@ -28,13 +28,13 @@ declare -A SCEN=(
     [nested-c-host-rvsock-guest]="nested c rvsock 61/91 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61/91 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
-    [vhost-hostile-guest]="single rvsock - 23 vhost-hostile"
-    [c-vhost-hostile-guest]="single c - 23 vhost-hostile"
+    [vhost-hostile-guest]="single rvsock - 24 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 24 vhost-hostile"
     [rvsock-regress]="single rvsock - 16 regress"
     [c-regress]="single c - 16 regress"
     # Live migration of a guest to a destination with another CID (nested).
-    [rvsock-migrate]="nested rvsock rvsock 9 migrate-l1"
-    [c-migrate]="nested c c 9 migrate-l1"
+    [rvsock-migrate]="nested rvsock rvsock 19 migrate-l1"
+    [c-migrate]="nested c c 19 migrate-l1"
     # make install on a system that keeps the in-tree modules: autoload, coldplug, uninstall.
     [rvsock-install]="vhostuser install - 38/53 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.

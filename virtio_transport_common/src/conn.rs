@@ -52,6 +52,8 @@
 //! | [`Conn::release`] | peer shut down both ways | `done`; remove now | Rst |
 //! | [`Conn::release`] | otherwise | wait for the peer ([`Conn::start_close_timer`]) | SHUTDOWN(both) unless already |
 //! | [`Conn::close_timeout`] | close timer pending, not done | do_close, `finish_close` | Rst |
+//! | [`Conn::reset`] (transport) | Connecting | → Closed, error `ECONNRESET`, `unhash` | — |
+//! | [`Conn::reset`] (transport) | Established, Closing, not done | → Closed, `done`, `reset`, queue dropped, error `ECONNRESET`, `unhash`, `finish_close` if the close timer is pending | — |
 //!
 //! # Deliberate differences from upstream
 //!
@@ -207,6 +209,7 @@ pub struct Conn {
     shutdown: u32,
     peer_shutdown: u32,
     done: bool,
+    reset: bool,
     close_pending: bool,
     tx: TxCredit,
     rx: RxCredit,
@@ -224,6 +227,7 @@ impl Conn {
             shutdown: 0,
             peer_shutdown: 0,
             done: false,
+            reset: false,
             close_pending: false,
             tx: TxCredit::new(buf),
             rx: RxCredit::new(buf),
@@ -244,6 +248,12 @@ impl Conn {
     /// Whether the socket is done (`SOCK_DONE`).
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether the transport reset the connection ([`Conn::reset`]): readers and writers get
+    /// `ECONNRESET`, never an end of file.
+    pub fn is_reset(&self) -> bool {
+        self.reset
     }
 
     /// Local shutdown bits (`sk_shutdown`: RCV = 1, SEND = 2).
@@ -491,6 +501,7 @@ impl Conn {
         self.seq = SeqRx::new();
         self.peer_shutdown = 0;
         self.done = false;
+        self.reset = false;
         self.close_pending = false;
         self.state = State::Connecting;
         Some(Ctl::Request)
@@ -553,6 +564,46 @@ impl Conn {
     pub fn start_close_timer(&mut self) -> bool {
         self.close_pending = !self.done;
         self.close_pending
+    }
+
+    /// The transport ended the connection locally: the guest's TRANSPORT_RESET event (the VM
+    /// was migrated or restored), the peer VM's device released, the transport unloaded. No
+    /// packet reaches the peer any more and none of its packets is taken (`done`). Unlike a
+    /// peer's RST, nothing queued is delivered: the socket is `Closed` and `reset`, and
+    /// readers and writers get `ECONNRESET` (error [`SockError::ConnReset`]) where a peer's
+    /// RST gives an end of file, so a stream cut by a reset is never taken for a whole one
+    /// (upstream: the guest's reader gets `ENOTCONN` unless it was blocked; the host's gets an
+    /// end of file). The glue drops the receive queue. A connecting socket fails its connect
+    /// with `ECONNRESET`; listening, unconnected and `done` sockets are left alone.
+    pub fn reset(&mut self) -> Actions {
+        let mut a = Actions::default();
+        match self.state {
+            State::Connecting => {
+                self.state = State::Closed;
+                a.error = Some(SockError::ConnReset);
+                a.state_change = true;
+                a.unhash = true;
+            }
+            State::Established | State::Closing if !self.done => {
+                self.state = State::Closed;
+                self.done = true;
+                self.reset = true;
+                self.rx.discard_queued();
+                self.seq = SeqRx::new();
+                a.error = Some(SockError::ConnReset);
+                a.done = true;
+                a.state_change = true;
+                a.wake_readers = true;
+                a.wake_writers = true;
+                a.unhash = true;
+                if self.close_pending {
+                    self.close_pending = false;
+                    a.finish_close = true;
+                }
+            }
+            _ => {}
+        }
+        a
     }
 
     /// The close timer fired: reset the peer if it has not closed, and finish the close.

@@ -202,6 +202,60 @@ fn peer_rst_before_close_removes_immediately() {
 }
 
 #[test]
+fn transport_reset_is_not_an_end_of_file() {
+    // Data queued: unlike a peer's RST, nothing is left for the reader.
+    let mut c = established(SockType::Stream);
+    let _ = feed(&mut c, Op::Rw, 100, 0);
+    let a = c.reset();
+    assert_eq!((a.error, a.send), (Some(SockError::ConnReset), None));
+    assert!(a.done && a.unhash && a.state_change && a.wake_readers && a.wake_writers);
+    assert!(!a.finish_close);
+    assert_eq!((c.state(), c.has_data()), (State::Closed, 0));
+    assert!(c.is_reset() && c.is_done() && c.peer_shutdown() == 0);
+    // Whatever the old peer still sends is answered with an RST, and a second reset is a no-op.
+    assert_eq!(feed(&mut c, Op::Rw, 1, 0).send, Some(Ctl::RstReply));
+    assert_eq!(c.reset(), Actions::default());
+    // Connecting again starts afresh.
+    let mut again = c;
+    assert_eq!(again.connect(), Some(Ctl::Request));
+    assert!(!again.is_reset() && !again.is_done());
+    let r = c.release();
+    assert_eq!((r.send, r.wait_for_peer), (None, false));
+
+    // Closed and waiting for the peer's RST: the close ends now.
+    let mut c = established(SockType::Seqpacket);
+    let _ = c.release();
+    assert!(c.start_close_timer());
+    let a = c.reset();
+    assert!(a.finish_close && c.is_reset());
+    assert_eq!(c.close_timeout(), Actions::default());
+
+    // Connecting: the connect fails with ECONNRESET; the socket may connect again.
+    let mut c = Conn::new(SockType::Stream, 4096);
+    let _ = c.connect();
+    let a = c.reset();
+    assert!(a.unhash);
+    assert_eq!(
+        (a.error, c.state(), c.is_reset()),
+        (Some(SockError::ConnReset), State::Closed, false)
+    );
+    assert_eq!(c.connect(), Some(Ctl::Request));
+
+    // A peer that already reset, a listener, an unconnected socket: nothing happens.
+    let mut c = established(SockType::Stream);
+    let _ = feed(&mut c, Op::Rst, 0, 0);
+    assert_eq!(c.reset(), Actions::default());
+    assert!(!c.is_reset());
+    let mut l = Conn::new(SockType::Stream, 4096);
+    assert!(l.listen());
+    assert_eq!(l.reset(), Actions::default());
+    assert_eq!(
+        Conn::new(SockType::Stream, 4096).reset(),
+        Actions::default()
+    );
+}
+
+#[test]
 fn shutdown_local() {
     let mut c = Conn::new(SockType::Stream, 4096);
     assert_eq!(c.shutdown(SHUTDOWN_SEND), None);

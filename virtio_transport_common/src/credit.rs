@@ -222,6 +222,12 @@ impl RxCredit {
         }
     }
 
+    /// The queued bytes were dropped without being read (the connection was reset): nothing
+    /// is queued any more; the counts the peer saw are kept.
+    pub fn discard_queued(&mut self) {
+        self.rx_bytes = 0;
+    }
+
     /// Our receive buffer size.
     pub fn buf_alloc(&self) -> u32 {
         self.buf_alloc
@@ -276,7 +282,9 @@ impl RxCredit {
     /// a reader that does not consume can reach it. Upstream resets such a connection when
     /// its per-packet overhead exceeds `buf_alloc`; so does the glue here.
     pub fn mem_budget(&self) -> u64 {
-        2 * u64::from(self.room.max(self.buf_alloc)) + u64::from(MAX_PKT_BUF_SIZE)
+        u64::from(self.room.max(self.buf_alloc))
+            .saturating_mul(2)
+            .saturating_add(u64::from(MAX_PKT_BUF_SIZE))
     }
 
     /// Accounts an accepted payload as queued.

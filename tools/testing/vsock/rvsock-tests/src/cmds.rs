@@ -24,7 +24,29 @@ struct SendOpts {
     /// `--reset-ok`: a connection reset (ECONNRESET, EPIPE) counts as a pass; wrong bytes,
     /// a short stream without a reset or a timeout still fail (migration: in-flight
     /// connections are reset with the transport).
-    reset_ok: bool,
+    reset_ok: Resets,
+}
+
+/// What a connection reset counts as.
+#[derive(Clone)]
+enum Resets {
+    /// A failure (the default).
+    Fail,
+    /// A pass, whatever the reset looked like (`--reset-ok`).
+    Any,
+    /// A pass only if the error names this errno (`--reset-as ERRNO`: no end of file, no
+    /// other errno).
+    Only(String),
+}
+
+impl Resets {
+    fn parse(a: &Args) -> Resets {
+        match a.str_opt("reset-as") {
+            Some(e) => Resets::Only(e.to_string()),
+            None if a.flag("reset-ok") => Resets::Any,
+            None => Resets::Fail,
+        }
+    }
 }
 
 impl SendOpts {
@@ -36,7 +58,7 @@ impl SendOpts {
             eof: a.flag("eof"),
             timeout: a.secs_or("timeout", 60)?,
             name: a.str_or("name", default_name).to_string(),
-            reset_ok: a.flag("reset-ok"),
+            reset_ok: Resets::parse(a),
         })
     }
 }
@@ -54,11 +76,13 @@ fn is_reset(e: &str) -> bool {
 
 /// With `reset_ok`, the connections that ended in a reset are taken out of `results` (said
 /// as a `#` line), the others stay.
-fn drop_resets<T>(out: &Out, name: &str, reset_ok: bool, results: Vec<Result<T, String>>) -> Vec<Result<T, String>> {
-    if !reset_ok {
-        return results;
-    }
-    let (resets, rest): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.as_ref().err().is_some_and(|e| is_reset(e)));
+fn drop_resets<T>(out: &Out, name: &str, reset_ok: &Resets, results: Vec<Result<T, String>>) -> Vec<Result<T, String>> {
+    let allowed = |e: &str| match reset_ok {
+        Resets::Fail => false,
+        Resets::Any => is_reset(e),
+        Resets::Only(errno) => e.contains(errno.as_str()),
+    };
+    let (resets, rest): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.as_ref().err().is_some_and(|e| allowed(e)));
     if let Some(Err(e)) = resets.first() {
         out.info(format!("{name}: {} connection(s) reset (allowed): {e}", resets.len()));
     }
@@ -69,7 +93,7 @@ fn drop_resets<T>(out: &Out, name: &str, reset_ok: bool, results: Vec<Result<T, 
 fn finish_clients(o: &SendOpts, clients: Vec<Result<Client, String>>, t0: Instant) {
     let out = Out::default();
     let n = clients.len() as u64;
-    let results = drop_resets(&out, &o.name, o.reset_ok, proto::run_clients(clients, o.chunk, o.timeout));
+    let results = drop_resets(&out, &o.name, &o.reset_ok, proto::run_clients(clients, o.chunk, o.timeout));
     let r = proto::summarize(&results).map(|()| {
         out.info(format!("{}: {} connection(s), {}", o.name, n, rate(n * o.bytes, t0.elapsed())));
         Outcome::Pass
@@ -78,7 +102,7 @@ fn finish_clients(o: &SendOpts, clients: Vec<Result<Client, String>>, t0: Instan
 }
 
 /// Serve `count` connections on a non-blocking listener; one test line.
-fn finish_server(name: &str, listener: &impl std::os::fd::AsFd, count: usize, timeout: Duration, reset_ok: bool) {
+fn finish_server(name: &str, listener: &impl std::os::fd::AsFd, count: usize, timeout: Duration, reset_ok: &Resets) {
     let out = Out::default();
     let t0 = Instant::now();
     let results = drop_resets(&out, name, reset_ok, proto::run_server(listener, count, 64 * 1024, timeout));
@@ -131,7 +155,7 @@ pub fn stream_recv(a: &Args) -> Result<(), String> {
     let count = a.usize_or("count", 1)?;
     let timeout = a.secs_or("timeout", 60)?;
     let name = a.str_or("name", "stream-recv").to_string();
-    let reset_ok = a.flag("reset-ok");
+    let reset_ok = Resets::parse(a);
     a.check_unused()?;
     let _ = sys::raise_nofile(count as u64 + 64);
     let setup = || -> Result<OwnedFd, String> {
@@ -141,7 +165,7 @@ pub fn stream_recv(a: &Args) -> Result<(), String> {
         Ok(l)
     };
     match setup() {
-        Ok(l) => finish_server(&name, &l, count, timeout, reset_ok),
+        Ok(l) => finish_server(&name, &l, count, timeout, &reset_ok),
         Err(e) => {
             Out::default().result(&name, &Err(e));
         }
@@ -171,7 +195,7 @@ pub fn uds_recv(a: &Args) -> Result<(), String> {
     };
     match setup() {
         Ok(l) => {
-            finish_server(&name, &l, count, timeout, false);
+            finish_server(&name, &l, count, timeout, &Resets::Fail);
             let _ = std::fs::remove_file(&path);
         }
         Err(e) => {

@@ -24,7 +24,8 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
 
   stream-send --cid C --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
               [--reset-ok]   (a connection reset passes; wrong bytes, short streams, timeouts fail)
-  stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS] [--reset-ok]
+              [--reset-as ERRNO]  (only a reset with this errno passes, e.g. ECONNRESET)
+  stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS] [--reset-ok|--reset-as ERRNO]
   local-cid   [--expect C] [--name NAME]   this machine's CID (/dev/vsock)
   concurrent  --cid C --port P --conns N --bytes B [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
   uds-send    --uds PATH --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
