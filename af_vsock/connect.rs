@@ -29,7 +29,7 @@ fn do_bind(sk: Sk, addr: Addr) -> Result {
         addr.port
     };
     let a = Addr { cid: addr.cid, port };
-    g.insert_bound(a, s.ns, sk)?;
+    g.insert_bound(a, sk)?;
     s.local = a;
     s.bound = true;
     // Off the unbound list; its reference is dropped once the locks are released.

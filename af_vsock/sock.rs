@@ -187,6 +187,9 @@ pub(crate) struct VSock {
     pub(crate) connect_work: DelayedWork,
     /// Sends `VState::credit_due` from process context (queued with a socket reference).
     pub(crate) credit_work: DelayedWork,
+    /// Namespace tag (`VState::ns`, copied here unlocked: fixed at creation, read by the
+    /// table lookups under the table lock alone).
+    pub(crate) ns: u64,
 }
 
 /// The `VSock` of a socket of our proto.
@@ -218,11 +221,12 @@ impl VSock {
                 2 * net::msecs_to_jiffies(1000) as i64,
             ),
         };
+        let ns = crate::netns::tag_of_sk(sk);
         let st = VState {
             conn: Conn::new(sock_type(sk), bs),
             local: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
             remote: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
-            ns: crate::netns::tag_of_sk(sk),
+            ns,
             remote_flags: 0,
             ss: ss::UNCONNECTED,
             transport: None,
@@ -245,6 +249,7 @@ impl VSock {
         // uninitialised (zeroed) memory that we initialise in place exactly once.
         unsafe {
             ffi::pin_init_at(init, core::ptr::addr_of_mut!((*p).st)).map_err(|_| ENOMEM)?;
+            core::ptr::addr_of_mut!((*p).ns).write(ns);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).credit_work), credit_work_fn);
@@ -508,7 +513,7 @@ pub(crate) fn hash_connected(sk: Sk) -> Result {
         return Ok(());
     }
     let key = (s.remote, s.local);
-    g.insert_connected(key.0, key.1, s.ns, sk)?;
+    g.insert_connected(key.0, key.1, sk)?;
     s.connected_key = Some(key);
     Ok(())
 }

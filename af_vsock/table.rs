@@ -52,10 +52,11 @@ impl TransportPtr {
 pub(crate) struct Global {
     // Invariant: both have exactly BUCKETS buckets (built by `new`), so indexing by
     // `bucket()`/`conn_bucket()` is always in range.
-    // Every entry carries its socket's namespace tag: a lookup from namespace `ns` sees only
-    // the sockets `ns_reach` allows.
-    bound: KVec<KVec<(Addr, u64, SkRef)>>,
-    connected: KVec<KVec<(Addr, Addr, u64, SkRef)>>,
+    // A lookup from namespace `ns` sees only the sockets `ns_reach` allows; a socket's tag is
+    // read from the socket (`VSock::ns`, fixed at creation) once the address matched, so an
+    // entry costs no more than before namespaces.
+    bound: KVec<KVec<(Addr, SkRef)>>,
+    connected: KVec<KVec<(Addr, Addr, SkRef)>>,
     /// Sockets that were never bound, hashed by address: only sock_diag reads it (as in-tree,
     /// `ss` lists a fresh socket before its bind).
     unbound: KVec<KVec<SkRef>>,
@@ -128,21 +129,21 @@ impl Global {
     /// The socket bound to `addr` that namespace `ns` sees (a CID_ANY on either side matches
     /// any CID).
     pub(crate) fn find_bound(&self, addr: Addr, ns: u64) -> Option<&SkRef> {
-        self.bound[bucket(addr.port)].iter().find_map(|(a, n, s)| {
+        self.bound[bucket(addr.port)].iter().find_map(|(a, s)| {
             let hit = a.port == addr.port
                 && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY)
-                && ns_reach(*n, ns);
+                && ns_reach(crate::sock::vsk(s.sk()).ns, ns);
             hit.then_some(s)
         })
     }
 
     /// The connected socket for a packet of namespace `ns` from `remote` to `local`.
     pub(crate) fn find_connected(&self, remote: Addr, local: Addr, ns: u64) -> Option<&SkRef> {
-        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, n, s)| {
+        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
             let hit = *r == remote
                 && l.port == local.port
                 && (l.cid == local.cid || l.cid == VMADDR_CID_ANY)
-                && ns_reach(*n, ns);
+                && ns_reach(crate::sock::vsk(s.sk()).ns, ns);
             hit.then_some(s)
         })
     }
@@ -165,32 +166,32 @@ impl Global {
         None
     }
 
-    /// Inserts a bound socket of namespace `ns`.
-    pub(crate) fn insert_bound(&mut self, addr: Addr, ns: u64, sk: Sk) -> Result {
+    /// Inserts a bound socket (of its namespace, `VSock::ns`).
+    pub(crate) fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
         let b = &mut self.bound[bucket(addr.port)];
-        b.push((addr, ns, sk.hold()), GFP_ATOMIC)?;
+        b.push((addr, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a bound socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
         let b = &mut self.bound[bucket(port)];
-        let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.2)
+        let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.1)
     }
 
-    /// Inserts a connected socket of namespace `ns`.
-    pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, ns: u64, sk: Sk) -> Result {
+    /// Inserts a connected socket (of its namespace, `VSock::ns`).
+    pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
         let b = &mut self.connected[conn_bucket(remote, local)];
-        b.push((remote, local, ns, sk.hold()), GFP_ATOMIC)?;
+        b.push((remote, local, sk.hold()), GFP_ATOMIC)?;
         Ok(())
     }
 
     /// Removes a connected socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
         let b = &mut self.connected[conn_bucket(remote, local)];
-        let i = b.iter().position(|(_, _, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.3)
+        let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
+        vec_swap_remove(b, i).map(|e| e.2)
     }
 
     /// Lists a socket that is not bound yet.
@@ -220,8 +221,8 @@ impl Global {
             while pos.bucket < BUCKETS {
                 loop {
                     let sk = match kind {
-                        Table::Bound => self.bound[pos.bucket].get(pos.index).map(|e| e.2.sk()),
-                        Table::Connected => self.connected[pos.bucket].get(pos.index).map(|e| e.3.sk()),
+                        Table::Bound => self.bound[pos.bucket].get(pos.index).map(|e| e.1.sk()),
+                        Table::Connected => self.connected[pos.bucket].get(pos.index).map(|e| e.2.sk()),
                         Table::Unbound => self.unbound[pos.bucket].get(pos.index).map(|e| e.sk()),
                     };
                     let Some(sk) = sk else { break };
@@ -243,8 +244,8 @@ impl Global {
     pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, ns: u64, out: &mut KVec<SkRef>) {
         let ns_ok = |n: u64| ns == NS_ANY || ns_reach(n, ns);
         for b in self.connected.iter() {
-            for (r, _, n, s) in b.iter() {
-                if (cid == u32::MAX || r.cid == cid) && ns_ok(*n) && crate::sock::vsk(s.sk()).uses_transport(t) {
+            for (r, _, s) in b.iter() {
+                if (cid == u32::MAX || r.cid == cid) && ns_ok(crate::sock::vsk(s.sk()).ns) && crate::sock::vsk(s.sk()).uses_transport(t) {
                     let _ = out.push(s.clone(), GFP_ATOMIC);
                 }
             }
@@ -252,8 +253,8 @@ impl Global {
         // Client sockets (connect) live in the bound table only: those connecting or
         // connected over `t` to `cid` are connections of it too.
         for b in self.bound.iter() {
-            for (_, n, s) in b.iter() {
-                let hit = ns_ok(*n) && {
+            for (_, s) in b.iter() {
+                let hit = ns_ok(crate::sock::vsk(s.sk()).ns) && {
                     let st = crate::sock::vsk(s.sk()).st.lock();
                     st.connected_key.is_none()
                         && matches!(st.conn.state(), State::Connecting | State::Established | State::Closing)
