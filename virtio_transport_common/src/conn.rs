@@ -572,8 +572,8 @@ impl Conn {
     /// peer's RST, nothing queued is delivered: the socket is `Closed` and `reset`, and
     /// readers and writers get `ECONNRESET` (error [`SockError::ConnReset`]) where a peer's
     /// RST gives an end of file, so a stream cut by a reset is never taken for a whole one
-    /// (upstream: the guest's reader gets `ENOTCONN` unless it was blocked; the host's gets an
-    /// end of file). The glue drops the receive queue. A connecting socket fails its connect
+    /// (upstream: the guest's reader gets `ENOTCONN` unless it was blocked; the host's, unless
+    /// blocked, an end of file). The glue drops the receive queue. A connecting socket fails its connect
     /// with `ECONNRESET`; listening, unconnected and `done` sockets are left alone.
     pub fn reset(&mut self) -> Actions {
         let mut a = Actions::default();
