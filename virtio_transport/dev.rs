@@ -12,14 +12,24 @@
 //!   spinlock, reclaims finished tx buffers, appends the packet to the pending FIFO and posts
 //!   as much of the FIFO as the ring takes; what does not fit waits for the tx work.
 //! * tx work: reclaims finished buffers, posts pending packets, restarts a stalled rx.
-//! * event work: TRANSPORT_RESET re-reads the guest CID and resets every connection.
+//! * event work: TRANSPORT_RESET re-reads the guest CID and resets every connection. Events
+//!   come before received packets: the event callback marks an event pending, and the rx
+//!   work, before it delivers a batch while one is pending or being handled, runs the event
+//!   work itself under `ev_order` (which the event work holds from its first look at the ring
+//!   to the end of the reset). After a migration QEMU publishes TRANSPORT_RESET as soon as the
+//!   VM runs, while a host application learns that the VM runs later; so a host's first
+//!   REQUEST meets the new CID and no late reset kills the connection it creates, and a
+//!   host's RST for a connection of the old device meets a socket that the reset already
+//!   ended with ECONNRESET (not EPIPE, not an end of file).
 //!
 //! # Locks
 //!
-//! `dev` (mutex, probe/remove) → `rx` (mutex) | `ev` (mutex) | `tx` (spinlock). The rx and
-//! event mutexes are never held across a call into the core, the tx spinlock is never held
-//! across anything but virtqueue operations and freeing packets; no two of rx/tx/ev are held
-//! together. Work items are cancelled only with `dev` held, which no work item takes.
+//! `dev` (mutex, probe/remove) → `rx` (mutex) | `ev` (mutex) | `tx` (spinlock), and
+//! `ev_order` (mutex) → `ev`. The rx and event mutexes are never held across a call into the
+//! core; `ev_order` is, for the reset (the core never calls back into the event path). The tx
+//! spinlock is never held across anything but virtqueue operations and freeing packets; no two
+//! of rx/tx/ev are held together. Work items are cancelled only with `dev` held, which no work
+//! item takes.
 //!
 //! # Device lifetime
 //!
@@ -136,6 +146,13 @@ pub(crate) struct Shared {
     tx: SpinLock<Tx>,
     #[pin]
     ev: Mutex<Ev>,
+    /// Held by the event work from taking events to the end of the reset they cause, so that
+    /// the rx work, which runs the event work first when `ev_state` is not 0, delivers no
+    /// packet before a reset the device published earlier is complete.
+    #[pin]
+    ev_order: Mutex<()>,
+    /// `EV_PENDING` (set by the event callback) | `EV_RUNNING` (the event work is at work).
+    ev_state: AtomicU32,
     #[pin]
     rx_work: Work,
     #[pin]
@@ -158,6 +175,11 @@ pub(crate) struct Shared {
     rx_stalled: AtomicBool,
     stats: Stats,
 }
+
+/// `Shared::ev_state`: the device returned an event buffer that the event work did not see yet.
+const EV_PENDING: u32 = 1;
+/// `Shared::ev_state`: the event work is taking events or resetting.
+const EV_RUNNING: u32 = 2;
 
 /// Whether a packet answers something the peer sent (the rx path's output, bounded by
 /// stalling rx while too many of them wait for ring space; in-tree "reply" packets).
@@ -183,6 +205,8 @@ impl Shared {
                 "rvsock_virtio_tx"
             ),
             ev <- new_mutex!(Ev { vq: None, vdev: None }, "rvsock_virtio_ev"),
+            ev_order <- new_mutex!((), "rvsock_virtio_ev_order"),
+            ev_state: AtomicU32::new(0),
             rx_work <- Work::new(crate::rx_work_fn),
             tx_work <- Work::new(crate::tx_work_fn),
             ev_work <- Work::new(crate::ev_work_fn),
@@ -207,8 +231,9 @@ impl Shared {
         self.wq.queue(&self.tx_work);
     }
 
-    /// Queues the event work (virtqueue callback).
+    /// Marks an event pending and queues the event work (virtqueue callback).
     pub(crate) fn kick_ev(&self) {
+        self.ev_state.fetch_or(EV_PENDING, Ordering::SeqCst);
         self.wq.queue(&self.ev_work);
     }
 
@@ -540,6 +565,11 @@ impl Shared {
             if !batch.is_empty() {
                 self.reclaim_tx();
             }
+            // Events next: a TRANSPORT_RESET the device published before these packets is
+            // complete before they reach the core (module doc, "event work").
+            if !batch.is_empty() && self.ev_state.load(Ordering::SeqCst) != 0 {
+                self.ev_work();
+            }
             let t = self.transport.load(Ordering::Acquire);
             while let Some(p) = batch.pop_front() {
                 if t.is_null() {
@@ -724,8 +754,18 @@ impl Shared {
         self.events.iter().position(|e| core::ptr::eq(e, p))
     }
 
-    /// The event work.
+    /// The event work (also run by the rx work, see the module doc).
     pub(crate) fn ev_work(&self) {
+        let _order = self.ev_order.lock();
+        // RUNNING replaces PENDING: an event that arrives from here on sets PENDING again.
+        self.ev_state.store(EV_RUNNING, Ordering::SeqCst);
+        self.take_events();
+        self.ev_state.fetch_and(!EV_RUNNING, Ordering::SeqCst);
+    }
+
+    /// Takes the returned event buffers, posts them again, and on TRANSPORT_RESET re-reads
+    /// the CID and resets every connection (`ev_order` held).
+    fn take_events(&self) {
         let mut reset = false;
         {
             let mut g = self.ev.lock();

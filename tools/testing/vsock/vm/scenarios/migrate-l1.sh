@@ -12,11 +12,11 @@
 # CID (-incoming exec:cat); the same rules hold: in-flight streams whole or reset, a listener
 # open since boot takes a new stream, the guest keeps its CID (snapshot.*: 6 here, 4 from the
 # guest).
-# rvsock: a connection cut by a migration must end in ECONNRESET on both sides (no end of file,
-# no EPIPE), the in-tree stack gives EPIPE, ENOTCONN or an end of file. After a restore with
-# the same CID the guest may run before it takes the TRANSPORT_RESET event: a packet it sends on
-# an old connection then reaches the host, which answers with an RST (a peer's reset): the
-# guest's side of those may end in any reset.
+# rvsock: a connection cut by a migration or the snapshot must end in ECONNRESET on both sides
+# (no end of file, no EPIPE): the guest takes the TRANSPORT_RESET event before the packets that
+# follow it, so a host's RST for an old connection (the guest ran before it took the event and
+# sent on it) finds the connection reset already. The in-tree stack gives EPIPE, ENOTCONN or an
+# end of file.
 L2MODS=$(arg rvsock_l2mods)
 load_stack vhost || return
 N=10

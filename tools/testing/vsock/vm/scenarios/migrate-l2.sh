@@ -11,7 +11,7 @@ rvsock-tests stream-recv --port 5000 --count 1 --timeout 900 --name migrate.h2g.
 after=$!
 rvsock-tests stream-recv --port 5001 --count 1 --timeout 600 $RESET --name migrate.h2g.in-flight.guest &
 h2g=$!
-rvsock-tests stream-recv --port 5002 --count 1 --timeout 1200 --reset-ok --name snapshot.h2g.in-flight.guest &
+rvsock-tests stream-recv --port 5002 --count 1 --timeout 1200 $RESET --name snapshot.h2g.in-flight.guest &
 snap_h2g=$!
 rvsock-tests stream-recv --port 5003 --count 1 --timeout 1200 --name snapshot.go.guest &
 go=$!
@@ -25,7 +25,7 @@ wait "$h2g"; wait "$g2h"; wait "$after"
 rvsock-tests local-cid
 # The snapshot: the host sends a byte to port 5003 first.
 wait "$go"
-rvsock-tests stream-send --cid 2 --port 6001 --bytes 256m --seed 62 --timeout 600 --reset-ok --name snapshot.g2h.in-flight.guest &
+rvsock-tests stream-send --cid 2 --port 6001 --bytes 256m --seed 62 --timeout 600 $RESET --name snapshot.g2h.in-flight.guest &
 g2h=$!
 wait "$snap_h2g"; wait "$g2h"; wait "$snap_after"
 rvsock-tests local-cid
