@@ -59,7 +59,7 @@ ALL+=" c-vhost-hostile-guest vhost-hostile-guest"
 # One test per reviewed kernel defect (rvsock-tests regress), in-tree reference first.
 ALL+=" c-regress rvsock-regress rvsock-regress-kasan"
 # Installed on a system that keeps the in-tree stack (make install, modprobe.d, uninstall).
-ALL+=" rvsock-install"
+ALL+=" rvsock-install install-errors"
 # Live migration (nested): 10 migrations with streams in flight and a CID change.
 ALL+=" c-migrate rvsock-migrate rvsock-migrate-kasan"
 # What an operator debugs with: ss --vsock (sock_diag), rvsock's credit attribute.
@@ -387,6 +387,22 @@ run_toolchain_pins() {
     [ "$f" = 0 ] || RECAP+=$'\n'"  toolchain-pins: $f failed"
 }
 
+# install-errors (issue 18): what `make modules KDIR=...`, DKMS's build step and `dkms build`
+# tell a user whose kernel or toolchain cannot build rvsock (scripts/install-errors.sh: copies
+# of this line's release kernel tree with one thing missing each; seconds, nothing is built).
+run_install_errors() {
+    local out p f
+    "$TOP/scripts/setup-toolchain.sh" > /dev/null 2>&1 && "$TOP/scripts/build-kernel.sh" release > "$LOGS/install-errors.build.log" 2>&1 \
+        || { echo "scenario install-errors: build failed, see $LOGS/install-errors.build.log"; summary install-errors 0 1 0; return; }
+    out=$("$TOP/scripts/install-errors.sh" release 2>&1)
+    echo "$out" > "$LOGS/install-errors.log"
+    p=$(grep -c '^RVSOCK-TEST ok ' <<< "$out") f=$(grep -c '^RVSOCK-TEST fail ' <<< "$out")
+    [ $((p + f)) -eq 8 ] || { echo "  install-errors: $((p + f)) results, want 8"; f=$((f + 1)); }
+    grep '^RVSOCK-TEST fail ' <<< "$out" | sed 's/^RVSOCK-TEST fail /  failed: /'
+    summary install-errors "$p" "$f" 0
+    [ "$f" = 0 ] || RECAP+=$'\n'"  install-errors$KLABEL: $f failed ($LOGS/install-errors.log)"
+}
+
 if [ -n "$DEFAULT_RUN" ]; then
     set -- $(for s in $ALL; do [[ " $SLOW_73 " == *" $s "* ]] || echo "$s"; done) $(for s in $SUBSET_612; do echo "$s@6.12"; done) cargo-test toolchain-pins
 elif [ $# -eq 0 ]; then
@@ -421,6 +437,7 @@ for s in "${ORDER[@]}"; do
     case "$s" in
         cargo-test) run_cargo_tests ;;
         toolchain-pins) run_toolchain_pins ;;
+        install-errors) run_install_errors ;;
         *) run_scenario "$s" ;;
     esac
     RAN+="$s "
