@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Build a kernel flavour (default: release) of the kernel line $KERNEL (scripts/lib.sh) into the cache.
 # Usage: scripts/build-kernel.sh [release|kasan]. Idempotent: an up-to-date build returns at once.
+#        scripts/build-kernel.sh release|kasan --config-only DIR: only configure that flavour into
+#        DIR (seconds; the kernel's .config then names the compiler that would build it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 FLAVOUR=${1:-release}
 [ -f "$TOP/kernel/$FLAVOUR.config" ] || die "no kernel/$FLAVOUR.config"
 OUT=$(kernel_dir "$FLAVOUR")
+CONFIG_ONLY=""
+if [ "${2:-}" = --config-only ]; then
+    [ -n "${3:-}" ] || die "--config-only needs a folder"
+    CONFIG_ONLY=1 OUT=$3
+fi
 FLAGS=$(kernel_make_flags "$FLAVOUR")
 kernel_env "$FLAVOUR"
 [ -n "$KERNEL_PKG_VERSION" ] || die "$KERNEL_SRC_PKG is not installed: run scripts/setup-toolchain.sh"
 JOBS=${JOBS:-$(( $(nproc) + 1 ))}
 
-if [ -f "$OUT/.rvsock-built" ]; then
+if [ -z "$CONFIG_ONLY" ] && [ -f "$OUT/.rvsock-built" ]; then
     log "kernel $FLAVOUR ($KERNEL_SRC_PKG $KERNEL_PKG_VERSION) up to date: $OUT"; exit 0
 fi
 
@@ -39,6 +46,7 @@ while IFS= read -r line; do
                     CONFIG_*) grep -qx "$line" "$OUT/.config" || { echo "  $line dropped"; bad=1; } ;; esac
 done < <(cat $(kernel_fragments "$FLAVOUR"))
 [ $bad = 0 ] || die "config fragment not applied (see above)"
+if [ -n "$CONFIG_ONLY" ]; then log "kernel $FLAVOUR configured (not built): $OUT/.config"; exit 0; fi
 log "building $FLAVOUR kernel from $KERNEL_SRC_PKG $KERNEL_PKG_VERSION (-j$JOBS, LIBCLANG_PATH=$LIBCLANG_PATH $FLAGS; log $OUT/make.log)"
 # Progress every 30 s: objects built so far (a whole build of these configurations has ~1200).
 ticker() {
