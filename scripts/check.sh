@@ -36,7 +36,8 @@ declare -A SCEN=(
     [rvsock-migrate]="nested rvsock rvsock 19 migrate-l1"
     [c-migrate]="nested c c 19 migrate-l1"
     # make install on a system that keeps the in-tree modules: autoload, coldplug, uninstall.
-    [rvsock-install]="vhostuser install - 38/53 installed"
+    # Then a second boot, of that root after make uninstall (8 results).
+    [rvsock-install]="vhostuser install - 46/61 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
     [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
     # Kernel users (in-kernel server and client, read_sock), sendfile/splice, io_uring.
@@ -81,7 +82,7 @@ ALL+=" nested-rvsock-host-rvsock-guest-kasan"
 # scenarios with their C references, rvsock-observe, and the sanitizer runs of the default
 # (soak, loopback, vhost-user guest, hostile guest). One sanitizer kernel for the default run,
 # 6.12's (the issue's 6.12 subset needs its soak): a fresh machine builds three kernels, not
-# four (~12 min less; 2026-12-02 with four: ~84 min in all, warm 37-38). `make check
+# four (2026-12-03: 66 min 47 s from an empty cache, was ~84 with four; warm ~35). `make check
 # KERNEL=7.3` runs SLOW_73 and the 7.3 sanitizer runs (~30 min more, its soak alone 8).
 SUBSET_612="c-loopback rvsock-loopback c-nested nested-rvsock-host-rvsock-guest c-vhost-hostile-guest vhost-hostile-guest rvsock-observe"
 SUBSET_612+=" rvsock-soak-kasan rvsock-loopback-kasan vhost-user-guest-kasan vhost-hostile-guest-kasan"
@@ -211,7 +212,42 @@ run_scenario() {
     [ "$topo" = vhostuser ] && sleep 2   # let the host side report
     for h in "${helpers[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
     cat "$hostlog" >> "$log"
+    [ "$script" = installed ] && install_next_boot "$name" "$flavour" "$kdir" "$log" "$tmo" "$kargs"
     evaluate "$name" "$log" "$expect" "$rc" "$((SECONDS - t0))"
+}
+
+# install_next_boot NAME FLAVOUR KDIR LOG TIMEOUT KARGS (issue 18): rvsock-install's second
+# boot. The root it boots is the installed one after `make uninstall` (scripts/install.sh
+# uninstall with DESTDIR: the user's command, on that root), with the same vhost-user device;
+# installed-next-boot.sh checks that the in-tree stack loads itself and nothing of rvsock is
+# left. Its serial log and host results join LOG (one scenario, one count).
+install_next_boot() {
+    local name=$1 flavour=$2 kdir=$3 log=$4 tmo=$5 kargs=$6 img d h helpers=()
+    local nlog=$LOGS/$name.next-boot.log hlog=$LOGS/$name.next-boot.host.log
+    : > "$nlog"; : > "$hlog"
+    if ! img=$("$TOP/scripts/mkinitramfs.sh" "$flavour" uninstalled 2>>"$LOGS/$name.build.log"); then
+        echo "RVSOCK-TEST fail next-boot.image" >> "$log"; return
+    fi
+    d=$(mktemp -d /tmp/rvsock-vhu.XXXXXX)
+    vhost-device-vsock --guest-cid 3 --socket "$d/vhu.sock" --uds-path "$d/v.uds" \
+        --tx-buffer-size 16384 > "$LOGS/$name.next-boot.vhu.log" 2>&1 &
+    helpers+=($!)
+    for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
+    timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$nlog" "$d/v.uds" installed-next-boot >> "$hlog" 2>&1 &
+    helpers+=($!)
+    log "scenario $name: booting again, as after make uninstall"
+    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 \
+        -nodefaults -no-user-config -display none -nic none -no-reboot \
+        -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
+        -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0 \
+        -serial "file:$nlog" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+        -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=uninstalled rvsock_script=installed-next-boot" \
+        > "$LOGS/$name.next-boot.qemu.log" 2>&1 < /dev/null
+    sleep 2   # let the host side report
+    for h in "${helpers[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
+    rm -rf "$d"
+    cat "$nlog" "$hlog" >> "$log"
+    grep -aq '^RVSOCK-END' "$nlog" || echo "RVSOCK-TEST fail next-boot.vm-finished (timeout or crash: $nlog)" >> "$log"
 }
 
 # evaluate NAME LOG EXPECTED QEMU_RC SECONDS: count results, apply the kernel-report and

@@ -34,8 +34,11 @@ if [ "$ACTION" = install ]; then
     [ -d "$DESTDIR/lib/modules/$KVER" ] || [ -n "$DESTDIR" ] || die "/lib/modules/$KVER does not exist: is kernel $KVER installed here?"
     mkdir -p "$MODDIR" "$(dirname "$CONF")"
     for m in "$MODULES"/rvsock*.ko; do
-        mod_kver=$(modinfo -F vermagic "$m" 2>/dev/null | cut -d' ' -f1)
-        [ -z "$mod_kver" ] || [ "$mod_kver" = "$KVER" ] || die "$m was built for $mod_kver, not $KVER"
+        if command -v modinfo > /dev/null; then
+            vermagic=$(modinfo -F vermagic "$m" 2>/dev/null) || die "$m is not a kernel module (modinfo cannot read it)"
+            mod_kver=${vermagic%% *}
+            [ -z "$mod_kver" ] || [ "$mod_kver" = "$KVER" ] || die "$m was built for $mod_kver, not $KVER"
+        fi
         install -m 644 "$m" "$MODDIR/"
     done
     install -m 644 "$TOP/packaging/rvsock.conf" "$CONF"

@@ -3,6 +3,8 @@
 # Usage: scripts/mkinitramfs.sh FLAVOUR MODS [L2MODS]
 #   MODS   = c | rvsock | both: which vsock modules the VM gets ("both": for scenarios that
 #            compare the stacks by unloading one and loading the other; never loaded together)
+#            install | uninstalled: the in-tree modules, and rvsock as `make install` puts it
+#            beside them; or that root after `make uninstall` (rvsock-install's two boots)
 #   L2MODS = c | rvsock: make an L1 host image that also carries QEMU and an L2 guest image
 # Prints the path of the image.
 set -euo pipefail
@@ -50,7 +52,7 @@ base() {
     pack "$r" "$B/base.cpio.gz"; rm -rf "$r"
 }
 
-mods() { # c|rvsock|both|install
+mods() { # c|rvsock|both|install|uninstalled
     local r=$B/mods-$1.root; rm -rf "$r"; mkdir -p "$r/lib/modules"
     cp -a "$KOUT/modinst/lib/modules/$KVER" "$r/lib/modules/"
     rm -f "$r/lib/modules/$KVER"/{build,source}
@@ -63,13 +65,16 @@ mods() { # c|rvsock|both|install
         cp "$TOP/build/$FLAVOUR/modules$BUILD_TAG/"*.ko "$r/lib/modules/$KVER/extra/" 2>/dev/null || true
     fi
     depmod -b "$r" "$KVER"
-    if [ "$1" = install ]; then
+    if [ "$1" = install ] || [ "$1" = uninstalled ]; then
         # rvsock-install: the in-tree modules stay; `make install` puts ours beside them, as on a
         # user's system. kmod's tools replace busybox's (whose modprobe knows no blacklist or
         # install commands).
         # (RVSOCK_INSTALL_MODULES: the modules DKMS built, scripts/dkms-stage.sh.)
         DESTDIR=$r KVER=$KVER MODULES=${RVSOCK_INSTALL_MODULES:-$TOP/build/$FLAVOUR/modules$BUILD_TAG} \
             "$TOP/scripts/install.sh" install
+        # ... and its next boot: the same root after `make uninstall` (the same command a user
+        # runs, on this root instead of /).
+        [ "$1" = install ] || DESTDIR=$r KVER=$KVER "$TOP/scripts/install.sh" uninstall
         for t in modprobe depmod rmmod insmod lsmod modinfo; do host_prog "$r" "/sbin/$t"; done
     fi
     pack "$r" "$B/mods-$1.cpio.gz"; rm -rf "$r"

@@ -10,6 +10,11 @@ if [ "$SCRIPT" = installed ]; then
     "$T" uds-recv --listen "${UDS}_1234" --count 2 --name installed.g2h.host --timeout 600
     exit 0
 fi
+if [ "$SCRIPT" = installed-next-boot ]; then
+    # rvsock-install's second boot: one stream from the in-tree stack that loaded itself.
+    "$T" uds-recv --listen "${UDS}_1234" --count 1 --name next-boot.g2h.host --timeout 600
+    exit 0
+fi
 "$T" uds-recv --listen "${UDS}_1234" --count 1 --name g2h.64MiB.host --timeout 300 &
 "$T" uds-recv --listen "${UDS}_1235" --count 100 --name g2h.100conns.host --timeout 300 &
 # Device unbind/rebind in the guest (vhost-user-guest.sh): the 1236 transfer is cut by the

@@ -4,23 +4,9 @@
 # /sbin/modprobe). Nothing is loaded by hand: socket(AF_VSOCK) autoloads the core, a coldplug
 # (what udev/mdev do at boot) binds the virtio device, in-tree names load rvsock. Then the
 # effect of `make uninstall` (its files gone, depmod) and a fresh load bring the in-tree stack
-# back. The host side is vhost-device-vsock's Unix sockets (scripts/vhost-user-host.sh).
-KVER=$(uname -r)
-coldplug() { for f in /sys/bus/*/devices/*/modalias; do modprobe -b -q "$(cat "$f")" 2>/dev/null; done; }
-loaded() { cut -d' ' -f1 /proc/modules | tr '\n' ' '; }
-has() { case " $(loaded) " in *" $1 "*) return 0 ;; esac; return 1; }
-check() { # NAME CONDITION...: a result from a shell condition, with the modules loaded
-    _n=$1; shift
-    if "$@"; then result ok "$_n"; else echo "# $_n: modules loaded: $(loaded)"; result fail "$_n"; fi
-}
-vsock_driver() {
-    for d in /sys/bus/virtio/devices/*; do
-        [ "$(cat "$d/device")" = 0x0013 ] && basename "$(readlink -f "$d/driver")"
-    done
-}
-intree_loaded() { for m in vsock vmw_vsock_virtio_transport vmw_vsock_virtio_transport_common vsock_loopback vhost_vsock vsock_diag; do has "$m" && return 0; done; return 1; }
-no_intree() { ! intree_loaded; }
-no_rvsock() { ! has rvsock; }
+# back in the same boot; the next boot is installed-next-boot.sh (a second VM, check.sh). The
+# host side is vhost-device-vsock's Unix sockets (scripts/vhost-user-host.sh).
+. /rvsock/scenarios/installed-common.sh
 
 echo "# installed: $(ls /lib/modules/$KVER/updates/rvsock | tr '\n' ' ')+ /etc/modprobe.d/rvsock.conf; loaded: $(loaded)"
 # socket(AF_VSOCK): the kernel asks modprobe for net-pf-40 (the send's own result is not ours).
