@@ -9,8 +9,13 @@ want_perf && { vsock_perf --port 7400 --bytes 256M > /tmp/perf-h2g.rx 2>&1 & per
 rvsock-tests stream-recv --port 7399 --count 1 --timeout $((1800 * $(l2_scale))) --name bench-go > /tmp/go.out 2>&1 &
 go=$!
 sleep 1
+# Interrupts of the vsock device while the host runs its h2g metrics (per vector: rx, tx,
+# event, config), printed as "RVSOCK-BENCH-IRQ stack round h2g vector count".
+irq_snap() { grep -i 'virtio' /proc/interrupts | awk '{ s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print $NF, s }'; }
+irq_snap > /tmp/irq0
 echo "RVSOCK-L2-READY"
 reap "$go" $((1800 * $(l2_scale)))
+irq_snap | awk -v s=$MODS -v r=$ROUND 'NR == FNR { a[$1] = $2; next } { print "RVSOCK-BENCH-IRQ " s " " r " h2g " $1 " " $2 - a[$1] }' /tmp/irq0 -
 [ -z "$perf" ] || reap "$perf" 10
 touch /tmp/perf-h2g.rx
 awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " h2g vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-h2g.rx

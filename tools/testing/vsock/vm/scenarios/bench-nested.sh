@@ -31,7 +31,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     touch /tmp/perf-g2h.rx
     awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " g2h vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-g2h.rx
     # The guest's lines (its metrics are tagged already).
-    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^# bench'
+    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^RVSOCK-BENCH-IRQ \|^# bench'
     if grep -aq RVSOCK-BENCH-DONE /tmp/l2.log; then
         result ok bench-complete
     else
