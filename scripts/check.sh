@@ -181,18 +181,9 @@ run_scenario() {
     : > "$hostlog"
     [ -n "$dkms_result" ] && echo "$dkms_result" >> "$hostlog"
     if [ "$topo" = vhostuser ]; then
-        # vhost-device-vsock serves the guest's vsock device; its host side is Unix sockets
-        # only (never this machine's own vsock).
         local d; d=$(mktemp -d /tmp/rvsock-vhu.XXXXXX)
-        vhost-device-vsock --guest-cid 3 --socket "$d/vhu.sock" --uds-path "$d/v.uds" \
-            --tx-buffer-size 16384 > "$LOGS/$name.vhu.log" 2>&1 &
-        helpers+=($!)
-        for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
-        : > "$log"
-        timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$log" "$d/v.uds" "$script" >> "$hostlog" 2>&1 &
-        helpers+=($!)
-        extra=(-object memory-backend-memfd,id=mem,size=$mem,share=on -machine memory-backend=mem
-               -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)
+        vhu_start "$d" "$LOGS/$name.vhu.log" "$log" "$script" "$hostlog" "$tmo" "$mem"
+        helpers+=("${VHU_PIDS[@]}"); extra=("${VHU_QEMU[@]}")
     fi
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"
     local t0=$SECONDS rc try
@@ -216,6 +207,23 @@ run_scenario() {
     evaluate "$name" "$log" "$expect" "$rc" "$((SECONDS - t0))"
 }
 
+# vhu_start DIR VHU_LOG SERIAL_LOG SCRIPT HOST_LOG TIMEOUT MEM: vhost-device-vsock serving a
+# guest's vsock device on DIR/vhu.sock (its host side is Unix sockets only, never this machine's
+# own vsock), and SCRIPT's host half (scripts/vhost-user-host.sh, reading SERIAL_LOG). Sets
+# VHU_PIDS (to kill after the boot) and VHU_QEMU (the device's QEMU options, MEM of guest RAM).
+vhu_start() {
+    local d=$1
+    vhost-device-vsock --guest-cid 3 --socket "$d/vhu.sock" --uds-path "$d/v.uds" \
+        --tx-buffer-size 16384 > "$2" 2>&1 &
+    VHU_PIDS=($!)
+    for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
+    : > "$3"
+    timeout "$6" "$TOP/scripts/vhost-user-host.sh" "$3" "$d/v.uds" "$4" >> "$5" 2>&1 &
+    VHU_PIDS+=($!)
+    VHU_QEMU=(-object "memory-backend-memfd,id=mem,size=$7,share=on" -machine memory-backend=mem
+              -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0)
+}
+
 # install_next_boot NAME FLAVOUR KDIR LOG TIMEOUT KARGS (issue 18): rvsock-install's second
 # boot. The root it boots is the installed one after `make uninstall` (scripts/install.sh
 # uninstall with DESTDIR: the user's command, on that root), with the same vhost-user device;
@@ -229,17 +237,11 @@ install_next_boot() {
         echo "RVSOCK-TEST fail next-boot.image" >> "$log"; return
     fi
     d=$(mktemp -d /tmp/rvsock-vhu.XXXXXX)
-    vhost-device-vsock --guest-cid 3 --socket "$d/vhu.sock" --uds-path "$d/v.uds" \
-        --tx-buffer-size 16384 > "$LOGS/$name.next-boot.vhu.log" 2>&1 &
-    helpers+=($!)
-    for _ in $(seq 1 100); do [ -S "$d/vhu.sock" ] && break; sleep 0.1; done
-    timeout "$tmo" "$TOP/scripts/vhost-user-host.sh" "$nlog" "$d/v.uds" installed-next-boot >> "$hlog" 2>&1 &
-    helpers+=($!)
+    vhu_start "$d" "$LOGS/$name.next-boot.vhu.log" "$nlog" installed-next-boot "$hlog" "$tmo" 1G
+    helpers=("${VHU_PIDS[@]}")
     log "scenario $name: booting again, as after make uninstall"
     timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 \
-        -nodefaults -no-user-config -display none -nic none -no-reboot \
-        -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
-        -chardev "socket,id=c0,path=$d/vhu.sock" -device vhost-user-vsock-pci,chardev=c0 \
+        -nodefaults -no-user-config -display none -nic none -no-reboot "${VHU_QEMU[@]}" \
         -serial "file:$nlog" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
         -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=uninstalled rvsock_script=installed-next-boot" \
         > "$LOGS/$name.next-boot.qemu.log" 2>&1 < /dev/null
