@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3} MS=${MS:-2000} IDLE=${IDLE:-} ONLY=${ONLY:-}
 # FLAVOUR=kasan runs the same on the sanitizer kernel (slower everywhere; for latencies that
-# must hold there too, e.g. ONLY=zc_completion_us_p50,zc_completion_us_p99).
+# must hold there too, e.g. ONLY=zc_completion_us: both percentiles).
 FLAVOUR=${FLAVOUR:-release}
 case "$FLAVOUR" in release|kasan) ;; *) die "FLAVOUR=$FLAVOUR: release or kasan" ;; esac
 "$TOP/scripts/setup-toolchain.sh" >/dev/null
