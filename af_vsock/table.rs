@@ -331,10 +331,8 @@ impl Global {
 
 static GLOBAL: AtomicPtr<SpinLock<Global>> = AtomicPtr::new(core::ptr::null_mut());
 
-// Boxed in a named #[pin_data] type, not as a bare `SpinLock<T>`: on a sanitizer kernel the
-// pin-init code of `KBox<SpinLock<T>>` stays out of line under a symbol name of 470-500 bytes,
-// which made a /proc/kallsyms line longer than upstream vsock_test reads at once (512 bytes;
-// tests 29 and 33 abort). scripts/build-modules.sh checks every module symbol's length.
+// A named #[pin_data] box, not `KBox<SpinLock<T>>`: that one's symbol names outgrow a
+// /proc/kallsyms line on the sanitizer kernel (af_vsock/tap.rs).
 #[pin_data]
 struct GlobalBox {
     #[pin]
