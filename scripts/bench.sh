@@ -23,22 +23,48 @@ LOG=$TOP/build/logs$BUILD_TAG/bench.log
 kdir=$(kernel_dir "$FLAVOUR")
 # A sanitizer L2 boots slowly (check.sh: first line after ~25 s, init after 1-4 min).
 L2_SLOW=""; [ "$FLAVOUR" = kasan ] && L2_SLOW="L2_KVM_RETRIES=2 L2_STALL_SECS=150 L2_BEGIN_SECS=480"
+# PIN=1 (default): each vCPU thread of the VM on a host CPU of its own (taskset), so the two
+# vCPUs do not share a core with each other while the other one idles; PIN=0 leaves them to
+# the scheduler. The spread columns tell whether a run is stable enough to decide on.
+PIN=${PIN:-1}
+NCPU=$(nproc)
+pin_vcpus() { # PID of `timeout` running QEMU
+    local q="" tid comm i
+    for i in $(seq 1 100); do
+        q=$(pgrep -P "$1" qemu-system 2>/dev/null | head -n 1) || true
+        [ -n "$q" ] && ls "/proc/$q/task" > /dev/null 2>&1 && grep -qs '^CPU 1/TCG' /proc/"$q"/task/*/comm && break
+        sleep 0.1
+    done
+    [ -n "$q" ] || return 0
+    for tid in $(ls "/proc/$q/task"); do
+        comm=$(cat "/proc/$q/task/$tid/comm" 2>/dev/null) || continue
+        case "$comm" in "CPU "*/TCG) i=${comm#CPU }; i=${i%/TCG}; taskset -p -c $((i % NCPU)) "$tid" > /dev/null ;; esac
+    done
+}
 bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
-    local tlog=$1 mem=$2 img=$3 script=$4 try; shift 4
+    local tlog=$1 mem=$2 img=$3 script=$4 try pid; shift 4
     # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
     # the same L1); then try a fresh L1 VM, up to 3 times.
     for try in 1 2 3; do
         timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
-            -display none -nic none -no-reboot -serial "file:$tlog" \
+            -name bench,debug-threads=on -display none -nic none -no-reboot -serial "file:$tlog" \
             -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
             -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
-            < /dev/null > /dev/null 2>&1 || true
+            < /dev/null > /dev/null 2>&1 &
+        pid=$!
+        [ "$PIN" = 0 ] || pin_vcpus "$pid"
+        wait "$pid" || true
         grep -aq 'RVSOCK-TEST ok bench-complete' "$tlog" && break
         grep -aq 'L2 never got ready' "$tlog" && [ $try -lt 3 ] && { echo "L2 boot stalled ($tlog), new VM"; continue; }
         echo "benchmark VM did not complete, see $tlog"; exit 1
     done
     cat "$tlog" >> "$LOG"
     grep -a '^# bench' "$tlog" | sed 's/^/failed metric: /' || true
+    # Without the TSC (its calibration can fail on a busy machine: l1_tsc_karg) the VM keeps
+    # time in jiffies, 4 ms steps: latencies read 0 or 4000 us and rates get coarse.
+    local cs
+    cs=$(tr -d '\r' < "$tlog" | sed -n 's/.*clocksource: Switched to clocksource //p' | tail -n 1)
+    [ "$cs" = tsc ] || echo "warning: $tlog kept time with clocksource '${cs:-?}', not tsc: its timings are coarse"
 }
 for t in $TRANSPORTS; do
     case $t in
@@ -46,7 +72,7 @@ for t in $TRANSPORTS; do
             # One VM; the stacks are swapped in it round by round.
             log "benchmark ($t, $FLAVOUR kernel): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
             bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" both)" bench \
-                rvsock_mods=both rvsock_rounds=$ROUNDS ;;
+                rvsock_mods=both rvsock_rounds=$ROUNDS $(l1_tsc_karg) ;;
         nested)
             # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
             imgc=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" c c)
@@ -84,4 +110,4 @@ grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
 echo "ratio > 1 means rvsock is better (for 'lower' metrics the ratio is C/rvsock)."
 # The L2 guest's vsock interrupts while the host ran its h2g metrics (per stack and vector,
 # summed over rounds): with ONLY=connect_rate, interrupts per connection.
-grep -a '^RVSOCK-BENCH-IRQ ' "$LOG" | tr -d '\r' | awk '{ n[$2 " " $5] += $6 } END { for (k in n) print "L2 interrupts during h2g (" k "): " n[k] }' | sort
+{ grep -a '^RVSOCK-BENCH-IRQ ' "$LOG" || true; } | tr -d '\r' | awk '{ n[$2 " " $5] += $6 } END { for (k in n) print "L2 interrupts during h2g (" k "): " n[k] }' | sort

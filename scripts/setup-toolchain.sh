@@ -5,7 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PKGS=(rustc-web rust-web-src libclang-dev clang lld llvm bc flex bison libelf-dev libssl-dev
-      cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file liburing-dev iproute2 tcpdump socat dkms
+      cpio busybox-static qemu-system-x86 xz-utils make gcc git python3 rsync kmod file liburing-dev iproute2 tcpdump socat dkms procps
       debian-archive-keyring)
 # 6.12: the kernel source is a package of the system's own suite. 7.3 (KERNEL=7.3): its source
 # comes from trixie-backports through a private apt configuration (below), and it needs

@@ -31,6 +31,10 @@ const OFF_RR: u32 = 20;
 const OFF_CONNECT: u32 = 30;
 const OFF_IDLE: u32 = 40;
 const OFF_SPLICE: u32 = 50; // a stream sink that splice(2)s into a pipe
+const OFF_FAIR: u32 = 60; // stream sinks, one thread per connection (fairness)
+const OFF_FLOOD: u32 = 70; // +0: holds connections without reading; +1: answers its Slab
+/// Bulk streams of the fairness metric.
+const FAIR_STREAMS: usize = 8;
 const STREAM_SIZES: [usize; 3] = [4096, 65536, 262144];
 const SEQ_SIZES: [usize; 2] = [64, 65536];
 
@@ -226,6 +230,69 @@ fn echo(c: OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` on each accepted connection in a thread of its own, until `stop` is set.
+fn serve_each(
+    l: OwnedFd,
+    stop: Arc<AtomicBool>,
+    f: impl Fn(OwnedFd) -> io::Result<()> + Send + Sync + Copy + 'static,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            if let Ok(r) = sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
+                if r & libc::POLLIN != 0 {
+                    while let Ok(c) = sys::accept(&l, true) {
+                        if sys::set_nonblocking(&c, false).is_ok() && sys::set_io_timeout(&c, IO_TIMEOUT).is_ok() {
+                            thread::spawn(move || f(c));
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Holds every accepted connection, never reading, until its peer closes it (the flood
+/// metric: what the stack keeps for bytes a reader does not take).
+fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut held: Vec<OwnedFd> = Vec::new();
+        while !stop.load(Relaxed) {
+            let mut fds: Vec<libc::pollfd> = std::iter::once(&l)
+                .chain(held.iter())
+                .map(|c| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 })
+                .collect();
+            // The listener wants POLLIN; a held connection only its peer's close.
+            for p in fds.iter_mut().skip(1) {
+                p.events = libc::POLLRDHUP;
+            }
+            if sys::poll(&mut fds, Duration::from_millis(100)).is_err() {
+                continue;
+            }
+            let gone: Vec<bool> =
+                fds[1..].iter().map(|p| p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0).collect();
+            let mut i = 0;
+            held.retain(|_| {
+                i += 1;
+                !gone[i - 1]
+            });
+            if fds[0].revents & libc::POLLIN != 0 {
+                while let Ok(c) = sys::accept(&l, true) {
+                    held.push(c);
+                }
+            }
+        }
+    })
+}
+
+/// Answers each byte received with (this machine's Slab bytes, 0).
+fn slab_query(c: OwnedFd) -> io::Result<()> {
+    let mut b = [0u8; 1];
+    while recv_exact(&c, &mut b)? {
+        send_all(&c, &u64s(slab_bytes(), 0))?;
+    }
+    Ok(())
+}
+
 /// Accepts and closes as fast as connections come (drains the whole queue each wakeup: a
 /// full backlog resets new connects).
 fn acceptor(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
@@ -295,6 +362,12 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     t.push(holder(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_SPLICE, 1).map_err(|e| io_err("listen", e))?;
     t.push(serve(l, stop.clone(), splice_sink));
+    let l = listener(libc::SOCK_STREAM, port + OFF_FAIR, 2 * FAIR_STREAMS as i32).map_err(|e| io_err("listen", e))?;
+    t.push(serve_each(l, stop.clone(), stream_sink));
+    let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD, 16).map_err(|e| io_err("listen", e))?;
+    t.push(hoarder(l, stop.clone()));
+    let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD + 1, 1).map_err(|e| io_err("listen", e))?;
+    t.push(serve(l, stop.clone(), slab_query));
     Ok(t)
 }
 
@@ -395,20 +468,123 @@ fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, Stri
     Ok(from_u64s(&r).0 as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// 64-byte request/response round trips per second.
-fn rr_rate(cid: u32, port: u32, dur: Duration) -> Result<f64, String> {
+/// Round trips of one 64-byte request/response flow: the rate and every round trip's time.
+struct Rr {
+    rate: f64,
+    lat: Vec<Duration>,
+}
+
+impl Rr {
+    /// The `q`-th percentile in microseconds (`lat` sorted).
+    fn pct_us(&self, q: usize) -> f64 {
+        self.lat.get((self.lat.len() * q / 100).min(self.lat.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    }
+}
+
+/// 64-byte request/response round trips for `dur`.
+fn rr_run(cid: u32, port: u32, dur: Duration) -> Result<Rr, String> {
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
     let mut buf = [7u8; 64];
-    let mut n = 0u64;
+    let mut lat = Vec::with_capacity(1 << 16);
     let t0 = Instant::now();
     while t0.elapsed() < dur {
+        let t1 = Instant::now();
         sys::send(&s, &buf, libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
         if !recv_exact(&s, &mut buf).map_err(|e| io_err("recv", e))? {
             return Err("echo closed".into());
         }
-        n += 1;
+        lat.push(t1.elapsed());
     }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+    if lat.is_empty() {
+        return Err("no round trip".into());
+    }
+    let rate = lat.len() as f64 / t0.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    Ok(Rr { rate, lat })
+}
+
+/// Fairness: `FAIR_STREAMS` bulk streams (64 KiB writes, one thread each) and one 64-byte
+/// request/response flow at once on one transport, after the same flow alone. Returns (Jain's
+/// index of the streams' received bytes, the flow's p99 under load in microseconds, that p99
+/// over the idle one, the streams' aggregate MiB/s).
+fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), String> {
+    let idle = rr_run(cid, port + OFF_RR, dur / 2)?;
+    let go = Arc::new(std::sync::Barrier::new(FAIR_STREAMS + 1));
+    let bulk: Vec<_> = (0..FAIR_STREAMS)
+        .map(|_| {
+            let go = go.clone();
+            thread::spawn(move || -> Result<u64, String> {
+                let s = connect(libc::SOCK_STREAM, cid, port + OFF_FAIR);
+                go.wait();
+                let s = s.map_err(|e| io_err("connect", e))?;
+                let buf = vec![0x5au8; 65536];
+                let t0 = Instant::now();
+                while t0.elapsed() < dur {
+                    send_all(&s, &buf).map_err(|e| io_err("send", e))?;
+                }
+                sys::shutdown(&s, libc::SHUT_WR).map_err(|e| io_err("shutdown", e))?;
+                let mut r = [0u8; 16];
+                sys::set_io_timeout(&s, Duration::from_secs(120)).map_err(|e| io_err("timeout", e))?;
+                if !recv_exact(&s, &mut r).map_err(|e| io_err("recv count", e))? {
+                    return Err("sink closed without a count".into());
+                }
+                Ok(from_u64s(&r).0)
+            })
+        })
+        .collect();
+    go.wait();
+    let t0 = Instant::now();
+    // The flow starts once the streams run, and ends with them.
+    thread::sleep(Duration::from_millis(100));
+    let loaded = rr_run(cid, port + OFF_RR, dur.saturating_sub(Duration::from_millis(200)));
+    let mut bytes = Vec::with_capacity(FAIR_STREAMS);
+    for t in bulk {
+        bytes.push(t.join().map_err(|_| "bulk stream thread panicked".to_string())?? as f64);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let loaded = loaded?;
+    let (sum, sq): (f64, f64) = bytes.iter().fold((0.0, 0.0), |(a, b), x| (a + x, b + x * x));
+    let jain = if sq > 0.0 { sum * sum / (bytes.len() as f64 * sq) } else { 0.0 };
+    let p99 = loaded.pct_us(99);
+    let idle99 = idle.pct_us(99);
+    Ok((jain, p99, if idle99 > 0.0 { p99 / idle99 } else { 0.0 }, sum / secs / (1u64 << 20) as f64))
+}
+
+/// Memory under a 1-byte flood: one connection to a peer that never reads, written a byte at
+/// a time (non-blocking) until the peer's buffer is full or three times `dur` has passed (a
+/// send per byte is slow under TCG; the more bytes, the less Slab noise counts). Returns the
+/// Slab growth of both machines (one over loopback) per byte queued.
+fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, String> {
+    let q = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD + 1).map_err(|e| io_err("connect", e))?;
+    let slab = || -> Result<u64, String> {
+        let mut r = [0u8; 16];
+        sys::send(&q, &[1], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
+        if !recv_exact(&q, &mut r).map_err(|e| io_err("recv", e))? {
+            return Err("slab query closed".into());
+        }
+        Ok(from_u64s(&r).0 + if remote { slab_bytes() } else { 0 })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let before = slab()?;
+    let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
+    let mut queued = 0u64;
+    let t0 = Instant::now();
+    while t0.elapsed() < 3 * dur {
+        match sys::send(&s, &[0x46], libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
+            Ok(n) => queued += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(io_err("send", e)),
+        }
+    }
+    // Let the transport deliver what it has in flight.
+    thread::sleep(Duration::from_millis(300));
+    let after = slab()?;
+    drop(s);
+    println!("# flood: {queued} bytes queued in {:.1} s, Slab {before} -> {after}", t0.elapsed().as_secs_f64());
+    if queued == 0 {
+        return Err("nothing queued".into());
+    }
+    Ok(after.saturating_sub(before) as f64 / queued as f64)
 }
 
 /// MSG_ZEROCOPY completion latency: 64 KiB sends, each followed by a wait for its completion
@@ -520,6 +696,15 @@ fn wanted(metric: &str) -> bool {
     ONLY.get().map_or(true, |o| o.is_empty() || o.iter().any(|w| metric.contains(w.as_str())))
 }
 
+/// A metric that runs only when `--only` names it (the two-guests phase of the nested bench).
+fn wanted_explicit(metric: &str) -> bool {
+    ONLY.get().is_some_and(|o| o.iter().any(|w| metric.contains(w.as_str())))
+}
+
+fn wanted_any(metrics: &[&str]) -> bool {
+    metrics.iter().any(|m| wanted(m))
+}
+
 /// The `bench` subcommand.
 pub fn run(a: &Args) -> Result<(), String> {
     let cid = a.u32_or("peer-cid", 1)?;
@@ -556,6 +741,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         let r = stream_tput(cid, port + OFF_SPLICE, Source::Write(65536), dur, cpu);
         emit("splice_recv_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
+    // One of several guests streaming to the host at once (scenarios/bench-nested.sh sums
+    // them): 64 KiB writes into a sink that serves each connection in a thread of its own.
+    if wanted_explicit("guests_tput_64k") {
+        let r = stream_tput(cid, port + OFF_FAIR, Source::Write(65536), dur, cpu);
+        emit("guests_tput_64k", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
+    }
     if wanted("zc_completion_us") {
         let r = zc_latency(cid, port + OFF_STREAM + 1, dur);
         emit("zc_completion_us_p50", r.clone().map(|x| x.0), "us", "lower");
@@ -568,8 +759,21 @@ pub fn run(a: &Args) -> Result<(), String> {
             emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
         }
     }
-    if wanted("rr_64B") {
-        emit("rr_64B", rr_rate(cid, port + OFF_RR, dur), "rt/s", "higher");
+    if wanted_any(&["rr_64B", "rr_64B_p50_us", "rr_64B_p99_us"]) {
+        let r = rr_run(cid, port + OFF_RR, dur);
+        emit("rr_64B_p50_us", r.as_ref().map(|r| r.pct_us(50)).map_err(String::clone), "us", "lower");
+        emit("rr_64B_p99_us", r.as_ref().map(|r| r.pct_us(99)).map_err(String::clone), "us", "lower");
+        emit("rr_64B", r.map(|r| r.rate), "rt/s", "higher");
+    }
+    if wanted_any(&["fair_jain_8x64k", "fair_rr_p99_us", "fair_rr_p99_vs_idle", "fair_bulk_tput"]) {
+        let r = fairness(cid, port, dur);
+        emit("fair_jain_8x64k", r.clone().map(|x| x.0), "index", "higher");
+        emit("fair_rr_p99_us", r.clone().map(|x| x.1), "us", "lower");
+        emit("fair_rr_p99_vs_idle", r.clone().map(|x| x.2), "x", "lower");
+        emit("fair_bulk_tput", r.map(|x| x.3), "MiB/s", "higher");
+    }
+    if wanted("flood_mem_per_byte") {
+        emit("flood_mem_per_byte", flood_mem(cid, port, dur, remote), "bytes", "lower");
     }
     if wanted("connect_rate") || wanted("connect_time_us") || wanted("close_time_us") {
         let r = connect_rate(cid, port + OFF_CONNECT, dur);

@@ -1,5 +1,6 @@
 # `make bench`, the L2 guest of bench-nested.sh: serves the host-to-guest metrics, then (when
 # the host says go) runs the guest-to-host clients against the host's servers.
+. /rvsock/scenarios/bench-common.sh
 ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle); ONLY=$(arg rvsock_only)
 load_stack virtio || return
 rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
@@ -23,3 +24,5 @@ rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$I
 want_perf && vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
 echo "RVSOCK-BENCH-DONE"
 kill "$serve" 2>/dev/null
+# Many guests (rvsock_two=1): with the second guest (bench-l2-second.sh), stream to the host.
+[ "$(arg rvsock_two)" = 1 ] && two_guests_stream RVSOCK-L2-READY2 3

@@ -14,11 +14,37 @@ rvsock-tests bench-serve --port 7300 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
 perf=
 want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & perf=$!; }
-L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY}"
+# Many guests: after its own metrics the guest streams to the host together with a second L2
+# guest (CID 4), two_guests_tput_64k their sum (unless ONLY leaves it out).
+TWO=0; case "${ONLY:-two_guests}" in *two_guests*) TWO=1 ;; esac
+L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO"
 # No TCG fallback when a KVM L2 stalls (boot_l2): the C and rvsock VMs of a round must run
 # their guests under the same accelerator for the ratios to mean anything; scripts/bench.sh
 # starts a fresh VM instead. rvsock_l2_accel=tcg still forces TCG for every VM.
 L2_FALLBACK=no
+two_guests() { # the host's half of the two-guests phase (bench-common.sh has the guests')
+    local n
+    wait_log /tmp/l2.log RVSOCK-L2-READY2 $((1800 * $(l2_scale))) || { echo "# bench two_guests_tput_64k failed: the first guest never got to it"; return; }
+    if ! boot_l2 /tmp/l2b.log 4 512M bench-l2-second; then
+        echo "# bench two_guests_tput_64k failed: the second guest never got ready"; tail -n 20 /tmp/l2b.log
+        rvsock-tests stream-send --cid 3 --port 7398 --bytes 1 --name bench-go2 > /dev/null
+        return
+    fi
+    l2b=$qemu
+    rvsock-tests stream-send --cid 3 --port 7398 --bytes 1 --name bench-go2 > /dev/null &
+    n=$!
+    rvsock-tests stream-send --cid 4 --port 7398 --bytes 1 --name bench-go2 > /dev/null
+    wait "$n"
+    wait_log /tmp/l2.log RVSOCK-BENCH-DONE2 $((600 * $(l2_scale)))
+    wait_log /tmp/l2b.log RVSOCK-BENCH-DONE2 $((600 * $(l2_scale)))
+    reap "$l2b" $((300 * $(l2_scale)))
+    tr -d '\r' < /tmp/l2b.log | grep -a '^# bench'
+    # Both guests' 64 KiB stream rates, summed (both ran for MS ms from the same go).
+    cat /tmp/l2.log /tmp/l2b.log | tr -d '\r' | awk -v s=$MODS -v r=$ROUND '
+        $1 == "RVSOCK-BENCH-GUEST" && $5 == "guests_tput_64k" { sum += $6; n++ }
+        END { if (n == 2) print "RVSOCK-BENCH " s " " r " g2h two_guests_tput_64k " sum " MiB/s higher"
+              else print "# bench two_guests_tput_64k failed: " n " of 2 guests reported" }'
+}
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
@@ -26,6 +52,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     want_perf && vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
     # Tell the guest to run its half (the g2h clients): a 1-byte stream to its port 7399.
     rvsock-tests stream-send --cid 3 --port 7399 --bytes 1 --name bench-go > /dev/null
+    [ $TWO = 1 ] && two_guests
     reap "$l2" $((1800 * $(l2_scale)))
     [ -z "$perf" ] || reap "$perf" 10
     touch /tmp/perf-g2h.rx
