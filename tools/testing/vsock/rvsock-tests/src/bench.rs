@@ -31,7 +31,7 @@ const OFF_RR: u32 = 20;
 const OFF_CONNECT: u32 = 30;
 const OFF_IDLE: u32 = 40;
 const OFF_SPLICE: u32 = 50; // a stream sink that splice(2)s into a pipe
-const OFF_FAIR: u32 = 60; // stream sinks, one thread per connection (fairness)
+const OFF_FAIR: u32 = 60; // +0: stream sinks, a thread per connection; +1: echo (SCHED_FIFO)
 const OFF_FLOOD: u32 = 70; // +0: holds connections without reading; +1: answers its Slab
 /// Bulk streams of the fairness metric.
 const FAIR_STREAMS: usize = 8;
@@ -230,6 +230,23 @@ fn echo(c: OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` with the calling thread under SCHED_FIFO (priority 10), then back to SCHED_OTHER:
+/// the fairness flow's two ends, so that what delays a round trip under load is the stack
+/// (its queues and workers, which keep their normal priority), not the CPU scheduler's tick
+/// on two vCPUs busy with 16 bulk threads. Runs `f` as is where the policy is refused.
+fn fifo<T>(f: impl FnOnce() -> T) -> T {
+    let p = libc::sched_param { sched_priority: 10 };
+    // SAFETY: pid 0 is the calling thread; `p` is a valid sched_param.
+    let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } == 0;
+    let r = f();
+    if rt {
+        let p = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as above.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+    }
+    r
+}
+
 /// Runs `f` on each accepted connection in a thread of its own, until `stop` is set.
 fn serve_each(
     l: OwnedFd,
@@ -257,14 +274,11 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut held: Vec<OwnedFd> = Vec::new();
         while !stop.load(Relaxed) {
-            let mut fds: Vec<libc::pollfd> = std::iter::once(&l)
-                .chain(held.iter())
-                .map(|c| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 })
-                .collect();
             // The listener wants POLLIN; a held connection only its peer's close.
-            for p in fds.iter_mut().skip(1) {
-                p.events = libc::POLLRDHUP;
-            }
+            let mut fds: Vec<libc::pollfd> = std::iter::once((&l, libc::POLLIN))
+                .chain(held.iter().map(|c| (c, libc::POLLRDHUP)))
+                .map(|(c, events)| libc::pollfd { fd: c.as_raw_fd(), events, revents: 0 })
+                .collect();
             if sys::poll(&mut fds, Duration::from_millis(100)).is_err() {
                 continue;
             }
@@ -364,6 +378,8 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     t.push(serve(l, stop.clone(), splice_sink));
     let l = listener(libc::SOCK_STREAM, port + OFF_FAIR, 2 * FAIR_STREAMS as i32).map_err(|e| io_err("listen", e))?;
     t.push(serve_each(l, stop.clone(), stream_sink));
+    let l = listener(libc::SOCK_STREAM, port + OFF_FAIR + 1, 1).map_err(|e| io_err("listen", e))?;
+    t.push(serve(l, stop.clone(), |c| fifo(|| echo(c))));
     let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD, 16).map_err(|e| io_err("listen", e))?;
     t.push(hoarder(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD + 1, 1).map_err(|e| io_err("listen", e))?;
@@ -504,11 +520,12 @@ fn rr_run(cid: u32, port: u32, dur: Duration) -> Result<Rr, String> {
 }
 
 /// Fairness: `FAIR_STREAMS` bulk streams (64 KiB writes, one thread each) and one 64-byte
-/// request/response flow at once on one transport, after the same flow alone. Returns (Jain's
+/// request/response flow at once on one transport, after the same flow alone; the flow's two
+/// ends run SCHED_FIFO (`fifo`). Returns (Jain's
 /// index of the streams' received bytes, the flow's p99 under load in microseconds, that p99
 /// over the idle one, the streams' aggregate MiB/s).
 fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), String> {
-    let idle = rr_run(cid, port + OFF_RR, dur / 2)?;
+    let idle = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur / 2))?;
     let go = Arc::new(std::sync::Barrier::new(FAIR_STREAMS + 1));
     let bulk: Vec<_> = (0..FAIR_STREAMS)
         .map(|_| {
@@ -536,7 +553,7 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
     let t0 = Instant::now();
     // The flow starts once the streams run, and ends with them.
     thread::sleep(Duration::from_millis(100));
-    let loaded = rr_run(cid, port + OFF_RR, dur.saturating_sub(Duration::from_millis(200)));
+    let loaded = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur.saturating_sub(Duration::from_millis(200))));
     let mut bytes = Vec::with_capacity(FAIR_STREAMS);
     for t in bulk {
         bytes.push(t.join().map_err(|_| "bulk stream thread panicked".to_string())?? as f64);
