@@ -35,6 +35,10 @@ const OFF_FAIR: u32 = 60; // +0: stream sinks, a thread per connection; +1: echo
 const OFF_FLOOD: u32 = 70; // +0: holds connections without reading; +1: answers its Slab
 /// Bulk streams of the fairness metric.
 const FAIR_STREAMS: usize = 8;
+/// The pause between the fairness flow's round trips: a latency probe, not a load (a
+/// SCHED_FIFO flow going back to back would take the CPUs from the streams it is measured
+/// against: 8 streams made 13-19 MiB/s beside rvsock's flow, 97-148 beside C's slower one).
+const FAIR_GAP: Duration = Duration::from_millis(1);
 const STREAM_SIZES: [usize; 3] = [4096, 65536, 262144];
 const SEQ_SIZES: [usize; 2] = [64, 65536];
 
@@ -497,8 +501,8 @@ impl Rr {
     }
 }
 
-/// 64-byte request/response round trips for `dur`.
-fn rr_run(cid: u32, port: u32, dur: Duration) -> Result<Rr, String> {
+/// 64-byte request/response round trips for `dur`, back to back or `gap` apart.
+fn rr_run(cid: u32, port: u32, dur: Duration, gap: Option<Duration>) -> Result<Rr, String> {
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
     let mut buf = [7u8; 64];
     let mut lat = Vec::with_capacity(1 << 16);
@@ -510,6 +514,9 @@ fn rr_run(cid: u32, port: u32, dur: Duration) -> Result<Rr, String> {
             return Err("echo closed".into());
         }
         lat.push(t1.elapsed());
+        if let Some(g) = gap {
+            thread::sleep(g);
+        }
     }
     if lat.is_empty() {
         return Err("no round trip".into());
@@ -521,11 +528,11 @@ fn rr_run(cid: u32, port: u32, dur: Duration) -> Result<Rr, String> {
 
 /// Fairness: `FAIR_STREAMS` bulk streams (64 KiB writes, one thread each) and one 64-byte
 /// request/response flow at once on one transport, after the same flow alone; the flow's two
-/// ends run SCHED_FIFO (`fifo`). Returns (Jain's
+/// ends run SCHED_FIFO (`fifo`), a round trip every `FAIR_GAP`. Returns (Jain's
 /// index of the streams' received bytes, the flow's p99 under load in microseconds, that p99
 /// over the idle one, the streams' aggregate MiB/s).
 fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), String> {
-    let idle = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur / 2))?;
+    let idle = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur / 2, Some(FAIR_GAP)))?;
     let go = Arc::new(std::sync::Barrier::new(FAIR_STREAMS + 1));
     let bulk: Vec<_> = (0..FAIR_STREAMS)
         .map(|_| {
@@ -553,7 +560,7 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
     let t0 = Instant::now();
     // The flow starts once the streams run, and ends with them.
     thread::sleep(Duration::from_millis(100));
-    let loaded = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur.saturating_sub(Duration::from_millis(200))));
+    let loaded = fifo(|| rr_run(cid, port + OFF_FAIR + 1, dur.saturating_sub(Duration::from_millis(200)), Some(FAIR_GAP)));
     let mut bytes = Vec::with_capacity(FAIR_STREAMS);
     for t in bulk {
         bytes.push(t.join().map_err(|_| "bulk stream thread panicked".to_string())?? as f64);
@@ -777,7 +784,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
     }
     if wanted_any(&["rr_64B", "rr_64B_p50_us", "rr_64B_p99_us"]) {
-        let r = rr_run(cid, port + OFF_RR, dur);
+        let r = rr_run(cid, port + OFF_RR, dur, None);
         emit("rr_64B_p50_us", r.as_ref().map(|r| r.pct_us(50)).map_err(String::clone), "us", "lower");
         emit("rr_64B_p99_us", r.as_ref().map(|r| r.pct_us(99)).map_err(String::clone), "us", "lower");
         emit("rr_64B", r.map(|r| r.rate), "rt/s", "higher");
