@@ -302,8 +302,10 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's Slab bytes, 0).
+/// Answers each byte received with (this machine's Slab bytes, 0). The client's two queries
+/// are a whole flood apart: longer than `IO_TIMEOUT` on a slow stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
+    sys::set_io_timeout(&c, Duration::from_secs(120))?;
     let mut b = [0u8; 1];
     while recv_exact(&c, &mut b)? {
         send_all(&c, &u64s(slab_bytes(), 0))?;
