@@ -25,8 +25,8 @@ kdir=$(kernel_dir "$FLAVOUR")
 L2_SLOW=""; [ "$FLAVOUR" = kasan ] && L2_SLOW="L2_KVM_RETRIES=2 L2_STALL_SECS=150 L2_BEGIN_SECS=480"
 # PIN=1: each vCPU thread of the VM on a host CPU of its own (taskset). PIN=0 (default)
 # leaves them to the scheduler: 5 rounds of loopback stream and rr each way on 7.3 spread
-# 11-27 % unpinned against 31-106 % pinned (QEMU's other threads then share a pinned vCPU's
-# core). The spread columns tell whether a run is stable enough to decide on.
+# 11-27 % unpinned against 31-106 % pinned (likely QEMU's other threads then crowd a pinned
+# vCPU's core). The spread columns tell whether a run is stable enough to decide on.
 PIN=${PIN:-0}
 NCPU=$(nproc)
 pin_vcpus() { # PID of `timeout` running QEMU
