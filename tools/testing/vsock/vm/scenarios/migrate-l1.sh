@@ -15,8 +15,8 @@
 # rvsock: a connection cut by a migration or the snapshot must end in ECONNRESET on both sides
 # (no end of file, no EPIPE): the guest takes the TRANSPORT_RESET event before the packets that
 # follow it, so a host's RST for an old connection (the guest ran before it took the event and
-# sent on it) finds the connection reset already. The in-tree stack gives EPIPE, ENOTCONN or an
-# end of file.
+# sent on it) finds the connection reset already. The in-tree stack gives EPIPE, ENOTCONN, an
+# end of file, or (7.x, a send while the restoring QEMU has not started the device) EHOSTUNREACH.
 L2MODS=$(arg rvsock_l2mods)
 load_stack vhost || return
 N=10
