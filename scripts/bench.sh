@@ -28,6 +28,9 @@ L2_SLOW=""; [ "$FLAVOUR" = kasan ] && L2_SLOW="L2_KVM_RETRIES=2 L2_STALL_SECS=15
 # 11-27 % unpinned against 31-106 % pinned (likely QEMU's other threads then crowd a pinned
 # vCPU's core). The spread columns tell whether a run is stable enough to decide on.
 PIN=${PIN:-0}
+# THREADS=pin (loopback): inside the VM, the single-flow metrics' client on CPU 0 and their
+# sinks on CPU 1 (`rvsock-tests bench --pin`); THREADS=free leaves them to the VM's scheduler.
+THREADS=${THREADS:-free}
 NCPU=$(nproc)
 pin_vcpus() { # PID of `timeout` running QEMU
     local q="" tid comm i
@@ -73,7 +76,7 @@ for t in $TRANSPORTS; do
             # One VM; the stacks are swapped in it round by round.
             log "benchmark ($t, $FLAVOUR kernel): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
             bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" both)" bench \
-                rvsock_mods=both rvsock_rounds=$ROUNDS $(l1_tsc_karg) ;;
+                rvsock_mods=both rvsock_rounds=$ROUNDS rvsock_threads=$THREADS $(l1_tsc_karg) ;;
         nested)
             # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
             imgc=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" c c)

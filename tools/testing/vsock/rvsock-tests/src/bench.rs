@@ -136,13 +136,18 @@ fn from_u64s(r: &[u8; 16]) -> (u64, u64) {
 // ---------------------------------------------------------------------------------------
 // Server halves: each serves connections on its listener until `stop`.
 
-/// Runs `f` on each accepted connection, one at a time, until `stop` is set.
+/// Runs `f` on each accepted connection, one at a time, until `stop` is set; on CPU 1 under
+/// `--pin` when `single` (a single-flow metric's sink).
 fn serve(
     l: OwnedFd,
     stop: Arc<AtomicBool>,
+    single: bool,
     f: impl Fn(OwnedFd) -> io::Result<()> + Send + 'static,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
+        if single {
+            let _ = pin_to(1);
+        }
         while !stop.load(Relaxed) {
             match sys::poll_one(&l, libc::POLLIN, Duration::from_millis(100)) {
                 Ok(r) if r & libc::POLLIN != 0 => {
@@ -249,6 +254,37 @@ fn fifo<T>(f: impl FnOnce() -> T) -> T {
         unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
     }
     r
+}
+
+/// `--pin` (loopback): the single-flow metrics' client runs on CPU 0 and their sinks on CPU 1,
+/// so that writer and reader never share a vCPU in one round and not in the next.
+static PIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Binds the calling thread to `cpu` when `--pin` is on; returns its previous CPU set.
+fn pin_to(cpu: usize) -> Option<libc::cpu_set_t> {
+    if !PIN.get().copied().unwrap_or(false) {
+        return None;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; pid 0 is the calling thread.
+    let mut old: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `old` is a live cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (0 or 1 here).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: as above.
+    (unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) } == 0).then_some(old)
+}
+
+/// Undoes [`pin_to`].
+fn unpin(old: Option<libc::cpu_set_t>) {
+    if let Some(old) = old {
+        // SAFETY: `old` is the calling thread's former set.
+        unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &old) };
+    }
 }
 
 /// Runs `f` on each accepted connection in a thread of its own, until `stop` is set.
@@ -368,28 +404,28 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     let mut t = Vec::new();
     for (i, _) in STREAM_SIZES.iter().enumerate() {
         let l = listener(libc::SOCK_STREAM, port + OFF_STREAM + i as u32, 1).map_err(|e| io_err("listen", e))?;
-        t.push(serve(l, stop.clone(), stream_sink));
+        t.push(serve(l, stop.clone(), true, stream_sink));
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let l = listener(libc::SOCK_SEQPACKET, port + OFF_SEQ + i as u32, 1).map_err(|e| io_err("listen", e))?;
-        t.push(serve(l, stop.clone(), move |c| seq_sink(c, size)));
+        t.push(serve(l, stop.clone(), true, move |c| seq_sink(c, size)));
     }
     let l = listener(libc::SOCK_STREAM, port + OFF_RR, 1).map_err(|e| io_err("listen", e))?;
-    t.push(serve(l, stop.clone(), echo));
+    t.push(serve(l, stop.clone(), true, echo));
     let l = listener(libc::SOCK_STREAM, port + OFF_CONNECT, 128).map_err(|e| io_err("listen", e))?;
     t.push(acceptor(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_IDLE, 4096).map_err(|e| io_err("listen", e))?;
     t.push(holder(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_SPLICE, 1).map_err(|e| io_err("listen", e))?;
-    t.push(serve(l, stop.clone(), splice_sink));
+    t.push(serve(l, stop.clone(), true, splice_sink));
     let l = listener(libc::SOCK_STREAM, port + OFF_FAIR, 2 * FAIR_STREAMS as i32).map_err(|e| io_err("listen", e))?;
     t.push(serve_each(l, stop.clone(), stream_sink));
     let l = listener(libc::SOCK_STREAM, port + OFF_FAIR + 1, 1).map_err(|e| io_err("listen", e))?;
-    t.push(serve(l, stop.clone(), |c| fifo(|| echo(c))));
+    t.push(serve(l, stop.clone(), false, |c| fifo(|| echo(c))));
     let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD, 16).map_err(|e| io_err("listen", e))?;
     t.push(hoarder(l, stop.clone()));
     let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD + 1, 1).map_err(|e| io_err("listen", e))?;
-    t.push(serve(l, stop.clone(), slab_query));
+    t.push(serve(l, stop.clone(), false, slab_query));
     Ok(t)
 }
 
@@ -742,10 +778,12 @@ pub fn run(a: &Args) -> Result<(), String> {
     // (this end when `--cpu-here`, else the sink) sees the CPU time of both ends.
     let cpu = if !remote || a.flag("cpu-here") { CpuFrom::Sender } else { CpuFrom::Sink };
     let only = a.str_or("only", "").split(',').filter(|w| !w.is_empty()).map(str::to_string).collect();
+    let _ = PIN.set(a.flag("pin") && !remote);
     a.check_unused()?;
     let _ = ONLY.set(only);
     let stop = Arc::new(AtomicBool::new(false));
     let servers = if remote { Vec::new() } else { start_servers(port, &stop)? };
+    let pinned = pin_to(0);
     for (i, w) in STREAM_SIZES.into_iter().enumerate() {
         if !wanted(&format!("stream_tput_{}k", w / 1024)) && !(w == 65536 && wanted("cpu_ticks_per_GiB")) {
             continue;
@@ -791,6 +829,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         emit("rr_64B_p99_us", r.as_ref().map(|r| r.pct_us(99)).map_err(String::clone), "us", "lower");
         emit("rr_64B", r.map(|r| r.rate), "rt/s", "higher");
     }
+    // The rest has many threads of its own (fairness) or is not about one flow.
+    unpin(pinned);
     if wanted_any(&["fair_jain_8x64k", "fair_rr_p99_us", "fair_rr_p99_vs_idle", "fair_bulk_tput"]) {
         let r = fairness(cid, port, dur);
         emit("fair_jain_8x64k", r.clone().map(|x| x.0), "index", "higher");

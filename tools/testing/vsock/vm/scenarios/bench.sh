@@ -3,6 +3,8 @@
 ROUNDS=$(arg rvsock_rounds); ROUNDS=${ROUNDS:-3}
 MS=$(arg rvsock_ms); MS=${MS:-2000}
 ONLY=$(arg rvsock_only)
+# THREADS=pin: the single-flow metrics' client on CPU 0, their sinks on CPU 1 (`--pin`).
+PINT=; [ "$(arg rvsock_threads)" = pin ] && PINT=--pin
 swap_out() { # module... : unload, retrying while closed sockets linger (close timeout)
     for m in "$@"; do
         i=0
@@ -12,7 +14,7 @@ swap_out() { # module... : unload, retrying while closed sockets linger (close t
     done
 }
 run_stack() { # stack round
-    rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
+    rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 $PINT ${ONLY:+--only "$ONLY"} | sed "s/^RVSOCK-BENCH /RVSOCK-BENCH $1 $2 loopback /"
     want_perf || return 0
     vsock_perf --port 7100 --bytes 256M > /tmp/perf.rx 2>&1 &
     sleep 0.3
