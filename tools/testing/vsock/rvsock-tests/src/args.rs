@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Options that take no value.
-const FLAGS: &[&str] = &["eof", "remote", "cpu-here", "reference", "all", "reset-ok"];
+const FLAGS: &[&str] = &["eof", "remote", "cpu-here", "reference", "all", "reset-ok", "pin"];
 
 pub struct Args {
     opts: HashMap<String, String>,
