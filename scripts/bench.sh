@@ -82,7 +82,8 @@ for t in $TRANSPORTS; do
             imgc=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" c c)
             imgr=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" rvsock rvsock)
             for r in $(seq 1 "$ROUNDS"); do
-                for st in c rvsock; do
+                order="c rvsock"; [ $((r % 2)) = 0 ] && order="rvsock c"   # as the loopback VM
+                for st in $order; do
                     log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
                     img=$imgc; [ $st = rvsock ] && img=$imgr
                     bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t-$st-$r.log" 3G "$img" bench-nested \
@@ -92,26 +93,7 @@ for t in $TRANSPORTS; do
         *) echo "unknown transport $t"; exit 2 ;;
     esac
 done
-grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
-    { key = $4 "|" $5; v[$2, key, ++n[$2, key]] = $6; unit[key] = $7; better[key] = $8; keys[key] = 1 }
-    function med(s, k,   i, j, t, c, a) {
-        c = n[s, k]; for (i = 1; i <= c; i++) a[i] = v[s, k, i]
-        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-    }
-    function spread(s, k,   i, lo, hi, m) {
-        lo = hi = v[s, k, 1]; for (i = 2; i <= n[s, k]; i++) { if (v[s, k, i] < lo) lo = v[s, k, i]; if (v[s, k, i] > hi) hi = v[s, k, i] }
-        m = med(s, k); return m ? 100 * (hi - lo) / m : 0
-    }
-    END {
-        printf "%-10s %-22s %14s %14s %8s %8s %8s  %s\n", "transport", "metric", "C", "rvsock", "ratio", "C+-%", "rv+-%", "unit (better)"
-        for (k in keys) {
-            split(k, p, "|"); c = med("c", k); r = med("rvsock", k)
-            ratio = (better[k] == "lower") ? (r ? c / r : 0) : (c ? r / c : 0)
-            printf "%-10s %-22s %14.2f %14.2f %8.2f %8.1f %8.1f  %s (%s)\n", p[1], p[2], c, r, ratio, spread("c", k), spread("rvsock", k), unit[k], better[k]
-        }
-    }' | (read -r h; echo "$h"; sort)
-echo "ratio > 1 means rvsock is better (for 'lower' metrics the ratio is C/rvsock)."
+"$TOP/scripts/bench-table.sh" "$LOG"
 # The L2 guest's vsock interrupts while the host ran its h2g metrics (per stack and vector,
 # summed over rounds): with ONLY=connect_rate, interrupts per connection.
 { grep -a '^RVSOCK-BENCH-IRQ ' "$LOG" || true; } | tr -d '\r' | awk '{ n[$2 " " $5] += $6 } END { for (k in n) print "L2 interrupts during h2g (" k "): " n[k] }' | sort
