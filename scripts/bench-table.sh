@@ -25,18 +25,22 @@ grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
             c = byround["c", k, r]; x = byround["rvsock", k, r]
             if (c > 0 && x > 0) q[++m] = (better[k] == "lower") ? c / x : x / c
         }
-        pn = m; if (!m) { plo = phi = 0; return 0 }
+        pn = m; if (!m) { plo = phi = tlo = thi = 0; return 0 }
         sort_(q, m); plo = q[1]; phi = q[m]
+        # Without the best and the worst round (5 rounds or more): one disturbed round (the
+        # host busy elsewhere for a few seconds) is what makes most of the full spread.
+        tlo = m >= 5 ? q[2] : q[1]; thi = m >= 5 ? q[m - 1] : q[m]
         return median(q, m)
     }
     END {
-        printf "%-10s %-22s %12s %12s %7s %8s %7s %7s  %s\n", "transport", "metric", "C", "rvsock", "ratio", "ratio+-%", "C+-%", "rv+-%", "unit (better)"
+        printf "%-10s %-22s %12s %12s %6s %8s %7s %6s %6s  %s\n", "transport", "metric", "C", "rvsock", "ratio", "ratio+-%", "trim+-%", "C+-%", "rv+-%", "unit (better)"
         for (k in keys) {
             split(k, p, "|"); c = med("c", k); r = med("rvsock", k)
-            ratio = paired(k); rs = ratio ? 100 * (phi - plo) / ratio : 0
-            printf "%-10s %-22s %12.2f %12.2f %7.2f %8.1f %7.1f %7.1f  %s (%s)\n", p[1], p[2], c, r, ratio, rs, spread("c", k), spread("rvsock", k), unit[k], better[k]
+            ratio = paired(k); rs = ratio ? 100 * (phi - plo) / ratio : 0; ts = ratio ? 100 * (thi - tlo) / ratio : 0
+            printf "%-10s %-22s %12.2f %12.2f %6.2f %8.1f %7.1f %6.1f %6.1f  %s (%s)\n", p[1], p[2], c, r, ratio, rs, ts, spread("c", k), spread("rvsock", k), unit[k], better[k]
         }
     }' | (read -r h; echo "$h"; sort)
 echo "ratio: the median over rounds of each round's rvsock/C (C/rvsock for 'lower' metrics), > 1 means"
-echo "rvsock is better; ratio+-%: the spread of those per-round ratios (max - min, in % of their median);"
-echo "C, rvsock: each stack's median, C+-% and rv+-% their spreads."
+echo "rvsock is better; ratio+-%: the spread of those per-round ratios (max - min, in % of their median),"
+echo "trim+-% the same without the best and the worst round (5 rounds or more); C, rvsock: each stack's"
+echo "median, C+-% and rv+-% their spreads."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: rvsock against the in-tree C modules, same kernel, same VM, interleaved rounds.
-# Prints: transport, metric, C value, rvsock value, ratio (rvsock/C), spread over rounds.
+# Prints per metric: each stack's median, the median of the per-round ratios and the spreads (scripts/bench-table.sh).
 # Not part of `make check`. Under TCG only the ratios mean anything.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -74,7 +74,7 @@ for t in $TRANSPORTS; do
     case $t in
         loopback)
             # One VM; the stacks are swapped in it round by round.
-            log "benchmark ($t, $FLAVOUR kernel): $ROUNDS rounds of C then rvsock, ${MS} ms per metric"
+            log "benchmark ($t, $FLAVOUR kernel): $ROUNDS rounds of C and rvsock (odd rounds C first), ${MS} ms per metric"
             bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" both)" bench \
                 rvsock_mods=both rvsock_rounds=$ROUNDS rvsock_threads=$THREADS $(l1_tsc_karg) ;;
         nested)
