@@ -25,7 +25,7 @@ grep -a '^RVSOCK-BENCH ' "$LOG" | tr -d '\r' | awk '
             c = byround["c", k, r]; x = byround["rvsock", k, r]
             if (c > 0 && x > 0) q[++m] = (better[k] == "lower") ? c / x : x / c
         }
-        pn = m; if (!m) { plo = phi = tlo = thi = 0; return 0 }
+        if (!m) { plo = phi = tlo = thi = 0; return 0 }
         sort_(q, m); plo = q[1]; phi = q[m]
         # Without the best and the worst round (5 rounds or more): one disturbed round (the
         # host busy elsewhere for a few seconds) is what makes most of the full spread.
