@@ -407,6 +407,11 @@ impl Conn {
                 self.rx.on_enqueue(v.len);
                 if self.ty == SockType::Seqpacket {
                     self.seq.on_enqueue(v.flags);
+                    if v.flags & SEQ_EOM == 0 && v.len > 0 {
+                        // A message's non-final piece: its sender may be out of credit for
+                        // the rest while our reader waits for it (see `credit`'s policy).
+                        a.send = self.credit_update(self.rx.wants_update(self.reader()).send());
+                    }
                 }
                 a.enqueue = v.len > 0 || v.flags & SEQ_EOM != 0;
                 a.wake_readers = a.enqueue;

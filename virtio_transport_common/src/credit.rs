@@ -35,13 +35,23 @@
 //!   hand out crumbs while the reader is still busy).
 //! * If the reader is about to block: STREAM updates if `starving`, `half`, or
 //!   `W - delta < min(lowat, W)` (the peer cannot possibly send enough to wake the reader);
-//!   SEQPACKET always updates (the rest of a partly received message may need any amount).
+//!   SEQPACKET if `starving` or `half`.
+//! * SEQPACKET, when a packet that does not end a message arrives and no complete message is
+//!   queued (the reader stays blocked, so no consume will run the policy): the same test. A
+//!   sender that runs out of credit in the middle of a message has just sent such a packet
+//!   (or had nothing left to send it with, which the consume before it saw as `starving`).
 //!
 //! Liveness: suppose the sender stays blocked forever with data pending while the reader keeps
 //! reading whenever it can. Once everything is delivered, `peer_free` is exact and zero, and the
 //! reader is blocked, so the last consume ran the "about to block" branch, which updates unless
 //! the peer could still send `lowat - rx_bytes` more bytes (STREAM) — contradicting that it is
-//! blocked. This assumes `lowat <= W` (af_vsock refuses `SO_RCVLOWAT` above the buffer size)
+//! blocked. SEQPACKET: the last event was a consume that left no complete message or the
+//! arrival of a message's non-final packet; both ran the "about to block" test, and a blocked
+//! sender (no credit: `peer_free` exact and 0) makes it `starving`, so it updated unless
+//! nothing was consumed since the last update (then the queued messages fill the window and
+//! the reader, woken by the complete ones, consumes again). This needs senders that send a
+//! message in pieces as credit allows (Linux does, and so do we); one that waited for credit
+//! for a whole message larger than 64 KiB could wait forever. This assumes `lowat <= W` (af_vsock refuses `SO_RCVLOWAT` above the buffer size)
 //! and a peer that keeps at least `W` in flight when it has data; when the peer's `buf_alloc`
 //! shrinks, [`RxCredit::set_peer_cap`] tells the caller to re-run the policy. The STREAM and
 //! SEQPACKET simulations in `tests/properties.rs` check it. Safety is [`RxCredit::accept`]'s
@@ -51,8 +61,9 @@
 //! instead of one per `recv()` (the tests measure 128 vs 256 for 16 MiB in 64 KiB reads with
 //! the default 256 KiB buffer; far fewer for smaller reads); a slow reader with a full buffer
 //! sends at most one per `min(64 KiB, W/2)` consumed (upstream waits until `W - 64 KiB` were
-//! consumed, leaving the sender idle meanwhile); SEQPACKET behaves like upstream (update after
-//! each message) except while more complete messages are queued.
+//! consumed, leaving the sender idle meanwhile). SEQPACKET: upstream updates after every
+//! message read; a reader that keeps up with small messages here updates once per `W/2`
+//! consumed bytes (2,048 messages of 64 bytes with the default buffer), as STREAM.
 
 use super::hdr::MAX_PKT_BUF_SIZE;
 
@@ -354,7 +365,7 @@ impl RxCredit {
             Reader::Stream => {
                 starving || half || window.saturating_sub(delta) < self.lowat.min(window)
             }
-            Reader::Messages(_) => true,
+            Reader::Messages(_) => starving || half,
         };
         if send {
             CreditAction::SendUpdate

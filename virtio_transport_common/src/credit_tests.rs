@@ -191,3 +191,33 @@ fn seqpacket_policy() {
     assert!(!r.on_consume(10, Reader::Messages(1)).send());
     assert!(r.on_consume(10, Reader::Messages(0)).send());
 }
+
+/// SEQPACKET: a reader that keeps up with small messages updates once per half window, not
+/// after every message (upstream does the latter).
+#[test]
+fn seqpacket_fast_reader_stays_quiet() {
+    let mut r = RxCredit::new(256 * K);
+    r.advertise();
+    let mut updates = 0;
+    for _ in 0..4096 {
+        r.on_enqueue(64);
+        if r.on_consume(64, Reader::Messages(0)).send() {
+            updates += 1;
+            r.advertise();
+        }
+    }
+    assert_eq!(updates, 2);
+}
+
+/// SEQPACKET: a reader blocked on a partial message gets the peer more credit once the peer
+/// may be short of it (the check on a non-final piece's arrival), not before.
+#[test]
+fn seqpacket_partial_message_starving() {
+    let mut r = RxCredit::new(256 * K);
+    r.advertise();
+    r.on_enqueue(100 * K);
+    assert!(!r.on_consume(100 * K, Reader::Messages(0)).send());
+    // The next message's first 100 KiB arrive: the peer has 56 KiB left, less than a packet.
+    r.on_enqueue(100 * K);
+    assert!(r.wants_update(Reader::Messages(0)).send());
+}

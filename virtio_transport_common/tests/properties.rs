@@ -619,6 +619,28 @@ proptest! {
     }
 }
 
+/// SEQPACKET: a reader that keeps up with 64-byte messages updates once per half window
+/// (upstream: once per message).
+#[test]
+fn seqpacket_fast_reader_update_count() {
+    let mut s = SeqSim {
+        l: Link::new(SockType::Seqpacket, 256 * K, 256 * K),
+        out: VecDeque::new(),
+        cur: None,
+        expect: VecDeque::new(),
+        received: 0,
+    };
+    for id in 0..8192 {
+        s.out.push_back((id, 64, false));
+        s.pump();
+        while s.l.deliver_ab() {}
+        while s.recv(64, false) {}
+        while s.l.deliver_ba() {}
+    }
+    assert_eq!(s.received, 8192);
+    assert!(s.l.credit_updates <= 5, "{} updates", s.l.credit_updates);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random events against one connection: no panics, RSTs are never answered with RSTs, and the
 // actions are consistent with the state.
