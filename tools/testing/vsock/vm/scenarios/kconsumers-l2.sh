@@ -28,5 +28,9 @@ while :; do
     break
 done
 echo "vsock_uring_test client exited $rc"; tail -n 5 /tmp/uring.out.err
+if [ $rc -ne 0 ]; then
+    sed 's/^/# uring-g2h client: /' /tmp/uring.out | tail -n 8
+    grep . /sys/kernel/debug/rvsock/*/* 2>/dev/null | grep -v ':0$' | sed 's/^/# /'
+fi
 printf '0\tSOCK_STREAM io_uring test\n1\tSOCK_STREAM io_uring MSG_ZEROCOPY test\n' > /tmp/uring.out.list
 report_vsock_test uring-g2h/ /tmp/uring.out
