@@ -51,11 +51,11 @@
 //! nothing was consumed since the last update (then the queued messages fill the window and
 //! the reader, woken by the complete ones, consumes again). This needs senders that send a
 //! message in pieces as credit allows (Linux does, and so do we); one that waited for credit
-//! for a whole message larger than 64 KiB could wait forever. This assumes `lowat <= W` (af_vsock refuses `SO_RCVLOWAT` above the buffer size)
-//! and a peer that keeps at least `W` in flight when it has data; when the peer's `buf_alloc`
-//! shrinks, [`RxCredit::set_peer_cap`] tells the caller to re-run the policy. The STREAM and
-//! SEQPACKET simulations in `tests/properties.rs` check it. Safety is [`RxCredit::accept`]'s
-//! job.
+//! for a whole message larger than 64 KiB could wait forever. This assumes `lowat <= W`
+//! (af_vsock refuses `SO_RCVLOWAT` above the buffer size) and a peer that keeps at least `W`
+//! in flight when it has data; when the peer's `buf_alloc` shrinks, [`RxCredit::set_peer_cap`]
+//! tells the caller to re-run the policy. The STREAM and SEQPACKET simulations in
+//! `tests/properties.rs` check it. Safety is [`RxCredit::accept`]'s job.
 //!
 //! Compared with upstream: a reader that keeps up sends one update per `W/2` consumed bytes
 //! instead of one per `recv()` (the tests measure 128 vs 256 for 16 MiB in 64 KiB reads with
