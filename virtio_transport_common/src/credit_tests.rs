@@ -114,20 +114,26 @@ fn set_buf_alloc_clamps_and_reports_change() {
 
 /// Default 256 KiB buffer, reader keeping up: one update per half window consumed
 /// (upstream would send one per read).
-#[test]
-fn fast_reader_is_quiet_until_needed() {
+/// A reader that keeps up with a 256 KiB window: `n` payloads of `len` bytes, each consumed
+/// as it arrives; returns the credit updates sent.
+fn keep_up(n: u32, len: u32, reader: Reader) -> u32 {
     let mut r = RxCredit::new(256 * K);
     r.advertise();
     let mut updates = 0;
-    for _ in 0..256 {
-        r.on_enqueue(4 * K);
-        if r.on_consume(4 * K, Reader::Stream).send() {
+    for _ in 0..n {
+        r.on_enqueue(len);
+        if r.on_consume(len, reader).send() {
             updates += 1;
             r.advertise();
         }
     }
+    updates
+}
+
+#[test]
+fn fast_reader_is_quiet_until_needed() {
     // 1 MiB consumed, one update per 128 KiB (upstream: one per read, 256).
-    assert_eq!(updates, 8);
+    assert_eq!(keep_up(256, 4 * K, Reader::Stream), 8);
 }
 
 /// Slow reader with a full buffer: updates at most every 64 KiB, not per 4 KiB read.
@@ -196,17 +202,7 @@ fn seqpacket_policy() {
 /// after every message (upstream does the latter).
 #[test]
 fn seqpacket_fast_reader_stays_quiet() {
-    let mut r = RxCredit::new(256 * K);
-    r.advertise();
-    let mut updates = 0;
-    for _ in 0..4096 {
-        r.on_enqueue(64);
-        if r.on_consume(64, Reader::Messages(0)).send() {
-            updates += 1;
-            r.advertise();
-        }
-    }
-    assert_eq!(updates, 2);
+    assert_eq!(keep_up(4096, 64, Reader::Messages(0)), 2);
 }
 
 /// SEQPACKET: a reader blocked on a partial message gets the peer more credit once the peer
