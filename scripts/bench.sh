@@ -50,7 +50,7 @@ bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
     # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
     # the same L1); then try a fresh L1 VM, up to 3 times.
     for try in 1 2 3; do
-        timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nodefaults -no-user-config \
+        timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2,sockets=2 -nodefaults -no-user-config \
             -name bench,debug-threads=on -display none -nic none -no-reboot -serial "file:$tlog" \
             -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
             -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \

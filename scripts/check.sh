@@ -188,7 +188,7 @@ run_scenario() {
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour)"
     local t0=$SECONDS rc try
     for try in 1 2; do
-        timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 \
+        timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2,sockets=2 \
             -nodefaults -no-user-config -display none -nic none -no-reboot \
             "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
             -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS} ${RVSOCK_KARGS:-}" \
@@ -240,7 +240,7 @@ install_next_boot() {
     vhu_start "$d" "$LOGS/$name.next-boot.vhu.log" "$nlog" installed-next-boot "$hlog" "$tmo" 1G
     helpers=("${VHU_PIDS[@]}")
     log "scenario $name: booting again, as after make uninstall"
-    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 \
+    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2,sockets=2 \
         -nodefaults -no-user-config -display none -nic none -no-reboot "${VHU_QEMU[@]}" \
         -serial "file:$nlog" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
         -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=uninstalled rvsock_script=installed-next-boot" \
