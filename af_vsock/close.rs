@@ -121,6 +121,10 @@ pub(crate) fn release(sk: Sk) {
     let (children, r) = {
         let mut s = vsk(sk).st.lock();
         let children = core::mem::replace(&mut s.accept_q, KVec::new());
+        // Uncounted under the lock they were counted under (rx.rs `new_child`).
+        for _ in children.iter() {
+            sk.acceptq_removed();
+        }
         let r = s.conn.release();
         mirror(sk, &s);
         let out = r.send.and_then(|c| s.ctl(c, None));
@@ -128,7 +132,6 @@ pub(crate) fn release(sk: Sk) {
     };
     // Listener: reset every child nobody accepted.
     for c in children.iter() {
-        sk.acceptq_removed();
         release_child(c.sk());
     }
     drop(children);

@@ -248,6 +248,13 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
             // Not connected: back to unconnected, keeping the binding and the transport so
             // that user space may retry. A RESPONSE that comes later is answered with an RST.
             let mut s = vsk(sk).st.lock();
+            // Decided under the lock the receive path takes: the RESPONSE (or an RST) may have
+            // been handled on another CPU since `done()` above, and then it wins. Going on
+            // would mark an established connection unconnected, and the retried connect()
+            // found it neither connecting nor new (EINVAL).
+            if s.ss == ss::CONNECTED || sk.err() != 0 {
+                break;
+            }
             let _ = s.conn.connect_timeout();
             s.ss = ss::UNCONNECTED;
             mirror(sk, &s);
@@ -316,9 +323,16 @@ pub(crate) fn accept(sk: Sk, nonblock: bool) -> Result<SkRef> {
     }
     let mut timeout = sk.rcvtimeo(nonblock);
     loop {
-        let child = vec_pop_front(&mut vsk(sk).st.lock().accept_q);
+        let child = {
+            let mut s = vsk(sk).st.lock();
+            let c = vec_pop_front(&mut s.accept_q);
+            if c.is_some() {
+                // Under the lock that `new_child` counts under (rx.rs).
+                sk.acceptq_removed();
+            }
+            c
+        };
         if let Some(c) = child {
-            sk.acceptq_removed();
             let e = sk.err();
             if e != 0 {
                 vsk(c.sk()).st.lock().rejected = true;

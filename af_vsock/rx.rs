@@ -249,7 +249,11 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
             sock::release_child(c);
             return;
         }
+        // The backlog count moves with the queue, under the same lock: `sk_ack_backlog` is
+        // a plain read-modify-write, and an accept() on another CPU may take the child the
+        // moment the lock drops (counted after it, the count fell below zero, wrapped, and
+        // the listener looked full: the next REQUEST got an RST).
+        lsk.acceptq_added();
     }
-    lsk.acceptq_added();
     lsk.data_ready();
 }
