@@ -19,7 +19,8 @@ wait_queue_head_t *rvsock_sk_sleep(struct sock *sk) { return sk_sleep(sk); }
 void rvsock_sock_orphan(struct sock *sk) { sock_orphan(sk); }
 void rvsock_sock_graft(struct sock *sk, struct socket *parent) { sock_graft(sk, parent); }
 bool rvsock_sock_flag(const struct sock *sk, enum sock_flags flag) { return sock_flag(sk, flag); }
-void rvsock_sock_set_flag(struct sock *sk, enum sock_flags flag) { sock_set_flag(sk, flag); }
+/* Atomic, unlike sock_set_flag(): rvsock's receive path sets SOCK_DONE without the socket lock. */
+void rvsock_sock_set_flag(struct sock *sk, enum sock_flags flag) { set_bit(flag, &sk->sk_flags); }
 long rvsock_sock_rcvtimeo(const struct sock *sk, bool noblock) { return sock_rcvtimeo(sk, noblock); }
 long rvsock_sock_sndtimeo(const struct sock *sk, bool noblock) { return sock_sndtimeo(sk, noblock); }
 int rvsock_sock_intr_errno(long timeo) { return sock_intr_errno(timeo); }
@@ -47,7 +48,7 @@ struct net *rvsock_current_net(void) { return current->nsproxy ? current->nsprox
 bool rvsock_net_is_init(const struct net *net) { return net_eq(net, &init_net); }
 bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &init_net); }
 void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
-void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { sock_reset_flag(sk, flag); }
+void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { clear_bit(flag, &sk->sk_flags); }
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }
 void rvsock_zcopy_get(struct ubuf_info *uarg) { net_zcopy_get(uarg); }
 void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success) { uarg->ops->complete(NULL, uarg, success); }
