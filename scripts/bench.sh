@@ -49,13 +49,18 @@ bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
     local tlog=$1 mem=$2 img=$3 script=$4 try pid smp=2,sockets=2; shift 4
     # Two vCPUs (check.sh says why -smp 2 alone gave one); a nested L1 one, as in check.sh.
     [ "$script" = bench-nested ] && smp=1
+    # tsc=reliable: with two vCPUs in two sockets of a non-Intel CPU the kernel takes the TSCs
+    # for unsynchronized ("Marking TSC unstable due to TSCs unsynchronized"; TCG's TSC is one
+    # host clock for every vCPU) and keeps time with jiffies: 4 ms steps, every latency 0 or
+    # 4,000 us.
+    local tsc=""; [ "$smp" = 1 ] || tsc=tsc=reliable
     # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
     # the same L1); then try a fresh L1 VM, up to 3 times.
     for try in 1 2 3; do
         timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" -nodefaults -no-user-config \
             -name bench,debug-threads=on -display none -nic none -no-reboot -serial "file:$tlog" \
             -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
-            -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
+            -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script $tsc rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
             < /dev/null > /dev/null 2>&1 &
         pid=$!
         [ "$PIN" = 0 ] || pin_vcpus "$pid"
