@@ -112,8 +112,6 @@ fn set_buf_alloc_clamps_and_reports_change() {
     assert!(!r.set_buf_alloc(u64::from(u32::MAX)));
 }
 
-/// Default 256 KiB buffer, reader keeping up: one update per half window consumed
-/// (upstream would send one per read).
 /// A reader that keeps up with a 256 KiB window: `n` payloads of `len` bytes, each consumed
 /// as it arrives; returns the credit updates sent.
 fn keep_up(n: u32, len: u32, reader: Reader) -> u32 {
@@ -130,6 +128,8 @@ fn keep_up(n: u32, len: u32, reader: Reader) -> u32 {
     updates
 }
 
+/// Default 256 KiB buffer, reader keeping up: one update per half window consumed
+/// (upstream would send one per read).
 #[test]
 fn fast_reader_is_quiet_until_needed() {
     // 1 MiB consumed, one update per 128 KiB (upstream: one per read, 256).
