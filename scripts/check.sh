@@ -192,15 +192,17 @@ run_scenario() {
     # oops: QEMU exited 0) in 3 of the 4 such scenarios of one 7.3 `make check`
     # (nested-rvsock-host-rvsock-guest, rvsock-migrate, rvsock-netns), none in a rerun of those
     # three. Open (README "Scenarios"); init checks the count (vm-has-N-cpus).
+    # RVSOCK_NESTED_CPUS=2 gives a nested L1 two (to chase that); RVSOCK_QEMU_ARGS are added
+    # to every L1's QEMU (e.g. "-d cpu_reset,guest_errors -D /tmp/l1-%d.log").
     local cpus=2 smp=2,sockets=2
-    [ "$topo" = nested ] && { cpus=1; smp=1; }
+    if [ "$topo" = nested ] && [ "${RVSOCK_NESTED_CPUS:-1}" != 2 ]; then cpus=1; smp=1; fi
     kargs+=" rvsock_cpus=$cpus"
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour, $cpus vCPU)"
     local t0=$SECONDS rc try
     for try in 1 2; do
         timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
             -nodefaults -no-user-config -display none -nic none -no-reboot \
-            "${extra[@]}" -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
+            "${extra[@]}" ${RVSOCK_QEMU_ARGS:-} -serial "file:$log" -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
             -append "console=ttyS0 quiet panic=-1 $kargs rvsock_scenario=$name rvsock_role=l1 rvsock_mods=$mods rvsock_l2mods=$l2mods rvsock_script=$script ${RVSOCK_VTARGS:+rvsock_vtargs=$RVSOCK_VTARGS} ${RVSOCK_KARGS:-}" \
             > "$LOGS/$name.qemu.log" 2>&1 < /dev/null
         rc=$?

@@ -331,6 +331,24 @@ slab_back() {
     fi
 }
 
+# trace_port PORT: record every vsock packet from or to PORT that this kernel receives or
+# sends (the in-tree packet events, which rvsock emits too) and rvsock's state changes of
+# sockets on it, in the trace buffer; trace_dump PREFIX prints them. For rare failures: the
+# filter keeps the cost to the packets of that port.
+trace_port() {
+    _t=/sys/kernel/tracing
+    mount -t tracefs nodev "$_t" 2>/dev/null
+    for _e in vsock/virtio_transport_alloc_pkt vsock/virtio_transport_recv_pkt rvsock/rvsock_sk_state; do
+        [ -e "$_t/events/$_e/filter" ] || continue
+        echo "src_port == $1 || dst_port == $1" > "$_t/events/$_e/filter"
+        echo 1 > "$_t/events/$_e/enable"
+    done
+    echo > "$_t/trace"
+}
+trace_dump() {
+    grep -v '^#' /sys/kernel/tracing/trace 2>/dev/null | tail -n 60 | sed "s/^/# $1: /"
+}
+
 # wait_for FILE PATTERN SECONDS
 wait_for() {
     i=0

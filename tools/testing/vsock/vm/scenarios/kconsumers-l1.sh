@@ -20,6 +20,7 @@ modprobe vsock_ktest mode=server port=7000 || result fail kconsumer.host-server-
 rvsock-tests splice-recv --port 7100 --bytes "$SPLICE" --seed 4 --timeout 900 --name splice.g2h.recv > /tmp/splice-g2h.out &
 rcv=$!
 wait_for /tmp/splice-g2h.out RVSOCK-SPLICE-LISTENING 30
+trace_port 1234
 "$U" --mode=server --control-port=1241 --peer-cid=3 > /tmp/uring-g2h-server.out 2>&1 &
 usrv=$!
 wait_tcp_listen 1241 30
@@ -36,12 +37,14 @@ echo "RVSOCK-L2-LOG-BEGIN"; sed 's/^/L2| /' /tmp/l2.log; echo "RVSOCK-L2-LOG-END
 reap "$rcv" 60
 grep -v RVSOCK-SPLICE-LISTENING /tmp/splice-g2h.out
 reap "$usrv" 30
-# The g2h io_uring client failed twice on 2026-12-03 with "connect: Connection reset by peer"
-# (4 runs after that passed): keep what tells a listener's accept timeout (upstream's 10 s)
-# from a refused REQUEST next time.
+# The g2h io_uring client failed three times on 2026-12-03 with "connect: Connection reset by
+# peer"; the server had started the test and was waiting in accept (no timeout). Keep what
+# the REQUEST met next time: the packets of port 1234 both kernels saw and sent, and the
+# state changes of its sockets (trace_port; the L2 prints its side).
 if ! grep -q 'All tests have been executed' /tmp/uring-g2h-server.out; then
     sed 's/^/# uring-g2h server: /' /tmp/uring-g2h-server.out
     grep . /sys/kernel/debug/rvsock/*/* 2>/dev/null | grep -v ':0$' | sed 's/^/# /'
+    trace_dump "L1 trace"
 fi
 dmesg | grep -a 'vsock_ktest' | tail -n 3 | sed 's/^/# /'
 if grep -q '^vsock_ktest ' /proc/modules && rmmod vsock_ktest; then

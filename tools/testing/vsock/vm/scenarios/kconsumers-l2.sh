@@ -18,6 +18,7 @@ echo "# vsock_ktest guest client: ${RECORDS:-10000} records in $(($(up) - t0)) s
 rmmod vsock_ktest 2>/dev/null
 rvsock-tests splice-send --cid 2 --port 7100 --bytes "${SPLICE:-256m}" --seed 4 --timeout $((600 * S)) --name splice.g2h.send
 U=/opt/vsock-7.3/vsock_uring_test
+trace_port 1234
 _n=0
 while :; do
     timeout -s KILL $((300 * S)) "$U" --mode=client --control-host=10.0.2.2 --control-port=1241 --peer-cid=2 > /tmp/uring.out 2> /tmp/uring.out.err
@@ -31,6 +32,7 @@ echo "vsock_uring_test client exited $rc"; tail -n 5 /tmp/uring.out.err
 if [ $rc -ne 0 ]; then
     sed 's/^/# uring-g2h client: /' /tmp/uring.out | tail -n 8
     grep . /sys/kernel/debug/rvsock/*/* 2>/dev/null | grep -v ':0$' | sed 's/^/# /'
+    trace_dump "L2 trace"
 fi
 printf '0\tSOCK_STREAM io_uring test\n1\tSOCK_STREAM io_uring MSG_ZEROCOPY test\n' > /tmp/uring.out.list
 report_vsock_test uring-g2h/ /tmp/uring.out
