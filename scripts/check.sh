@@ -197,6 +197,10 @@ run_scenario() {
     local cpus=2 smp=2,sockets=2
     if [ "$topo" = nested ] && [ "${RVSOCK_NESTED_CPUS:-1}" != 2 ]; then cpus=1; smp=1; fi
     kargs+=" rvsock_cpus=$cpus"
+    # Two sockets of a non-Intel CPU: the kernel takes the TSCs for unsynchronized and keeps
+    # time with jiffies (4 ms steps, no high-resolution timers); TCG's TSC is one host clock
+    # for every vCPU (bench.sh does the same).
+    [ "$cpus" = 2 ] && kargs+=" tsc=reliable"
     log "scenario $name: booting ($topo, host $mods${l2mods/#-/}, kernel $flavour, $cpus vCPU)"
     local t0=$SECONDS rc try
     for try in 1 2; do
