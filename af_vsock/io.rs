@@ -255,7 +255,11 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
     {
         let s = vsk(sk).st.lock();
         if s.transport.is_none() || sk.state() != state::ESTABLISHED {
-            return if sk.flag(net::SOCK_DONE) {
+            // An orderly end from the peer reads as 0 (in-tree: `SOCK_DONE`, which its
+            // shutdown(2) and a reconnect clear, as `Conn` clears `done`). Read from `Conn`,
+            // under the lock its receive path holds, not from `sk_flags`: setsockopt's
+            // non-atomic updates of those under lock_sock alone could undo a bit set there.
+            return if s.conn.is_done() && !s.conn.is_reset() {
                 Ok(0)
             } else if s.conn.is_reset() {
                 Err(errno!(ECONNRESET))

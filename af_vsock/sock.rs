@@ -406,7 +406,8 @@ pub(crate) fn mirror(sk: Sk, s: &VState) {
     }
     sk.set_state(st);
     sk.set_shutdown(s.conn.local_shutdown());
-    // A transport reset is no end of file (`SOCK_DONE` makes recv return 0).
+    // A transport reset is no end of file (`SOCK_DONE` makes recv return 0). The flag is for
+    // whoever inspects the socket; rvsock itself reads `Conn` (recvmsg).
     if s.conn.is_done() && !s.conn.is_reset() {
         sk.set_flag(net::SOCK_DONE);
     }
