@@ -156,9 +156,12 @@ pub(crate) fn release(sk: Sk) {
         let mut s = vsk(sk).st.lock();
         if s.conn.start_close_timer() && !s.close_armed {
             s.close_armed = true;
-            drop(s);
+            // Armed under the state lock: a RST handled on another CPU right after it (its
+            // `finish_close` cancels the timer) must find the timer queued, or the closed
+            // socket would wait the whole timeout to be freed.
             let _ = sk.hold().into_raw();
             vsk(sk).close_work.schedule(net::msecs_to_jiffies(crate::proto::hdr::CLOSE_TIMEOUT_MS));
+            drop(s);
             purge_rx(sk);
             drop(g);
             return;

@@ -7,7 +7,7 @@ use crate::ffi;
 use crate::net::{self, state, Msg, Sk, SockGuard};
 use crate::pkt::{Pkt, PktQueue};
 use crate::proto::hdr::{SockType, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_PORT_ANY};
-use crate::sock::{send_on, sock_type, src_addr, vsk};
+use crate::sock::{send_on, sock_type, src_addr, vsk, VState};
 use kernel::ffi::c_long;
 use kernel::prelude::*;
 
@@ -329,10 +329,34 @@ fn stream_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> 
     res
 }
 
+/// Puts the packets a reader took out of the queue (to copy them without the state lock)
+/// back in front of it, before any that arrived meanwhile. A transport reset purges the
+/// queue and nothing queued may outlive it: then they come back, for the caller to drop
+/// once the lock is released (freeing a zerocopy packet may wake its sender).
+fn restore(s: &mut VState, mut q: PktQueue) -> Option<PktQueue> {
+    if s.conn.is_reset() {
+        return Some(q);
+    }
+    while let Some(p) = s.rxq.pop_front() {
+        q.push_back(p);
+    }
+    s.rxq = q;
+    None
+}
+
+/// [`restore`] for one packet.
+fn restore_one(s: &mut VState, p: Pkt) -> Option<Pkt> {
+    if s.conn.is_reset() {
+        return Some(p);
+    }
+    s.rxq.push_front(p);
+    None
+}
+
 fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     // Peek copies under the state lock would fault-sleep; take the whole queue out instead
     // (only this reader, under lock_sock, removes packets), copy, and put it back in front.
-    let mut q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
+    let q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
     let mut copied = 0usize;
     let mut res = Ok(());
     q.for_each(|p| {
@@ -344,14 +368,8 @@ fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
         copied += n;
         copied < len
     });
-    {
-        let mut s = vsk(sk).st.lock();
-        // New packets may have arrived meanwhile: append them after ours.
-        while let Some(p) = s.rxq.pop_front() {
-            q.push_back(p);
-        }
-        s.rxq = q;
-    }
+    let stale = restore(&mut vsk(sk).st.lock(), q);
+    drop(stale);
     res.map(|_| copied)
 }
 
@@ -362,7 +380,8 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
         let Some(mut p) = vsk(sk).st.lock().rxq.pop_front() else { break };
         let n = (p.remaining() as usize).min(len - copied);
         if let Err(e) = copy_pkt(&p, n, msg) {
-            vsk(sk).st.lock().rxq.push_front(p);
+            let stale = restore_one(&mut vsk(sk).st.lock(), p);
+            drop(stale);
             res = Err(e);
             break;
         }
@@ -380,14 +399,13 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
             drop(p);
             None
         };
-        let out = {
+        let (out, stale) = {
             let mut s = vsk(sk).st.lock();
-            if let Some(p) = rest {
-                s.rxq.push_front(p);
-            }
+            let stale = rest.and_then(|p| restore_one(&mut s, p));
             let c = s.conn.on_consume(n as u32);
-            c.and_then(|c| s.ctl(c, None))
+            (c.and_then(|c| s.ctl(c, None)), stale)
         };
+        drop(stale);
         if let Some(o) = out {
             let _ = o.send();
         }
@@ -438,19 +456,17 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
             }
         }
     }
-    let out = {
+    let (out, stale) = {
         let mut s = vsk(sk).st.lock();
-        while let Some(p) = s.rxq.pop_front() {
-            q.push_back(p);
-        }
-        s.rxq = q;
+        let stale = restore(&mut s, q);
         if peek {
-            None
+            (None, stale)
         } else {
             let c = s.conn.on_seq_consume(msg_len as u32);
-            c.and_then(|c| s.ctl(c, None))
+            (c.and_then(|c| s.ctl(c, None)), stale)
         }
     };
+    drop(stale);
     if let Some(o) = out {
         let _ = o.send();
     }

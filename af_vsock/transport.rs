@@ -29,18 +29,22 @@ pub(crate) unsafe extern "C" fn rvsock_transport_register(t: *const RawTransport
 }
 
 /// Unregisters a transport (exported). Sockets pin the transport's module, so none can
-/// still use it here unless they were reset; reset whatever remains anyway.
+/// still use it here unless they were reset; reset whatever remains anyway. The slot is
+/// cleared first, so that no connect() on another CPU picks the transport after the reset
+/// has walked the tables (its socket would wait for a RESPONSE until its timeout).
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_transport_unregister(t: *const RawTransport) {
-    // SAFETY: forwarding our own arguments.
-    unsafe { rvsock_transport_reset(t, u32::MAX, crate::abi::NS_ANY) };
-    let mut g = global().lock();
-    let g = &mut *g;
-    for slot in [&mut g.local, &mut g.g2h, &mut g.h2g] {
-        if slot.map(|s| s.0) == Some(t) {
-            *slot = None;
+    {
+        let mut g = global().lock();
+        let g = &mut *g;
+        for slot in [&mut g.local, &mut g.g2h, &mut g.h2g] {
+            if slot.map(|s| s.0) == Some(t) {
+                *slot = None;
+            }
         }
     }
+    // SAFETY: forwarding our own arguments.
+    unsafe { rvsock_transport_reset(t, u32::MAX, crate::abi::NS_ANY) };
 }
 
 /// Delivers a received packet (exported; consumes it).
