@@ -19,8 +19,12 @@ use kernel::prelude::*;
 /// In-tree answers EADDRINUSE until the RST arrives or the 8 s timer fires; an application
 /// that closes, hears from its peer on another channel and binds the same port again
 /// (upstream vsock_test `double_bind_connect`) then depends on which of the two messages
-/// the peer's machine delivers first. Nothing can reach the closed socket any more, so
-/// finishing its close early changes nothing else.
+/// the peer's machine delivers first. Nothing can reach the closed socket any more; but the
+/// peer's RST it waited for is usually on its way already (the peer sends it when it sees our
+/// SHUTDOWN, before it tells anyone), and it comes to the same address: `me` remembers that
+/// peer (`VState::stale_rst`) so that the RST does not reset `me`'s connect() to it (a
+/// nested `vsock_test` run failed so: `double bind connect...connect: Connection reset by
+/// peer`, its server had accepted).
 pub(crate) fn reclaim_lingering(me: Sk, addr: Addr) {
     let ns = vsk(me).st.lock().ns;
     let Some(old) = global().lock().find_bound(addr, ns).cloned() else { return };
@@ -28,10 +32,13 @@ pub(crate) fn reclaim_lingering(me: Sk, addr: Addr) {
     if o.as_ptr() == me.as_ptr() || !o.flag(net::SOCK_DEAD) {
         return;
     }
-    let (armed, lingering, done) = {
+    let (armed, lingering, done, peer) = {
         let s = vsk(o).st.lock();
-        (s.close_armed, s.conn.local_shutdown() == net::SHUTDOWN_MASK, s.conn.is_done())
+        (s.close_armed, s.conn.local_shutdown() == net::SHUTDOWN_MASK, s.conn.is_done(), s.remote)
     };
+    if !done && armed && lingering {
+        vsk(me).st.lock().stale_rst = Some(peer);
+    }
     if done {
         // Its close is over (the peer's RST came) and its unhash is about to run on the
         // path that finished it (receive path, timer) but may not have yet (a preemptible

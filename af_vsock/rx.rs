@@ -82,6 +82,19 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         reset_no_sock(t, &h, Ctr::WrongPeer, ns);
         return;
     }
+    // The RST a closed socket waited for, arriving after this socket took over its port
+    // (`close::reclaim_lingering`): it ends that old connection, not our connect(). The peer
+    // sent it before it could see our REQUEST, so it comes before the answer to it; once we
+    // hear anything else from the peer, it is no longer expected.
+    if s.stale_rst.is_some() {
+        if s.stale_rst == Some(src) && v.op == Op::Rst && s.conn.state() == State::Connecting {
+            s.stale_rst = None;
+            drop(s);
+            stats::inc(t, Ctr::WrongPeer);
+            return;
+        }
+        s.stale_rst = None;
+    }
     // A payload for an established connection: decide how it joins the receive queue and
     // check the queue's memory budget before the state machine accounts it.
     let seq = v.ty == SockType::Seqpacket;

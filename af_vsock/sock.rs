@@ -150,6 +150,10 @@ pub(crate) struct VState {
     /// A credit update that `read_sock` could not send in its (possibly atomic) context;
     /// `credit_work` sends it.
     pub(crate) credit_due: Option<Ctl>,
+    /// The peer of a closed socket whose port this one took over while it still waited for
+    /// that peer's RST (`close::reclaim_lingering`): that RST may still be on its way, and
+    /// to the same local port it would reset our own connect() to the same peer.
+    pub(crate) stale_rst: Option<Addr>,
 }
 
 /// What a child socket inherits from its listener (read under the listener's state lock,
@@ -243,6 +247,7 @@ impl VSock {
             close_armed: false,
             connect_armed: false,
             credit_due: None,
+            stale_rst: None,
         };
         let init = kernel::new_spinlock!(st, "rvsock_sock");
         // SAFETY: `p` is our freshly allocated, exclusively owned socket; the fields are
