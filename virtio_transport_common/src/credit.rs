@@ -286,16 +286,24 @@ impl RxCredit {
     }
 
     /// Most kernel memory (payloads plus per-packet overhead) the receive queue may hold:
-    /// twice the furthest window ever advertised (at least the buffer size), plus one
-    /// maximum-size packet. A peer that respects its credit stays below it however it cuts
-    /// its data, because the glue merges small payloads; only a flood of tiny messages that
-    /// cannot be merged (SEQPACKET, or empty ones, which credit does not limit at all) with
-    /// a reader that does not consume can reach it. Upstream resets such a connection when
-    /// its per-packet overhead exceeds `buf_alloc`; so does the glue here.
+    /// twice the furthest window ever advertised (at least the buffer size), plus three
+    /// maximum-size packets. A peer that respects its credit stays below it however it cuts
+    /// its data: the glue merges small payloads and copies a lagging reader's larger ones to
+    /// exact-size buffers, which the allocator's power-of-two rounding makes up to twice
+    /// their payload (hence twice the window); the packet at the head of the queue is the
+    /// transport's own buffer (up to 128 KiB for a full packet), kept whole while the reader
+    /// consumes it, so its memory outlives the credit it returns; the rest is a partly
+    /// filled merge buffer and headers. With one packet of slack instead of three, a guest
+    /// reader with 64 KiB receive buffers and a host sending 16 KiB payloads (vhost-device-
+    /// vsock; each copy rounded to 32 KiB) was reset with ENOBUFS at 2 x 256 KiB + 64 KiB.
+    /// Only a flood of tiny messages that cannot be merged (SEQPACKET, or empty ones, which
+    /// credit does not limit at all) with a reader that does not consume reaches it.
+    /// Upstream resets such a connection when its per-packet overhead exceeds `buf_alloc`;
+    /// so does the glue here.
     pub fn mem_budget(&self) -> u64 {
         u64::from(self.room.max(self.buf_alloc))
             .saturating_mul(2)
-            .saturating_add(u64::from(MAX_PKT_BUF_SIZE))
+            .saturating_add(3 * u64::from(MAX_PKT_BUF_SIZE))
     }
 
     /// Accounts an accepted payload as queued.
