@@ -37,10 +37,10 @@ echo "RVSOCK-L2-LOG-BEGIN"; sed 's/^/L2| /' /tmp/l2.log; echo "RVSOCK-L2-LOG-END
 reap "$rcv" 60
 grep -v RVSOCK-SPLICE-LISTENING /tmp/splice-g2h.out
 reap "$usrv" 30
-# The g2h io_uring client failed three times on 2026-12-03 with "connect: Connection reset by
-# peer"; the server had started the test and was waiting in accept (no timeout). Keep what
-# the REQUEST met next time: the packets of port 1234 both kernels saw and sent, and the
-# state changes of its sockets (trace_port; the L2 prints its side).
+# The g2h io_uring client fails now and then with "connect: Connection reset by peer": its
+# connect() is interrupted by io_uring's task work and retried from the same port (README,
+# "Kernel users", traced with this). On a failure: the packets of port 1234 both kernels saw
+# and sent, and the state changes of its sockets (trace_port; the L2 prints its side).
 if ! grep -q 'All tests have been executed' /tmp/uring-g2h-server.out; then
     sed 's/^/# uring-g2h server: /' /tmp/uring-g2h-server.out
     grep . /sys/kernel/debug/rvsock/*/* 2>/dev/null | grep -v ':0$' | sed 's/^/# /'
