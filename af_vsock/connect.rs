@@ -245,8 +245,6 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
         }
         let sig = net::signal_pending();
         if sig || timeout == 0 {
-            // Not connected: back to unconnected, keeping the binding and the transport so
-            // that user space may retry. A RESPONSE that comes later is answered with an RST.
             let mut s = vsk(sk).st.lock();
             // Decided under the lock the receive path takes: the RESPONSE (or an RST) may have
             // been handled on another CPU since `done()` above, and then it wins. Going on
@@ -255,12 +253,27 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
             if s.ss == ss::CONNECTED || sk.err() != 0 {
                 break;
             }
+            if timeout != 0 {
+                // Interrupted (EINTR), with time left: the handshake goes on, as TCP's does.
+                // A retried connect() waits for the same RESPONSE (`ss` CONNECTING), poll and
+                // SO_ERROR tell the outcome, the connect timer ends it. In-tree goes back to
+                // unconnected: the peer's RESPONSE then meets a closed socket and is answered
+                // with an RST that closes the peer's new connection, and the retry's REQUEST,
+                // from the same port, reaches that closed connection and is reset. io_uring
+                // interrupts a connect without any signal (task work for a zero-copy
+                // completion); upstream vsock_uring_test failed so.
+                drop(s);
+                arm_connect_timeout(sk, timeout as u64);
+                return Err(net::intr_errno(timeout));
+            }
+            // Timed out: back to unconnected, keeping the binding and the transport so that
+            // user space may retry. A RESPONSE that comes later is answered with an RST.
             let _ = s.conn.connect_timeout();
             s.ss = ss::UNCONNECTED;
             mirror(sk, &s);
             drop(s);
             unhash_connected(sk);
-            return Err(if sig { net::intr_errno(timeout) } else { errno!(ETIMEDOUT) });
+            return Err(errno!(ETIMEDOUT));
         }
     }
     let e = sk.err();
