@@ -193,7 +193,7 @@ run_scenario() {
     # (nested-rvsock-host-rvsock-guest, rvsock-migrate, rvsock-netns), none in a rerun of those
     # three. Open (README "Scenarios"); init checks the count (vm-has-N-cpus).
     # RVSOCK_NESTED_CPUS=2 gives a nested L1 two (to chase that); RVSOCK_QEMU_ARGS are added
-    # to every L1's QEMU (e.g. "-d cpu_reset,guest_errors -D /tmp/l1-%d.log").
+    # to every L1's QEMU (e.g. "-d cpu_reset,guest_errors -D /tmp/l1.log").
     local cpus=2 smp=2,sockets=2
     if [ "$topo" = nested ] && [ "${RVSOCK_NESTED_CPUS:-1}" != 2 ]; then cpus=1; smp=1; fi
     # A vhost-user guest on the sanitizer kernel keeps one too for now: on two, its h2g reader
