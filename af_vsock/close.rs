@@ -114,7 +114,7 @@ pub(crate) fn shutdown(sk: Sk, how: i32) -> Result {
         sk.state_change();
     }
     if let Some(o) = out {
-        let _ = o.send();
+        let _ = o.send(sk);
     }
     Ok(())
 }
@@ -143,7 +143,7 @@ pub(crate) fn release(sk: Sk) {
     }
     drop(children);
     if let Some(o) = r.1 {
-        let _ = o.send();
+        let _ = o.send(sk);
     }
     let mut wait_for_peer = r.0;
     if wait_for_peer && sk.flag(net::SOCK_LINGER) {
@@ -195,7 +195,7 @@ pub(crate) fn release_child(c: Sk) {
         o
     };
     if let Some(o) = out {
-        let _ = o.send();
+        let _ = o.send(c);
     }
     purge_rx(c);
     unhash(c);

@@ -203,7 +203,7 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
                 c.and_then(|c| s.ctl(c, None))
             };
             let sent = match out {
-                Some(o) => o.send(),
+                Some(o) => o.send(sk),
                 None => Err(EINVAL),
             };
             if let Err(e) = sent {

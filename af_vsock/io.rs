@@ -174,6 +174,9 @@ fn send_chunk(
             pflags |= SEQ_EOR;
         }
     }
+    // Stamp and hand over in one `tx_order` hold (see `VSock::tx_order`); a transport that
+    // delivers in place does not need it.
+    let order = vsk(sk).tx_order.lock();
     let t = {
         let mut s = vsk(sk).st.lock();
         let Some(t) = s.transport.as_ref() else {
@@ -187,7 +190,10 @@ fn send_chunk(
         p.set_hdr(&h);
         (tp, s.ns)
     };
-    if let Err(e) = send_on(t.0, p, t.1) {
+    let order = crate::sock::queueing(t.0).then_some(order);
+    let sent = send_on(t.0, p, t.1);
+    drop(order);
+    if let Err(e) = sent {
         // The packet never left: its credit and `unsent` bytes are ours again.
         vsk(sk).st.lock().conn.put_back_credit(n);
         return Err(e);
@@ -407,7 +413,7 @@ fn stream_dequeue(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
         };
         drop(stale);
         if let Some(o) = out {
-            let _ = o.send();
+            let _ = o.send(sk);
         }
     }
     if copied == 0 {
@@ -468,7 +474,7 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
     };
     drop(stale);
     if let Some(o) = out {
-        let _ = o.send();
+        let _ = o.send(sk);
     }
     res?;
     let e = sk.err();

@@ -9,7 +9,8 @@
 //! Locks: `lock_sock` (the socket lock) serialises the system calls of one socket and is
 //! dropped while they sleep; `VSock::st` (a spinlock) protects the connection state and is
 //! what the receive path takes, so packets can be delivered in the sender's context. A
-//! transport's `send_pkt` is never called with `st` held.
+//! transport's `send_pkt` is never called with `st` held. `VSock::tx_order` (a mutex) keeps
+//! a socket's packets on a queueing transport in the order their credit fields were stamped.
 
 use crate::abi::{RawTransport, TRANSPORT_F_SEQPACKET};
 use crate::ffi;
@@ -23,7 +24,7 @@ use crate::proto::hdr::{
 use crate::stats::{self, Ctr};
 use crate::table::{global, TransportPtr};
 use kernel::prelude::*;
-use kernel::sync::SpinLock;
+use kernel::sync::{Mutex, SpinLock};
 
 pub(crate) use crate::close::{release, release_child, reset, shutdown};
 pub(crate) use crate::connect::{accept, bind, connect, getname, listen};
@@ -187,6 +188,18 @@ pub(crate) struct VSock {
     sk: ffi::sock,
     /// Connection state.
     pub(crate) st: SpinLock<VState>,
+    /// Held from stamping a packet's credit fields (`Conn::stamp`, under `st`) until a
+    /// queueing transport has it in its FIFO (`send_pkt` returned), so the peer sees our
+    /// `fwd_cnt` only grow. Without it the receive path's answer to a CREDIT_REQUEST (one
+    /// CPU) and the reader's CREDIT_UPDATE (another) could overtake each other: the peer then
+    /// sees `fwd_cnt` go back, and peers that compute their credit as `buf_alloc - (tx_cnt -
+    /// fwd_cnt)` in wrapping u32 arithmetic (vhost-device-vsock, in-tree 6.12) get a huge
+    /// credit and overrun our buffer (we reset with ENOBUFS). In-tree gets this order from
+    /// `lock_sock`, which its receive path takes. Not taken for a transport that delivers in
+    /// place (loopback: its peer is rvsock, which ignores a `fwd_cnt` going back, and the
+    /// delivery may answer on the same socket). Order: `tx_order` → `st`; `tx_order` →
+    /// the transport's locks. Process context only.
+    pub(crate) tx_order: Mutex<()>,
     pub(crate) close_work: DelayedWork,
     pub(crate) connect_work: DelayedWork,
     /// Sends `VState::credit_due` from process context (queued with a socket reference).
@@ -254,6 +267,8 @@ impl VSock {
         // uninitialised (zeroed) memory that we initialise in place exactly once.
         unsafe {
             ffi::pin_init_at(init, core::ptr::addr_of_mut!((*p).st)).map_err(|_| ENOMEM)?;
+            let order = kernel::new_mutex!((), "rvsock_tx_order");
+            ffi::pin_init_at(order, core::ptr::addr_of_mut!((*p).tx_order)).map_err(|_| ENOMEM)?;
             core::ptr::addr_of_mut!((*p).ns).write(ns);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
@@ -268,8 +283,12 @@ impl VSock {
     /// Called once, when no other reference to the socket exists.
     pub(crate) unsafe fn destruct(sk: Sk) {
         let p = sk.as_ptr() as *mut VSock;
-        // SAFETY: per the contract nobody else uses the socket; `st` was initialised by `init`.
-        unsafe { core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).st)) };
+        // SAFETY: per the contract nobody else uses the socket; `st` and `tx_order` were
+        // initialised by `init`.
+        unsafe {
+            core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).st));
+            core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).tx_order));
+        }
     }
 
 
@@ -284,23 +303,42 @@ pub(crate) struct Out {
     t: TransportPtr,
     pub(crate) h: Hdr,
     ns: u64,
+    /// Carries this socket's credit fields (everything but an RST answering a packet).
+    stamped: bool,
+}
+
+/// Whether `t` hands packets to a queue (virtio, vhost) rather than delivering them in the
+/// sender's context (loopback): only then does `VSock::tx_order` apply.
+pub(crate) fn queueing(t: TransportPtr) -> bool {
+    t.get().kind != crate::abi::TRANSPORT_LOCAL
 }
 
 impl Out {
-    /// Sends it. An allocation failure drops the control packet (as in-tree does on OOM)
-    /// and counts as sent; a transport error (e.g. -ENODEV: no device for the CID) is
-    /// returned, and only `connect` acts on it.
-    pub(crate) fn send(self) -> Result {
-        match Pkt::alloc(0, false) {
-            Ok(mut p) => {
-                p.set_hdr(&self.h);
-                send_on(self.t, p, self.ns)
-            }
-            Err(_) => {
-                stats::inc(self.t, Ctr::AllocFail);
-                Ok(())
+    /// Sends it on behalf of `sk` (the socket it was made for, kept alive by the caller). On
+    /// a queueing transport the credit fields are stamped again under `sk`'s `tx_order`, so
+    /// they reach the peer in order. An allocation failure drops the control packet (as
+    /// in-tree does on OOM) and counts as sent; a transport error (e.g. -ENODEV: no device
+    /// for the CID) is returned, and only `connect` acts on it.
+    pub(crate) fn send(mut self, sk: Sk) -> Result {
+        let Ok(mut p) = Pkt::alloc(0, false) else {
+            stats::inc(self.t, Ctr::AllocFail);
+            return Ok(());
+        };
+        if !(self.stamped && queueing(self.t)) {
+            p.set_hdr(&self.h);
+            return send_on(self.t, p, self.ns);
+        }
+        let v = vsk(sk);
+        let _order = v.tx_order.lock();
+        {
+            let mut s = v.st.lock();
+            // Still the transport the packet was made for: its credit state is ours to stamp.
+            if s.transport.as_ref().map(|r| r.ptr().0) == Some(self.t.0) {
+                s.conn.stamp(&mut self.h);
             }
         }
+        p.set_hdr(&self.h);
+        send_on(self.t, p, self.ns)
     }
 }
 
@@ -330,7 +368,7 @@ unsafe extern "C" fn credit_work_fn(w: *mut ffi::work_struct) {
         if s.conn.state() == State::Established { c.and_then(|c| s.ctl(c, None)) } else { None }
     };
     if let Some(o) = out {
-        let _ = o.send();
+        let _ = o.send(sk.sk());
     }
 }
 
@@ -346,14 +384,14 @@ impl VState {
     pub(crate) fn ctl(&mut self, c: Ctl, reply_to: Option<&Hdr>) -> Option<Out> {
         let t = self.transport.as_ref()?;
         let tp = t.ptr();
-        let h = match (c, reply_to) {
-            (Ctl::RstReply, Some(h)) => crate::proto::hdr::rst_reply(h)?,
+        let (h, stamped) = match (c, reply_to) {
+            (Ctl::RstReply, Some(h)) => (crate::proto::hdr::rst_reply(h)?, false),
             _ => {
                 let src = src_addr(self, t);
-                self.conn.packet(c, src, self.remote)
+                (self.conn.packet(c, src, self.remote), true)
             }
         };
-        Some(Out { t: tp, h, ns: self.ns })
+        Some(Out { t: tp, h, ns: self.ns, stamped })
     }
 
     pub(crate) fn readable_bytes(&self) -> u32 {
@@ -456,7 +494,7 @@ pub(crate) fn run_after(sk: Sk, a: After) {
         unhash(sk);
     }
     if let Some(o) = a.out {
-        let _ = o.send();
+        let _ = o.send(sk);
     }
     if a.error {
         sk.error_report();
@@ -585,7 +623,7 @@ pub(crate) fn set_rcvlowat(sk: Sk, lowat: i32) -> Result {
         c.and_then(|c| s.ctl(c, None))
     };
     if let Some(o) = out {
-        let _ = o.send();
+        let _ = o.send(sk);
     }
     Ok(())
 }
