@@ -198,10 +198,10 @@ fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
 /// until we are done with it, because once queued, a concurrent accept() + close() or the
 /// listener's close may drop every other reference.
 fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid, h: &Hdr, ns: u64) {
-    if lsk.acceptq_is_full() || lsk.shutdown() == crate::net::SHUTDOWN_MASK {
+    let Some(slot) = BacklogSlot::take(lsk) else {
         reset_no_sock(t, h, Ctr::Refused, ns);
         return;
-    }
+    };
     // The transport a connect() towards the peer would pick must be the one the REQUEST came
     // on (in-tree assigns the child's transport and resets on a mismatch): a packet cannot
     // claim an address that another transport serves.
@@ -262,11 +262,44 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
             sock::release_child(c);
             return;
         }
-        // The backlog count moves with the queue, under the same lock: `sk_ack_backlog` is
-        // a plain read-modify-write, and an accept() on another CPU may take the child the
-        // moment the lock drops (counted after it, the count fell below zero, wrapped, and
-        // the listener looked full: the next REQUEST got an RST).
-        lsk.acceptq_added();
+        // Queued: the slot's count now belongs to the queue entry (accept() or the
+        // listener's release uncounts it).
+        slot.keep();
     }
     lsk.data_ready();
+}
+
+/// A listener's backlog slot held by a child being made: counted in `sk_ack_backlog` from
+/// the check until the child is queued (`keep`) or given up (dropped: uncounted). Checking
+/// and counting in one hold of the listener's state lock keeps REQUESTs arriving on several
+/// CPUs at once (loopback senders, two vhost workers) from all passing a backlog with one
+/// slot left (in-tree checks and counts under `lock_sock`). The count moves under that lock
+/// everywhere: `sk_ack_backlog` is a plain read-modify-write, and an accept() on another CPU
+/// takes the child the moment it is queued.
+struct BacklogSlot(Option<crate::net::Sk>);
+
+impl BacklogSlot {
+    /// Counts a slot, or `None` when the listener's backlog is full or it is shut down.
+    fn take(lsk: crate::net::Sk) -> Option<Self> {
+        let _ls = vsk(lsk).st.lock();
+        if lsk.acceptq_is_full() || lsk.shutdown() == crate::net::SHUTDOWN_MASK {
+            return None;
+        }
+        lsk.acceptq_added();
+        Some(BacklogSlot(Some(lsk)))
+    }
+
+    /// The child was queued; call with the listener's state lock held.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for BacklogSlot {
+    fn drop(&mut self) {
+        if let Some(lsk) = self.0.take() {
+            let _ls = vsk(lsk).st.lock();
+            lsk.acceptq_removed();
+        }
+    }
 }
