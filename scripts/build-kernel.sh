@@ -21,6 +21,17 @@ JOBS=${JOBS:-$(( $(nproc) + 1 ))}
 if [ -z "$CONFIG_ONLY" ] && [ -f "$OUT/.rvsock-built" ]; then
     log "kernel $FLAVOUR ($KERNEL_SRC_PKG $KERNEL_PKG_VERSION) up to date: $OUT"; exit 0
 fi
+# One build per kernel line at a time (the flavours share the unpacked source): check.sh builds
+# the other line's kernels in the background while scenarios run, and its later prepare of that
+# line waits here for them, then finds them built.
+if [ -z "$CONFIG_ONLY" ]; then
+    mkdir -p "$CACHE/kernel"
+    exec 9> "$CACHE/kernel/.build-$KERNEL_SRC_PKG.lock"
+    flock 9 || die "cannot lock $CACHE/kernel/.build-$KERNEL_SRC_PKG.lock"
+    if [ -f "$OUT/.rvsock-built" ]; then
+        log "kernel $FLAVOUR ($KERNEL_SRC_PKG $KERNEL_PKG_VERSION) up to date: $OUT"; exit 0
+    fi
+fi
 
 if [ ! -f "$SRC/.rvsock-unpacked" ]; then
     tarball=/usr/src/$KERNEL_SRC_PKG.tar.xz

@@ -18,8 +18,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     log "apt: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Wait for a concurrent apt (check.sh's background build of the other kernel line runs
+    # this script too) instead of failing on its lock.
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
+    apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ "$KERNEL" != 6.12 ]; then "$TOP/scripts/fetch-newest-kernel-src.sh" >/dev/null; fi
 log "kernel source: $KERNEL_SRC_PKG $(kernel_pkg_version)"
