@@ -193,7 +193,7 @@ pub(crate) struct VSock {
     /// `fwd_cnt` only grow. Without it the receive path's answer to a CREDIT_REQUEST (one
     /// CPU) and the reader's CREDIT_UPDATE (another) could overtake each other: the peer then
     /// sees `fwd_cnt` go back, and peers that compute their credit as `buf_alloc - (tx_cnt -
-    /// fwd_cnt)` in wrapping u32 arithmetic (vhost-device-vsock, in-tree 6.12) get a huge
+    /// fwd_cnt)` in wrapping u32 arithmetic (vhost-device-vsock 0.3; in-tree clamps) get a huge
     /// credit and overrun our buffer (we reset with ENOBUFS). In-tree gets this order from
     /// `lock_sock`, which its receive path takes. Not taken for a transport that delivers in
     /// place (loopback: its peer is rvsock, which ignores a `fwd_cnt` going back, and the
