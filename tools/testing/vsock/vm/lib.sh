@@ -558,6 +558,12 @@ boot_l2() {
                 t2=$(($(up) - t0))
                 if wait_log "$1" RVSOCK-L2-READY $((300 * s)); then
                     echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt first-line=${t1}s init=${t2}s ready=$(($(up) - t0))s"
+                    # L2_LIVE=1 (RVSOCK_KARGS): copy the L2's console to ours as it comes, so
+                    # an L1 that hangs or resets still shows what its L2 printed last (the
+                    # whole log is otherwise printed at the scenario's end).
+                    if [ "${L2_LIVE:-}" = 1 ]; then
+                        tail -n +1 -f "$1" | while IFS= read -r l; do echo "L2live $2| $l"; done &
+                    fi
                     return 0
                 fi
                 # It booted and failed: no retry.
