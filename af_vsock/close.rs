@@ -26,7 +26,7 @@ use kernel::prelude::*;
 /// nested `vsock_test` run failed so: `double bind connect...connect: Connection reset by
 /// peer`, its server had accepted).
 pub(crate) fn reclaim_lingering(me: Sk, addr: Addr) {
-    let ns = vsk(me).st.lock().ns;
+    let ns = vsk(me).ns;
     let Some(old) = global().lock().find_bound(addr, ns).cloned() else { return };
     let o = old.sk();
     if o.as_ptr() == me.as_ptr() || !o.flag(net::SOCK_DEAD) {

@@ -14,6 +14,7 @@ use kernel::prelude::*;
 
 /// bind(2) core (`addr` already validated as a sockaddr_vm).
 fn do_bind(sk: Sk, addr: Addr) -> Result {
+    let ns = vsk(sk).ns;
     let mut g = global().lock();
     let mut s = vsk(sk).st.lock();
     if s.local.port != VMADDR_PORT_ANY {
@@ -21,9 +22,9 @@ fn do_bind(sk: Sk, addr: Addr) -> Result {
     }
     bind_allowed(&g, addr)?;
     let port = if addr.port == VMADDR_PORT_ANY {
-        g.pick_port(addr.cid, s.ns).ok_or(errno!(EADDRNOTAVAIL))?
+        g.pick_port(addr.cid, ns).ok_or(errno!(EADDRNOTAVAIL))?
     } else {
-        if g.find_bound(addr, s.ns).is_some() {
+        if g.find_bound(addr, ns).is_some() {
             return Err(errno!(EADDRINUSE));
         }
         addr.port
@@ -136,13 +137,14 @@ pub(crate) fn listen(sk: Sk, backlog: i32) -> Result {
 /// `vsock_assign_transport`).
 fn assign_transport(sk: Sk) -> Result {
     let fallback = crate::netns::g2h_fallback(sk);
+    let ns = vsk(sk).ns;
     let g = global().lock();
     let mut s = vsk(sk).st.lock();
     let to_host = s.remote_flags & FLAG_TO_HOST != 0;
-    let (t, via_host) = g.pick_transport(s.remote.cid, to_host, s.ns, fallback).ok_or(ENODEV)?;
+    let (t, via_host) = g.pick_transport(s.remote.cid, to_host, ns, fallback).ok_or(ENODEV)?;
     // The guest side of vsock is global (in-tree 7.x: the G2H transport's `stream_allow`
     // refuses sockets of local namespaces).
-    if t.get().kind == crate::abi::TRANSPORT_G2H && s.ns & crate::abi::NS_LOCAL != 0 {
+    if t.get().kind == crate::abi::TRANSPORT_G2H && ns & crate::abi::NS_LOCAL != 0 {
         return Err(errno!(ENETUNREACH));
     }
     if via_host {
@@ -154,7 +156,7 @@ fn assign_transport(sk: Sk) -> Result {
         }
     }
     let r = TransportRef::get(t).ok_or(ENODEV)?;
-    if sock_type(sk) == SockType::Seqpacket && !r.seqpacket_allow(s.remote.cid, s.ns) {
+    if sock_type(sk) == SockType::Seqpacket && !r.seqpacket_allow(s.remote.cid, ns) {
         return Err(errno!(ESOCKTNOSUPPORT));
     }
     let old = s.transport.replace(r);

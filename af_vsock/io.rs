@@ -188,7 +188,7 @@ fn send_chunk(
         let remote = s.remote;
         let h = s.conn.data_packet(n, pflags, src, remote);
         p.set_hdr(&h);
-        (tp, s.ns)
+        (tp, vsk(sk).ns)
     };
     let order = crate::sock::queueing(t.0).then_some(order);
     let sent = send_on(t.0, p, t.1);

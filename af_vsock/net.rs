@@ -513,6 +513,37 @@ impl DelayedWork {
     }
 }
 
+/// A work item embedded in a socket (no timer: 56 bytes smaller than a `DelayedWork`); its
+/// function gets the socket back.
+pub(crate) struct Work(ffi::work_struct);
+
+impl Work {
+    /// Initialises the work item in place.
+    ///
+    /// # Safety
+    /// `w` points to memory that stays valid (and unmoved) until the work has run or is
+    /// cancelled.
+    pub(crate) unsafe fn init(w: *mut Work, f: unsafe extern "C" fn(*mut ffi::work_struct)) {
+        // SAFETY: per the contract, `w` is valid; INIT_WORK initialises every field.
+        unsafe { ffi::rvsock_init_work(core::ptr::addr_of_mut!((*w).0), Some(f)) }
+    }
+
+    /// Queues the work on the system workqueue; false if already queued.
+    pub(crate) fn schedule(&self) -> bool {
+        // SAFETY: the work item was initialised by `init`; the system workqueue is static.
+        unsafe { ffi::rvsock_schedule_work(&self.0 as *const _ as *mut _) }
+    }
+
+    /// Recovers the containing `Work` from the `work_struct` passed to the function.
+    ///
+    /// # Safety
+    /// `w` is the `work_struct` of a `Work` initialised with `init`.
+    pub(crate) unsafe fn from_work(w: *mut ffi::work_struct) -> *mut Work {
+        // The `work_struct` is the only field of ours.
+        w.cast()
+    }
+}
+
 /// Converts milliseconds to jiffies.
 pub(crate) fn msecs_to_jiffies(ms: u32) -> u64 {
     // SAFETY: pure function.

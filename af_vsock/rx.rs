@@ -208,10 +208,8 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
     let to_host = v.dst.cid > VMADDR_CID_HOST && v.src.cid > VMADDR_CID_HOST;
     // The child lives in the listener's namespace (which `ns`, the packet's, reaches) and
     // inherits its settings: one look at the listener.
-    let (lns, inherit) = {
-        let s = vsk(lsk).st.lock();
-        (s.ns, s.inherit())
-    };
+    let lns = vsk(lsk).ns;
+    let inherit = vsk(lsk).st.lock().inherit();
     let fallback = crate::netns::g2h_fallback(lsk);
     let expected = global().lock().pick_transport(v.src.cid, to_host, lns, fallback);
     let Some((_, via_host)) = expected.filter(|(e, _)| e.0 == t.0) else {

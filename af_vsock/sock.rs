@@ -14,7 +14,7 @@
 
 use crate::abi::{RawTransport, TRANSPORT_F_SEQPACKET};
 use crate::ffi;
-use crate::net::{self, state, DelayedWork, Sk, SkRef};
+use crate::net::{self, state, DelayedWork, Sk, SkRef, Work};
 use crate::pkt::{Pkt, PktQueue};
 use crate::proto::conn::{Actions, Conn, Ctl, State};
 use crate::proto::hdr::{
@@ -116,8 +116,6 @@ pub(crate) struct VState {
     pub(crate) local: Addr,
     /// Remote address.
     pub(crate) remote: Addr,
-    /// The socket's namespace tag (`netns`), fixed at creation.
-    pub(crate) ns: u64,
     /// Remote address flags (`VMADDR_FLAG_TO_HOST`).
     pub(crate) remote_flags: u8,
     /// `struct socket` state (`SS_*`).
@@ -203,9 +201,9 @@ pub(crate) struct VSock {
     pub(crate) close_work: DelayedWork,
     pub(crate) connect_work: DelayedWork,
     /// Sends `VState::credit_due` from process context (queued with a socket reference).
-    pub(crate) credit_work: DelayedWork,
-    /// Namespace tag (`VState::ns`, copied here unlocked: fixed at creation, read by the
-    /// table lookups under the table lock alone).
+    pub(crate) credit_work: Work,
+    /// The socket's namespace tag (`netns`): fixed at creation, so read without `st` (the
+    /// table lookups read it under the table lock alone).
     pub(crate) ns: u64,
 }
 
@@ -243,7 +241,6 @@ impl VSock {
             conn: Conn::new(sock_type(sk), bs),
             local: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
             remote: Addr { cid: VMADDR_CID_ANY, port: VMADDR_PORT_ANY },
-            ns,
             remote_flags: 0,
             ss: ss::UNCONNECTED,
             transport: None,
@@ -272,7 +269,7 @@ impl VSock {
             core::ptr::addr_of_mut!((*p).ns).write(ns);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
-            DelayedWork::init(core::ptr::addr_of_mut!((*p).credit_work), credit_work_fn);
+            Work::init(core::ptr::addr_of_mut!((*p).credit_work), credit_work_fn);
         }
         Ok(())
     }
@@ -302,7 +299,6 @@ impl VSock {
 pub(crate) struct Out {
     t: TransportPtr,
     pub(crate) h: Hdr,
-    ns: u64,
     /// Carries this socket's credit fields (everything but an RST answering a packet).
     stamped: bool,
 }
@@ -324,11 +320,11 @@ impl Out {
             stats::inc(self.t, Ctr::AllocFail);
             return Ok(());
         };
+        let v = vsk(sk);
         if !(self.stamped && queueing(self.t)) {
             p.set_hdr(&self.h);
-            return send_on(self.t, p, self.ns);
+            return send_on(self.t, p, v.ns);
         }
-        let v = vsk(sk);
         let _order = v.tx_order.lock();
         {
             let mut s = v.st.lock();
@@ -338,7 +334,7 @@ impl Out {
             }
         }
         p.set_hdr(&self.h);
-        send_on(self.t, p, self.ns)
+        send_on(self.t, p, v.ns)
     }
 }
 
@@ -347,7 +343,7 @@ impl Out {
 pub(crate) fn schedule_credit_update(sk: Sk) {
     // Taken before queueing: the work may run (and drop it) at once.
     let r = sk.hold();
-    if vsk(sk).credit_work.schedule(0) {
+    if vsk(sk).credit_work.schedule() {
         // The reference travels into the work item, dropped by `credit_work_fn`.
         let _ = r.into_raw();
     }
@@ -358,8 +354,8 @@ unsafe extern "C" fn credit_work_fn(w: *mut ffi::work_struct) {
     // SAFETY: `w` is the work item of `VSock::credit_work`, embedded in a live VSock whose
     // reference the work holds (taken in `schedule_credit_update`).
     let sk = unsafe {
-        let dw = DelayedWork::from_work(w);
-        let p = (dw as *mut u8).sub(core::mem::offset_of!(VSock, credit_work)) as *mut ffi::sock;
+        let cw = Work::from_work(w);
+        let p = (cw as *mut u8).sub(core::mem::offset_of!(VSock, credit_work)) as *mut ffi::sock;
         SkRef::from_raw(p)
     };
     let out = {
@@ -391,7 +387,7 @@ impl VState {
                 (self.conn.packet(c, src, self.remote), true)
             }
         };
-        Some(Out { t: tp, h, ns: self.ns, stamped })
+        Some(Out { t: tp, h, stamped })
     }
 
     pub(crate) fn readable_bytes(&self) -> u32 {

@@ -50,6 +50,7 @@ bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &in
 void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { clear_bit(flag, &sk->sk_flags); }
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }
+bool rvsock_schedule_work(struct work_struct *w) { return schedule_work(w); }
 void rvsock_zcopy_get(struct ubuf_info *uarg) { net_zcopy_get(uarg); }
 void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success) { uarg->ops->complete(NULL, uarg, success); }
 void rvsock_zcopy_put_abort(struct ubuf_info *uarg) { net_zcopy_put_abort(uarg, true); }

@@ -47,6 +47,7 @@ bool rvsock_net_eq_init(const struct sock *sk);
 void *rvsock_kmalloc(size_t size, gfp_t gfp);
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag);
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay);
+bool rvsock_schedule_work(struct work_struct *w);
 struct ubuf_info;
 void rvsock_zcopy_get(struct ubuf_info *uarg);
 void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success);

@@ -104,3 +104,9 @@ done
 # The L2 guest's vsock interrupts while the host ran its h2g metrics (per stack and vector,
 # summed over rounds): with ONLY=connect_rate, interrupts per connection.
 { grep -a '^RVSOCK-BENCH-IRQ ' "$LOG" || true; } | tr -d '\r' | awk '{ n[$2 " " $5] += $6 } END { for (k in n) print "L2 interrupts during h2g (" k "): " n[k] }' | sort
+# Where idle_mem_per_conn goes: the slab caches that grew by >= 4 bytes per connection
+# (mean over the rounds that reported the cache), C against rvsock.
+{ grep -a '^RVSOCK-BENCH-SLAB ' "$LOG" || true; } | tr -d '\r' | awk '
+    { k = $4 " " $5; s[k " " $2] += $6; n[k " " $2]++; keys[k] = 1 }
+    END { for (k in keys) { c = n[k " c"] ? s[k " c"] / n[k " c"] : 0; r = n[k " rvsock"] ? s[k " rvsock"] / n[k " rvsock"] : 0
+          printf "idle connection slab (%s): C %.1f, rvsock %.1f bytes\n", k, c, r } }' | sort

@@ -90,6 +90,34 @@ fn slab_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Memory of each slab cache (`/proc/slabinfo`: slabs x pages per slab x 4 KiB), by name;
+/// empty when unreadable. Shows where `idle_mem_per_conn` goes.
+fn slab_caches() -> Vec<(String, u64)> {
+    let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    s.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // name active num objsize perslab pagesperslab : tunables a b c : slabdata act num shared
+            let pages: u64 = f.get(5)?.parse().ok()?;
+            let slabs: u64 = f.get(14)?.parse().ok()?;
+            Some((f.first()?.to_string(), slabs * pages * 4096))
+        })
+        .collect()
+}
+
+/// Prints `RVSOCK-BENCH-SLAB <cache> <bytes per connection>` for every cache that grew by at
+/// least 4 bytes per connection between `before` and `after`.
+fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usize) {
+    for (name, a) in after {
+        let b = before.iter().find(|(m, _)| m == name).map_or(0, |x| x.1);
+        let per = a.saturating_sub(b) as f64 / n as f64;
+        if per >= 4.0 {
+            println!("RVSOCK-BENCH-SLAB {name} {per:.1}");
+        }
+    }
+}
+
 fn report(metric: &str, value: f64, unit: &str, better: &str) {
     println!("RVSOCK-BENCH {metric} {value:.3} {unit} {better}");
 }
@@ -722,6 +750,7 @@ fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64), S
 /// ends over loopback; this end and the transport's share of it otherwise).
 fn idle_mem(cid: u32, port: u32, conns: usize) -> Result<f64, String> {
     sys::raise_nofile(2 * conns as u64 + 64).map_err(|e| io_err("rlimit", e))?;
+    let caches = slab_caches();
     let before = slab_bytes();
     let mut keep = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -735,6 +764,7 @@ fn idle_mem(cid: u32, port: u32, conns: usize) -> Result<f64, String> {
     thread::sleep(Duration::from_millis(500));
     let after = slab_bytes();
     let n = keep.len().max(1);
+    report_slab_growth(&caches, &slab_caches(), n);
     drop(keep);
     thread::sleep(Duration::from_millis(200));
     Ok(after.saturating_sub(before) as f64 / n as f64)
