@@ -170,6 +170,9 @@ fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int,
     unsafe {
         ffi::sock_init_data(sock, p);
         (*p).sk_type = ty;
+        // Writers wait for credit and for transport memory (`sock::charge_tx`); the default
+        // callback would only wake them while `sk_wmem_alloc` is under half of `sk_sndbuf`.
+        (*p).sk_write_space = Some(ffi::rvsock_write_space);
         (*p).sk_destruct = Some(sk_destruct);
     }
     // SAFETY: the socket is fresh and not yet visible to anybody else. On failure the

@@ -73,7 +73,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
                 let stop = sk.err() != 0
                     || s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0
                     || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0;
-                (s.conn.has_space(), stop)
+                (writable(sk, &s), stop)
             };
             if space > 0 || stop {
                 break;
@@ -84,13 +84,13 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             }
             timeout = sk.wait(g, timeout, || {
                 let s = vsk(sk).st.lock();
-                s.conn.has_space() > 0 || sk.err() != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0
+                writable(sk, &s) > 0 || sk.err() != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0
             });
             if net::signal_pending() {
                 err = Err(net::intr_errno(timeout));
                 break;
             }
-            if timeout == 0 && vsk(sk).st.lock().conn.has_space() == 0 {
+            if timeout == 0 && writable(sk, &vsk(sk).st.lock()) == 0 {
                 err = Err(EAGAIN);
                 break;
             }
@@ -125,6 +125,13 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         return Ok(sent);
     }
     err.map(|_| sent)
+}
+
+/// Credit the writer may use now: none while its packets still in a queueing transport take
+/// up the credit window in memory (`sock::charge_tx`).
+fn writable(sk: Sk, s: &VState) -> u32 {
+    let space = s.conn.has_space();
+    if space > 0 && crate::sock::tx_mem_ok(sk, s.conn.tx().buf_size()) { space } else { 0 }
 }
 
 /// Sends up to `want` bytes (bounded by credit and the packet size) as one packet.
@@ -191,6 +198,9 @@ fn send_chunk(
         (tp, vsk(sk).ns)
     };
     let order = crate::sock::queueing(t.0).then_some(order);
+    if order.is_some() {
+        crate::sock::charge_tx(sk, &mut p);
+    }
     let sent = send_on(t.0, p, t.1);
     drop(order);
     if let Err(e) = sent {
@@ -529,7 +539,7 @@ pub(crate) fn poll_mask(sk: Sk) -> u32 {
     if shut & net::RCV_SHUTDOWN != 0 || peer & net::SEND_SHUTDOWN != 0 {
         mask |= RDHUP | IN;
     }
-    if s.transport.is_some() && st == state::ESTABLISHED && shut & net::SEND_SHUTDOWN == 0 && s.conn.has_space() > 0 {
+    if s.transport.is_some() && st == state::ESTABLISHED && shut & net::SEND_SHUTDOWN == 0 && writable(sk, &s) > 0 {
         mask |= OUT;
     }
     if (st == state::CLOSE || st == state::CLOSING) && shut & net::SEND_SHUTDOWN == 0 {

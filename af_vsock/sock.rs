@@ -338,6 +338,57 @@ impl Out {
     }
 }
 
+/// Below this many bytes of a socket's packets left in its transport, a freed packet wakes the
+/// writers (and when none is left at all): with a 64 KiB packet or two still queued the
+/// transport stays busy while a woken writer fills it again.
+const TX_WAKE_AT: u32 = 64 * 1024;
+
+/// Charges a data packet to `sk` while a queueing transport holds it: `alloc_size(cap)`
+/// bytes of the socket's `sk_wmem_alloc` (which also keeps the socket's memory until the
+/// transport frees the packet, as `skb_set_owner_w` does), released by `rvsock_pkt_free`
+/// through [`uncharge_tx`]. Writers wait while the charge is at the credit window
+/// ([`tx_mem_ok`]): credit bounds the payload bytes in flight, this bounds the memory of the
+/// packets carrying them, which a flood of one-byte writes towards a peer that reads slowly
+/// (or a guest that does not take its receive buffers) would otherwise make ~96 times the
+/// credit, all of it waiting in the transport.
+pub(crate) fn charge_tx(sk: Sk, p: &mut Pkt) {
+    let cost = crate::pkt::alloc_size(p.cap());
+    // SAFETY: live socket (the caller holds a reference); the charge is released exactly once,
+    // by `rvsock_pkt_free` of this packet.
+    unsafe { ffi::rvsock_wmem_charge(sk.as_ptr(), cost) };
+    p.set_owner(sk.as_ptr().cast());
+}
+
+/// Whether `sk`'s packets in its transport leave room for another under `window` bytes.
+pub(crate) fn tx_mem_ok(sk: Sk, window: u32) -> bool {
+    // SAFETY: live socket; a plain read of its write-memory counter.
+    unsafe { ffi::rvsock_wmem_get(sk.as_ptr()) < window.max(1) }
+}
+
+/// Releases the charge of a freed packet (`rvsock_pkt_free`) and wakes the writers when the
+/// socket's charge fell to `TX_WAKE_AT` or to nothing.
+///
+/// # Safety
+/// `sk` was charged `cost` bytes by [`charge_tx`] for that packet, not yet released: those
+/// units of `sk_wmem_alloc` keep its memory valid (`sk_free` frees a socket only when
+/// `sk_wmem_alloc` reaches zero).
+pub(crate) unsafe fn uncharge_tx(sk: *mut ffi::sock, cost: u32) {
+    let cost = cost.max(1);
+    // Keep one unit across the wake-up, so the socket outlives it (as `sock_wfree`).
+    // SAFETY: per the contract we hold `cost` units; `cost - 1` leaves ours.
+    let left = unsafe { ffi::rvsock_wmem_sub_return(sk, cost - 1) };
+    // What stays charged without our unit and the socket's own (`sk_alloc`'s; gone once
+    // the socket is released, when nobody waits to write anyway).
+    let after = (left as u32).saturating_sub(2);
+    let before = after.saturating_add(cost);
+    if after == 0 || (before > TX_WAKE_AT && after <= TX_WAKE_AT) {
+        // SAFETY: our unit keeps `sk` valid; the callback handles an orphaned socket.
+        unsafe { ffi::rvsock_write_space(sk) };
+    }
+    // SAFETY: drops our last unit; frees the socket if the owner's reference went first.
+    unsafe { ffi::sk_free(sk) };
+}
+
 /// Has `credit_work` send `VState::credit_due` (callable in atomic context). The queued work
 /// holds a socket reference; one already queued sends the latest credit state anyway.
 pub(crate) fn schedule_credit_update(sk: Sk) {

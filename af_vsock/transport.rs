@@ -86,6 +86,7 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *
                 xmark: 0,
                 ext: core::ptr::null_mut(),
                 ns: crate::abi::NS_GLOBAL,
+                owner: core::ptr::null_mut(),
                 hdr: [0; crate::abi::HDR_LEN],
             })
         };
@@ -100,13 +101,19 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
         return;
     }
     // SAFETY: `p` came from `rvsock_pkt_alloc` and is owned by the caller; its extension, if
-    // any, was attached by the core's zerocopy send and is released with it.
+    // any, was attached by the core's zerocopy send and is released with it; its owner, if
+    // any, was charged by `sock::charge_tx` and holds its socket's memory until uncharged.
     unsafe {
         let ext = (*p).ext;
         if !ext.is_null() {
             crate::zerocopy::free_ext(ext);
         }
+        let owner = (*p).owner as *mut ffi::sock;
+        let cost = crate::pkt::alloc_size((*p).cap);
         ffi::kfree(p as *const core::ffi::c_void);
+        if !owner.is_null() {
+            crate::sock::uncharge_tx(owner, cost);
+        }
     }
 }
 

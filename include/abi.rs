@@ -37,6 +37,10 @@ pub struct RawPkt {
     /// (`NS_GLOBAL`) from `rvsock_pkt_alloc`, which is what a guest transport delivers.
     /// Loopback hands a packet back unchanged, so it stays in its sender's namespace.
     pub ns: u64,
+    /// Core-private: the socket (`struct sock`) a data packet is charged to while a queueing
+    /// transport holds it (`alloc_size(cap)` bytes of its `sk_wmem_alloc`, released by
+    /// `rvsock_pkt_free`); null for every other packet. Transports never touch it.
+    pub owner: *mut c_void,
     /// Header in virtio wire format (little endian).
     pub hdr: [u8; HDR_LEN],
     // `cap` payload bytes follow.

@@ -100,6 +100,12 @@ impl Pkt {
         self.raw().ext
     }
 
+    /// Charges the packet to `sk` (core only: `RawPkt::owner`; the caller has added
+    /// `alloc_size(cap)` to that socket's `sk_wmem_alloc`).
+    pub fn set_owner(&mut self, sk: *mut core::ffi::c_void) {
+        self.raw_mut().owner = sk;
+    }
+
     /// The namespace tag (`RawPkt::ns`).
     pub fn ns(&self) -> u64 {
         self.raw().ns

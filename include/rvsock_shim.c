@@ -51,6 +51,22 @@ void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { clear_bit(flag, &sk->sk_flags); }
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }
 bool rvsock_schedule_work(struct work_struct *w) { return schedule_work(w); }
+void rvsock_wmem_charge(struct sock *sk, unsigned int n) { refcount_add(n, &sk->sk_wmem_alloc); }
+int rvsock_wmem_sub_return(struct sock *sk, unsigned int n) { return atomic_sub_return(n, &sk->sk_wmem_alloc.refs); }
+unsigned int rvsock_wmem_get(const struct sock *sk) { return sk_wmem_alloc_get(sk); }
+/* sock_def_write_space without its sock_writeable() gate: rvsock wakes when credit or
+ * transport memory frees up, and its writers re-check both. Safe on an orphaned socket. */
+void rvsock_write_space(struct sock *sk)
+{
+	struct socket_wq *wq;
+
+	rcu_read_lock();
+	wq = rcu_dereference(sk->sk_wq);
+	if (skwq_has_sleeper(wq))
+		wake_up_interruptible_sync_poll(&wq->wait, EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+	sk_wake_async_rcu(sk, SOCK_WAKE_SPACE, POLL_OUT);
+	rcu_read_unlock();
+}
 void rvsock_zcopy_get(struct ubuf_info *uarg) { net_zcopy_get(uarg); }
 void rvsock_zcopy_complete(struct ubuf_info *uarg, bool success) { uarg->ops->complete(NULL, uarg, success); }
 void rvsock_zcopy_put_abort(struct ubuf_info *uarg) { net_zcopy_put_abort(uarg, true); }

@@ -662,7 +662,15 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     while t0.elapsed() < 3 * dur {
         match sys::send(&s, &[0x46], libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
             Ok(n) => queued += n as u64,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // Full for now: the peer's buffer (then nothing frees up: done), or the packets
+            // still in the transport (a stack that bounds them, as rvsock does, frees room as
+            // the peer takes them).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let r = sys::poll_one(&s, libc::POLLOUT, Duration::from_millis(500)).map_err(|e| io_err("poll", e))?;
+                if r & libc::POLLOUT == 0 {
+                    break;
+                }
+            }
             Err(e) => return Err(io_err("send", e)),
         }
     }
