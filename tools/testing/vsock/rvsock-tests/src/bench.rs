@@ -118,6 +118,18 @@ fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usiz
     }
 }
 
+/// Prints `# bench flood slab <side> <cache> <+-bytes>` for every cache whose memory moved by
+/// at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
+fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64)]) {
+    for (name, a) in after {
+        let b = before.iter().find(|(m, _)| m == name).map_or(0, |x| x.1);
+        let d = *a as i64 - b as i64;
+        if d.abs() >= 16 << 10 {
+            println!("# bench flood slab {side} {name} {d:+}");
+        }
+    }
+}
+
 fn report(metric: &str, value: f64, unit: &str, better: &str) {
     println!("RVSOCK-BENCH {metric} {value:.3} {unit} {better}");
 }
@@ -366,13 +378,21 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's Slab bytes, 0). The client's two queries
-/// are a whole flood apart: longer than `IO_TIMEOUT` on a slow stack.
+/// Answers each byte received with (this machine's Slab bytes, 0), and prints the caches
+/// that moved since the first query. The client's two queries are a whole flood apart:
+/// longer than `IO_TIMEOUT` on a slow stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
     sys::set_io_timeout(&c, Duration::from_secs(120))?;
     let mut b = [0u8; 1];
+    let mut first: Option<Vec<(String, u64)>> = None;
     while recv_exact(&c, &mut b)? {
-        send_all(&c, &u64s(slab_bytes(), 0))?;
+        let caches = slab_caches();
+        let total = slab_bytes();
+        match &first {
+            Some(f) => report_slab_moves("peer", f, &caches),
+            None => first = Some(caches),
+        }
+        send_all(&c, &u64s(total, 0))?;
     }
     Ok(())
 }
@@ -655,6 +675,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
         Ok(from_u64s(&r).0 + if remote { slab_bytes() } else { 0 })
     };
     thread::sleep(Duration::from_millis(200));
+    let caches = slab_caches();
     let before = slab()?;
     let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
     let mut queued = 0u64;
@@ -677,6 +698,9 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     // Let the transport deliver what it has in flight.
     thread::sleep(Duration::from_millis(300));
     let after = slab()?;
+    if remote {
+        report_slab_moves("here", &caches, &slab_caches());
+    }
     drop(s);
     println!("# flood: {queued} bytes queued in {:.1} s, Slab {before} -> {after}", t0.elapsed().as_secs_f64());
     if queued == 0 {

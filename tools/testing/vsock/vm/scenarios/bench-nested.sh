@@ -70,3 +70,5 @@ else
     result fail bench-complete
 fi
 kill "$serve" "$perf" 2>/dev/null
+# The server's own lines (the g2h flood's slab caches on this side).
+grep -a '^# bench' /tmp/serve.out | sed 's/^# bench /# bench g2h /'
