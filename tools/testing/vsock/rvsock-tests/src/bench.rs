@@ -118,14 +118,14 @@ fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usiz
     }
 }
 
-/// Prints `# bench flood slab <side> <cache> <+-bytes>` for every cache whose memory moved by
+/// Prints `# flood slab <side> <cache> <+-bytes>` for every cache whose memory moved by
 /// at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
 fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64)]) {
     for (name, a) in after {
         let b = before.iter().find(|(m, _)| m == name).map_or(0, |x| x.1);
         let d = *a as i64 - b as i64;
         if d.abs() >= 16 << 10 {
-            println!("# bench flood slab {side} {name} {d:+}");
+            println!("# flood slab {side} {name} {d:+}");
         }
     }
 }
