@@ -130,6 +130,16 @@ fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64
     }
 }
 
+/// Prints `# flood slab <side>-base <cache> <bytes>` for the 12 largest caches: what the
+/// stacks' Slab baselines are made of.
+fn report_slab_top(side: &str, caches: &[(String, u64)]) {
+    let mut v: Vec<&(String, u64)> = caches.iter().collect();
+    v.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    for (name, n) in v.into_iter().take(12) {
+        println!("# flood slab {side}-base {name} {n}");
+    }
+}
+
 fn report(metric: &str, value: f64, unit: &str, better: &str) {
     println!("RVSOCK-BENCH {metric} {value:.3} {unit} {better}");
 }
@@ -390,7 +400,10 @@ fn slab_query(c: OwnedFd) -> io::Result<()> {
         let total = slab_bytes();
         match &first {
             Some(f) => report_slab_moves("peer", f, &caches),
-            None => first = Some(caches),
+            None => {
+                report_slab_top("peer", &caches);
+                first = Some(caches);
+            }
         }
         send_all(&c, &u64s(total, 0))?;
     }
@@ -699,6 +712,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     thread::sleep(Duration::from_millis(300));
     let after = slab()?;
     if remote {
+        report_slab_top("here", &caches);
         report_slab_moves("here", &caches, &slab_caches());
     }
     drop(s);
