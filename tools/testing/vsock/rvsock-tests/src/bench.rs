@@ -130,14 +130,15 @@ fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64
     }
 }
 
-/// Prints `# flood slab <side>-base <cache> <bytes>` for the 12 largest caches: what the
-/// stacks' Slab baselines are made of.
+/// Prints `# flood slab <side>-base <cache> <bytes>` for the caches of at least 64 KiB, and
+/// their sum over all caches: what the stacks' Slab baselines are made of.
 fn report_slab_top(side: &str, caches: &[(String, u64)]) {
     let mut v: Vec<&(String, u64)> = caches.iter().collect();
     v.sort_unstable_by(|a, b| b.1.cmp(&a.1));
-    for (name, n) in v.into_iter().take(12) {
+    for (name, n) in v.into_iter().filter(|c| c.1 >= 64 << 10) {
         println!("# flood slab {side}-base {name} {n}");
     }
+    println!("# flood slab {side}-base all-caches {}", caches.iter().map(|c| c.1).sum::<u64>());
 }
 
 fn report(metric: &str, value: f64, unit: &str, better: &str) {
