@@ -75,6 +75,8 @@ struct Stats {
     rx_unwritten: AtomicU64,
     rx_alloc_fail: AtomicU64,
     rx_small: AtomicU64,
+    rx_grow: AtomicU64,
+    rx_shrink: AtomicU64,
     tx_pkts: AtomicU64,
     tx_bytes: AtomicU64,
     tx_queued: AtomicU64,
@@ -102,8 +104,18 @@ struct Rx {
     size: u32,
     /// Buffers currently posted.
     posted: u32,
-    /// Large buffers that came back holding a small (copied) payload, ready to post again.
+    /// Used buffers to post again, and their sizing.
+    bufs: RxBufs,
+}
+
+/// The rx buffers between device and ring: which size new ones get (`Shared::rx_size`), and
+/// those that came back without their payload (copied or dropped), ready to post again.
+struct RxBufs {
     recycle: PktQueue,
+    /// New buffers are large (`Shared::rx_cap`), else small (`SMALL_CAP`).
+    large: bool,
+    /// Buffers in a row that came back holding at most `SMALL_CAP` bytes.
+    small_run: u32,
 }
 
 /// Transmit direction, under `Shared::tx`. Running while `vq` is `Some`.
@@ -202,7 +214,10 @@ impl Shared {
         try_pin_init!(Shared {
             wq,
             dev <- new_mutex!(None, "rvsock_virtio_dev"),
-            rx <- new_mutex!(Rx { vq: None, size: 0, posted: 0, recycle: PktQueue::new() }, "rvsock_virtio_rx"),
+            rx <- new_mutex!(
+                Rx { vq: None, size: 0, posted: 0, bufs: RxBufs { recycle: PktQueue::new(), large: false, small_run: 0 } },
+                "rvsock_virtio_rx"
+            ),
             tx <- new_spinlock!(
                 Tx { vq: None, inflight: 0, zc_inflight: 0, sg: SgTable::new(), pending: PktQueue::new(), replies: 0, kick_owed: false },
                 "rvsock_virtio_tx"
@@ -309,10 +324,11 @@ impl Shared {
         }
         self.ev_fill();
         pr_info!(
-            "bound virtio-vsock device: guest CID {}, seqpacket {}, rx buffers {} x {} bytes\n",
+            "bound virtio-vsock device: guest CID {}, seqpacket {}, rx buffers {} x {} bytes (up to {} under bulk traffic)\n",
             cid,
             seqpacket,
             self.rx.lock().posted,
+            SMALL_CAP,
             self.rx_cap
         );
         *dev = Some(Bound { vdev, transport });
@@ -333,6 +349,8 @@ impl Shared {
             (b"rx_bad_hdr_len\0", &s.rx_bad_hdr_len),
             (b"rx_unwritten\0", &s.rx_unwritten),
             (b"rx_small_buffer_fallbacks\0", &s.rx_small),
+            (b"rx_buffers_grown\0", &s.rx_grow),
+            (b"rx_buffers_shrunk\0", &s.rx_shrink),
             (b"rx_alloc_failures\0", &s.rx_alloc_fail),
             (b"tx_packets\0", &s.tx_pkts),
             (b"tx_bytes\0", &s.tx_bytes),
@@ -353,7 +371,7 @@ impl Shared {
         self.stop(&b.vdev, Some(b.transport));
         let s = &self.stats;
         pr_info!(
-            "device removed; since load: rx {} pkts {} bytes ({} copied, {} bad used len, {} bad hdr len, {} unwritten, {} small-buffer fallbacks, {} alloc failures), tx {} pkts {} bytes ({} queued, {} dropped), events {} resets {} bad\n",
+            "device removed; since load: rx {} pkts {} bytes ({} copied, {} bad used len, {} bad hdr len, {} unwritten, {} small-buffer fallbacks, {} alloc failures, buffers grown {} shrunk {}), tx {} pkts {} bytes ({} queued, {} dropped), events {} resets {} bad\n",
             get(&s.rx_pkts),
             get(&s.rx_bytes),
             get(&s.rx_copied),
@@ -362,6 +380,8 @@ impl Shared {
             get(&s.rx_unwritten),
             get(&s.rx_small),
             get(&s.rx_alloc_fail),
+            get(&s.rx_grow),
+            get(&s.rx_shrink),
             get(&s.tx_pkts),
             get(&s.tx_bytes),
             get(&s.tx_queued),
@@ -409,7 +429,7 @@ impl Shared {
         self.tx_work.cancel_sync();
         self.ev_work.cancel_sync();
 
-        let recycled = core::mem::replace(&mut self.rx.lock().recycle, PktQueue::new());
+        let recycled = core::mem::replace(&mut self.rx.lock().bufs.recycle, PktQueue::new());
         drop(recycled);
         if let (Some(mut rx), Some(mut tx), Some(mut ev)) = (rxq, txq, evq) {
             // SAFETY: the device was reset above.
@@ -426,10 +446,14 @@ impl Shared {
 
     // ---- receive -------------------------------------------------------------------------
 
-    /// Allocates one rx buffer: a large one if that is possible without direct reclaim or
-    /// compaction (a high-order allocation must not stall the receive path), else a small one.
-    fn rx_alloc(&self) -> Option<Pkt> {
+    /// Allocates one rx buffer: a small one unless `large`; a large one if that is possible
+    /// without direct reclaim or compaction (a high-order allocation must not stall the
+    /// receive path), else a small one.
+    fn rx_alloc(&self, large: bool) -> Option<Pkt> {
         use kernel::bindings as b;
+        if !large {
+            return Pkt::alloc(SMALL_CAP, false).ok();
+        }
         let direct_reclaim: b::gfp_t = 1 << b::___GFP_DIRECT_RECLAIM_BIT;
         let gfp = (b::GFP_KERNEL & !direct_reclaim) | b::__GFP_NOWARN;
         // SAFETY: plain allocation; a null result is handled.
@@ -443,11 +467,11 @@ impl Shared {
 
     /// Tops the rx ring up to its size (recycled buffers first) and notifies the device.
     fn rx_fill(&self, rx: &mut Rx) {
-        let Rx { vq, size, posted, recycle } = rx;
+        let Rx { vq, size, posted, bufs } = rx;
         let Some(vq) = vq.as_mut() else { return };
         let mut added = false;
         while *posted < *size {
-            let Some(p) = recycle.pop_front().or_else(|| self.rx_alloc()) else {
+            let Some(p) = bufs.recycle.pop_front().or_else(|| self.rx_alloc(bufs.large)) else {
                 inc(&self.stats.rx_alloc_fail);
                 break;
             };
@@ -457,7 +481,7 @@ impl Shared {
                     added = true;
                 }
                 Err((_, p)) => {
-                    recycle.push_front(p);
+                    bufs.recycle.push_front(p);
                     break;
                 }
             }
@@ -467,15 +491,50 @@ impl Shared {
         }
     }
 
+    /// Sizes the buffers posted from now on by what the device writes into them (issue 17):
+    /// small (one 4 KiB allocation) while the peer sends small packets, large (`rx_cap`, 64 KiB
+    /// by default) once a buffer comes back full (the device split a larger packet over
+    /// several of ours), small again after two ring's worth in a row held at most a small
+    /// buffer's payload. A ring of 128 large buffers pins 8 MiB of guest memory; of small
+    /// ones, 512 KiB (in-tree posts 4 KiB buffers always: more packets per byte under bulk
+    /// traffic). Buffers of the other size are freed as they come back instead of reposted.
+    fn rx_size(&self, b: &mut RxBufs, size: u32, cap: u32, len: u32) {
+        if self.rx_cap <= SMALL_CAP {
+            return;
+        }
+        if len > SMALL_CAP || len == cap {
+            b.small_run = 0;
+            if len == cap && !b.large {
+                b.large = true;
+                inc(&self.stats.rx_grow);
+            }
+            return;
+        }
+        b.small_run = b.small_run.saturating_add(1);
+        if b.large && b.small_run >= 2 * size {
+            b.large = false;
+            inc(&self.stats.rx_shrink);
+        }
+    }
+
+    /// Keeps a used buffer for posting again if it has the size new buffers have; frees it
+    /// otherwise.
+    fn rx_recycle(&self, b: &mut RxBufs, pkt: Pkt) {
+        let want = if b.large { self.rx_cap } else { SMALL_CAP };
+        if pkt.cap() == want {
+            b.recycle.push_back(pkt);
+        }
+    }
+
     /// Checks one used rx buffer; returns the packet to deliver, or recycles/drops it.
-    fn rx_take(&self, recycle: &mut PktQueue, mut pkt: Pkt, used: u32) -> Option<Pkt> {
+    fn rx_take(&self, b: &mut RxBufs, size: u32, mut pkt: Pkt, used: u32) -> Option<Pkt> {
         let cap = pkt.cap();
         let hdr_len = crate::abi::HDR_LEN as u32;
         let Some(payload) = used.checked_sub(hdr_len).filter(|&n| n <= cap) else {
             if inc(&self.stats.rx_bad_used_len) < 8 {
                 pr_warn!("dropping rx buffer: device reports {} bytes used of {}\n", used, cap + hdr_len);
             }
-            recycle.push_back(pkt);
+            self.rx_recycle(b, pkt);
             return None;
         };
         let h = pkt.hdr();
@@ -484,19 +543,20 @@ impl Shared {
             if inc(&self.stats.rx_unwritten) < 8 {
                 pr_warn!("dropping rx buffer: device reports {} bytes used but wrote no header\n", used);
             }
-            recycle.push_back(pkt);
+            self.rx_recycle(b, pkt);
             return None;
         }
         if h.len > payload {
             if inc(&self.stats.rx_bad_hdr_len) < 8 {
                 pr_warn!("dropping packet: header length {} but {} payload bytes written\n", h.len, payload);
             }
-            recycle.push_back(pkt);
+            self.rx_recycle(b, pkt);
             return None;
         }
         pkt.set_len(h.len);
         inc(&self.stats.rx_pkts);
         add(&self.stats.rx_bytes, u64::from(h.len));
+        self.rx_size(b, size, cap, h.len);
         if cap <= 2 * RX_COPYBREAK || h.len > RX_COPYBREAK.max(cap / 8) {
             return Some(pkt);
         }
@@ -506,7 +566,7 @@ impl Shared {
         small.set_hdr(&h);
         small.append(pkt.unread());
         pkt.set_len(0);
-        recycle.push_back(pkt);
+        self.rx_recycle(b, pkt);
         inc(&self.stats.rx_copied);
         Some(small)
     }
@@ -547,7 +607,7 @@ impl Shared {
                     return;
                 }
                 {
-                    let Rx { vq, posted, recycle, .. } = &mut *rx;
+                    let Rx { vq, size, posted, bufs } = &mut *rx;
                     let Some(vq) = vq.as_mut() else { return };
                     vq.0.disable_cb();
                     let mut n = 0;
@@ -555,7 +615,7 @@ impl Shared {
                         let Some((pkt, used)) = vq.get() else { break };
                         n += 1;
                         *posted = posted.saturating_sub(1);
-                        if let Some(p) = self.rx_take(recycle, pkt, used) {
+                        if let Some(p) = self.rx_take(bufs, *size, pkt, used) {
                             batch.push_back(p);
                         }
                     }

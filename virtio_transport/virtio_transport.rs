@@ -89,8 +89,8 @@ static RX_BUF_SIZE_PARMTYPE: [u8; 26] = *b"parmtype=rx_buf_size:uint\0";
 
 #[used(compiler)]
 #[link_section = ".modinfo"]
-static RX_BUF_SIZE_PARMDESC: [u8; 71] =
-    *b"parm=rx_buf_size:Bytes per receive buffer, 4096..65536 (default 65536)\0";
+static RX_BUF_SIZE_PARMDESC: [u8; 78] =
+    *b"parm=rx_buf_size:Largest receive buffer in bytes, 4096..65536 (default 65536)\0";
 
 /// The payload capacity of the large rx buffers, from the parameter (clamped).
 fn rx_cap_param() -> u32 {
