@@ -106,6 +106,37 @@ fn slab_caches() -> Vec<(String, u64)> {
         .collect()
 }
 
+/// A machine's slab memory: every cache's, and meminfo's `Slab:` (which also counts kmalloc
+/// allocations past 8 KiB, served by the page allocator and in no cache).
+struct SlabSnap {
+    caches: Vec<(String, u64)>,
+    total: u64,
+}
+
+fn slab_snap() -> SlabSnap {
+    let caches = slab_caches();
+    SlabSnap { total: slab_bytes(), caches }
+}
+
+impl SlabSnap {
+    /// The large kmalloc allocations (`Slab:` beyond the caches).
+    fn large(&self) -> u64 {
+        self.total.saturating_sub(self.caches.iter().map(|c| c.1).sum())
+    }
+
+    /// Memory taken since `before`: the growth of every cache that grew plus that of the large
+    /// allocations. A cache that shrank (memory held before the flood, say a guest trading its
+    /// large rx buffers for small ones) does not offset another one's growth.
+    fn growth_since(&self, before: &SlabSnap) -> u64 {
+        let caches: u64 = self
+            .caches
+            .iter()
+            .map(|(name, a)| a.saturating_sub(before.caches.iter().find(|(m, _)| m == name).map_or(0, |x| x.1)))
+            .sum();
+        caches + self.large().saturating_sub(before.large())
+    }
+}
+
 /// Prints `RVSOCK-BENCH-SLAB <cache> <bytes per connection>` for every cache that grew by at
 /// least 4 bytes per connection between `before` and `after`.
 fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usize) {
@@ -134,7 +165,7 @@ fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64
 /// their sum over all caches: what the stacks' Slab baselines are made of.
 fn report_slab_top(side: &str, caches: &[(String, u64)]) {
     let mut v: Vec<&(String, u64)> = caches.iter().collect();
-    v.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    v.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
     for (name, n) in v.into_iter().filter(|c| c.1 >= 64 << 10) {
         println!("# flood slab {side}-base {name} {n}");
     }
@@ -389,24 +420,29 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's Slab bytes, 0), and prints the caches
-/// that moved since the first query. The client's two queries are a whole flood apart:
-/// longer than `IO_TIMEOUT` on a slow stack.
+/// Answers each byte received with (this machine's slab growth since the first query
+/// (`SlabSnap::growth_since`), 0), and prints the caches that moved. The client's two
+/// queries are a whole flood apart: longer than `IO_TIMEOUT` on a slow stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
     sys::set_io_timeout(&c, Duration::from_secs(120))?;
     let mut b = [0u8; 1];
-    let mut first: Option<Vec<(String, u64)>> = None;
+    let mut first: Option<SlabSnap> = None;
     while recv_exact(&c, &mut b)? {
-        let caches = slab_caches();
-        let total = slab_bytes();
-        match &first {
-            Some(f) => report_slab_moves("peer", f, &caches),
-            None => {
-                report_slab_top("peer", &caches);
-                first = Some(caches);
+        let now = slab_snap();
+        let grown = match &first {
+            Some(f) => {
+                report_slab_moves("peer", &f.caches, &now.caches);
+                println!("# flood slab peer large-kmalloc {:+}", now.large() as i64 - f.large() as i64);
+                now.growth_since(f)
             }
-        }
-        send_all(&c, &u64s(total, 0))?;
+            None => {
+                report_slab_top("peer", &now.caches);
+                println!("# flood slab peer-base large-kmalloc {}", now.large());
+                first = Some(now);
+                0
+            }
+        };
+        send_all(&c, &u64s(grown, 0))?;
     }
     Ok(())
 }
@@ -677,20 +713,21 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
 /// Memory under a 1-byte flood: one connection to a peer that never reads, written a byte at
 /// a time (non-blocking) until the peer's buffer is full or three times `dur` has passed (a
 /// send per byte is slow under TCG; the more bytes, the less Slab noise counts). Returns the
-/// Slab growth of both machines (one over loopback) per byte queued.
+/// slab growth (`SlabSnap::growth_since`) of both machines (one over loopback) per byte
+/// queued.
 fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, String> {
     let q = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD + 1).map_err(|e| io_err("connect", e))?;
-    let slab = || -> Result<u64, String> {
+    let peer_growth = || -> Result<u64, String> {
         let mut r = [0u8; 16];
         sys::send(&q, &[1], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
         if !recv_exact(&q, &mut r).map_err(|e| io_err("recv", e))? {
             return Err("slab query closed".into());
         }
-        Ok(from_u64s(&r).0 + if remote { slab_bytes() } else { 0 })
+        Ok(from_u64s(&r).0)
     };
     thread::sleep(Duration::from_millis(200));
-    let caches = slab_caches();
-    let before = slab()?;
+    let here0 = slab_snap();
+    peer_growth()?;
     let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
     let mut queued = 0u64;
     let t0 = Instant::now();
@@ -711,17 +748,22 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     }
     // Let the transport deliver what it has in flight.
     thread::sleep(Duration::from_millis(300));
-    let after = slab()?;
+    let peer = peer_growth()?;
+    let mut here = 0;
     if remote {
-        report_slab_top("here", &caches);
-        report_slab_moves("here", &caches, &slab_caches());
+        let now = slab_snap();
+        report_slab_top("here", &here0.caches);
+        println!("# flood slab here-base large-kmalloc {}", here0.large());
+        report_slab_moves("here", &here0.caches, &now.caches);
+        println!("# flood slab here large-kmalloc {:+}", now.large() as i64 - here0.large() as i64);
+        here = now.growth_since(&here0);
     }
     drop(s);
-    println!("# flood: {queued} bytes queued in {:.1} s, Slab {before} -> {after}", t0.elapsed().as_secs_f64());
+    println!("# flood: {queued} bytes queued in {:.1} s, slab growth {} (peer {peer}, here {here})", t0.elapsed().as_secs_f64(), peer + here);
     if queued == 0 {
         return Err("nothing queued".into());
     }
-    Ok(after.saturating_sub(before) as f64 / queued as f64)
+    Ok((peer + here) as f64 / queued as f64)
 }
 
 /// MSG_ZEROCOPY completion latency: 64 KiB sends, each followed by a wait for its completion
