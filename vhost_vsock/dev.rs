@@ -4,9 +4,10 @@
 //! and the two data paths.
 //!
 //! - Host to guest: `queue` (called by `send_pkt`, under the CID table lock) appends to
-//!   `pending` and queues `send_work` on the vhost worker; `do_send` (worker, RX virtqueue
-//!   mutex) copies header and payload into guest receive buffers, splitting a payload over
-//!   several buffers when the guest posted small ones.
+//!   `pending` (one queue per connection, `flowq`) and queues `send_work` on the vhost worker;
+//!   `do_send` (worker, RX virtqueue mutex) takes the connections' packets in turn and copies
+//!   header and payload into guest receive buffers, splitting a payload over several buffers
+//!   when the guest posted small ones.
 //! - Guest to host: `handle_tx` (worker, TX virtqueue mutex) reads each chain's header,
 //!   validates it (source CID is the guest's, destination is the host, length fits the chain
 //!   and 64 KiB) before allocating, copies the payload into a packet of exactly that length and
@@ -18,7 +19,8 @@
 
 use crate::abi::{RawPkt, HDR_LEN};
 use crate::ffi;
-use crate::pkt::{Pkt, PktQueue};
+use crate::flowq::FlowQueues;
+use crate::pkt::Pkt;
 use crate::proto::hdr::{Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::vhost::{self, Desc, Dev, IovIter, Vq, VqGuard};
@@ -174,8 +176,8 @@ pub(crate) struct VhostVsock {
     send_work: Opaque<ffi::vhost_work>,
     /// CID table link (under the table lock).
     pub(crate) next: AtomicPtr<VhostVsock>,
-    /// Host-to-guest packets waiting for guest receive buffers.
-    pending: SpinLock<PktQueue>,
+    /// Host-to-guest packets waiting for guest receive buffers, per connection.
+    pending: SpinLock<FlowQueues>,
     /// Guest CID (0: none yet); written under the table lock.
     guest_cid: AtomicU32,
     /// The vsock namespace tag of the opener's network namespace (in-tree 7.x: the opener's
@@ -261,7 +263,7 @@ impl VhostVsock {
         // the memory they will live in until `release`.
         unsafe {
             let pending = core::ptr::addr_of_mut!((*d).pending);
-            let r = ffi::pin_init_at(kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending"), pending);
+            let r = ffi::pin_init_at(kernel::new_spinlock!(FlowQueues::new(), "rvsock_vhost_pending"), pending);
             if r.is_err() {
                 vhost::kvfree(d.cast());
                 return Err(ENOMEM);
@@ -325,7 +327,7 @@ impl VhostVsock {
     }
 
     fn requeue(&self, p: Pkt) {
-        self.pending.lock().push_front(p);
+        self.pending.lock().requeue(p);
     }
 
     /// Whether the guest may send more: fewer than a TX ring's worth of replies pending.
@@ -344,7 +346,7 @@ impl VhostVsock {
             g.disable_notify();
             let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
             loop {
-                let Some(mut p) = self.pending.lock().pop_front() else {
+                let Some(mut p) = self.pending.lock().pop() else {
                     g.enable_notify();
                     break;
                 };
@@ -696,7 +698,7 @@ impl VhostVsock {
                 crate::reset_cid(cid, d.ns);
             }
             d.dev().stop();
-            let q = core::mem::replace(&mut *d.pending.lock(), PktQueue::new());
+            let q = core::mem::replace(&mut *d.pending.lock(), FlowQueues::new());
             drop(q);
             d.dev().cleanup();
             d.report(cid);
