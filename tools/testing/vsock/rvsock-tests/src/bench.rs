@@ -123,18 +123,6 @@ impl SlabSnap {
     fn large(&self) -> u64 {
         self.total.saturating_sub(self.caches.iter().map(|c| c.1).sum())
     }
-
-    /// Memory taken since `before`: the growth of every cache that grew plus that of the large
-    /// allocations. A cache that shrank (memory held before the flood, say a guest trading its
-    /// large rx buffers for small ones) does not offset another one's growth.
-    fn growth_since(&self, before: &SlabSnap) -> u64 {
-        let caches: u64 = self
-            .caches
-            .iter()
-            .map(|(name, a)| a.saturating_sub(before.caches.iter().find(|(m, _)| m == name).map_or(0, |x| x.1)))
-            .sum();
-        caches + self.large().saturating_sub(before.large())
-    }
 }
 
 /// Prints `RVSOCK-BENCH-SLAB <cache> <bytes per connection>` for every cache that grew by at
@@ -170,6 +158,23 @@ fn report_slab_top(side: &str, caches: &[(String, u64)]) {
         println!("# flood slab {side}-base {name} {n}");
     }
     println!("# flood slab {side}-base all-caches {}", caches.iter().map(|c| c.1).sum::<u64>());
+}
+
+/// The flood's slab lines of one machine (`side`) at its `n`th snapshot: 0 before the flood
+/// (the baseline), 1 at its end (what it took), 2 once the flooded connection is closed (what
+/// that gave back).
+fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now: &SlabSnap) {
+    match (n, last) {
+        (0, _) | (_, None) => {
+            report_slab_top(side, &now.caches);
+            println!("# flood slab {side}-base large-kmalloc {}", now.large());
+        }
+        (_, Some(l)) => {
+            let side = if n == 1 { side.to_string() } else { format!("{side}-closed") };
+            report_slab_moves(&side, &l.caches, &now.caches);
+            println!("# flood slab {side} large-kmalloc {:+}", now.large() as i64 - l.large() as i64);
+        }
+    }
 }
 
 fn report(metric: &str, value: f64, unit: &str, better: &str) {
@@ -420,29 +425,21 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's slab growth since the first query
-/// (`SlabSnap::growth_since`), 0), and prints the caches that moved. The client's two
-/// queries are a whole flood apart: longer than `IO_TIMEOUT` on a slow stack.
+/// Answers each byte received with (this machine's Slab bytes, 0), and prints the caches that
+/// moved since the query before: the flood's (second query) and those freed when it ended
+/// (third). The client's queries are a whole flood apart: longer than `IO_TIMEOUT` on a slow
+/// stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
     sys::set_io_timeout(&c, Duration::from_secs(120))?;
     let mut b = [0u8; 1];
-    let mut first: Option<SlabSnap> = None;
+    let mut last: Option<SlabSnap> = None;
+    let mut n = 0;
     while recv_exact(&c, &mut b)? {
         let now = slab_snap();
-        let grown = match &first {
-            Some(f) => {
-                report_slab_moves("peer", &f.caches, &now.caches);
-                println!("# flood slab peer large-kmalloc {:+}", now.large() as i64 - f.large() as i64);
-                now.growth_since(f)
-            }
-            None => {
-                report_slab_top("peer", &now.caches);
-                println!("# flood slab peer-base large-kmalloc {}", now.large());
-                first = Some(now);
-                0
-            }
-        };
-        send_all(&c, &u64s(grown, 0))?;
+        report_flood_slab("peer", n, last.as_ref(), &now);
+        send_all(&c, &u64s(now.total, 0))?;
+        last = Some(now);
+        n += 1;
     }
     Ok(())
 }
@@ -713,21 +710,32 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
 /// Memory under a 1-byte flood: one connection to a peer that never reads, written a byte at
 /// a time (non-blocking) until the peer's buffer is full or three times `dur` has passed (a
 /// send per byte is slow under TCG; the more bytes, the less Slab noise counts). Returns the
-/// slab growth (`SlabSnap::growth_since`) of both machines (one over loopback) per byte
-/// queued.
+/// slab memory (`Slab:`, which counts large kmallocs too) both machines (one over loopback)
+/// give back when the flooded connection closes, per byte queued: what the queued bytes held,
+/// without what the flood changed for good (a guest trading its large rx buffers for small
+/// ones) or what others allocated meanwhile.
 fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, String> {
     let q = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD + 1).map_err(|e| io_err("connect", e))?;
-    let peer_growth = || -> Result<u64, String> {
+    let mut here: Option<SlabSnap> = None;
+    let mut n = 0;
+    let mut slab = || -> Result<u64, String> {
         let mut r = [0u8; 16];
         sys::send(&q, &[1], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
         if !recv_exact(&q, &mut r).map_err(|e| io_err("recv", e))? {
             return Err("slab query closed".into());
         }
-        Ok(from_u64s(&r).0)
+        let mut total = from_u64s(&r).0;
+        if remote {
+            let now = slab_snap();
+            report_flood_slab("here", n, here.as_ref(), &now);
+            total += now.total;
+            here = Some(now);
+        }
+        n += 1;
+        Ok(total)
     };
     thread::sleep(Duration::from_millis(200));
-    let here0 = slab_snap();
-    peer_growth()?;
+    let before = slab()?;
     let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
     let mut queued = 0u64;
     let t0 = Instant::now();
@@ -746,24 +754,19 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
             Err(e) => return Err(io_err("send", e)),
         }
     }
+    let secs = t0.elapsed().as_secs_f64();
     // Let the transport deliver what it has in flight.
     thread::sleep(Duration::from_millis(300));
-    let peer = peer_growth()?;
-    let mut here = 0;
-    if remote {
-        let now = slab_snap();
-        report_slab_top("here", &here0.caches);
-        println!("# flood slab here-base large-kmalloc {}", here0.large());
-        report_slab_moves("here", &here0.caches, &now.caches);
-        println!("# flood slab here large-kmalloc {:+}", now.large() as i64 - here0.large() as i64);
-        here = now.growth_since(&here0);
-    }
+    let full = slab()?;
+    // The peer closes its end once it sees ours closed (`hoarder`, within 100 ms).
     drop(s);
-    println!("# flood: {queued} bytes queued in {:.1} s, slab growth {} (peer {peer}, here {here})", t0.elapsed().as_secs_f64(), peer + here);
+    thread::sleep(Duration::from_millis(700));
+    let closed = slab()?;
+    println!("# flood: {queued} bytes queued in {secs:.1} s, Slab {before} -> {full} -> {closed} (closed)");
     if queued == 0 {
         return Err("nothing queued".into());
     }
-    Ok((peer + here) as f64 / queued as f64)
+    Ok(full.saturating_sub(closed) as f64 / queued as f64)
 }
 
 /// MSG_ZEROCOPY completion latency: 64 KiB sends, each followed by a wait for its completion
