@@ -18,6 +18,10 @@ mkdir -p "$TOP/build/logs$BUILD_TAG"
 # TRANSPORTS: loopback (one VM, both stacks swapped in it) and/or nested (an L1 host VM with
 # vhost and an L2 guest with virtio: guest-to-host and host-to-guest).
 TRANSPORTS=${TRANSPORTS:-loopback nested}
+# L2=c (nested): the rvsock VMs' L2 guest runs the in-tree guest driver, so the "rvsock" column
+# is rvsock's host driver against in-tree's with the same guest.
+L2=${L2:-}
+case "$L2" in ''|c|rvsock) ;; *) die "L2=$L2: c or rvsock" ;; esac
 LOG=$TOP/build/logs$BUILD_TAG/bench.log
 : > "$LOG"
 kdir=$(kernel_dir "$FLAVOUR")
@@ -87,14 +91,14 @@ for t in $TRANSPORTS; do
         nested)
             # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
             imgc=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" c c)
-            imgr=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" rvsock rvsock)
+            imgr=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" rvsock "${L2:-rvsock}")
             for r in $(seq 1 "$ROUNDS"); do
                 order="c rvsock"; [ $((r % 2)) = 0 ] && order="rvsock c"   # as the loopback VM
                 for st in $order; do
                     log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
-                    img=$imgc; [ $st = rvsock ] && img=$imgr
+                    img=$imgc l2=; [ $st = rvsock ] && img=$imgr l2=${L2:+rvsock_l2mods=$L2}
                     bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t-$st-$r.log" 3G "$img" bench-nested \
-                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg) $L2_SLOW
+                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg) $L2_SLOW $l2
                 done
             done ;;
         *) echo "unknown transport $t"; exit 2 ;;

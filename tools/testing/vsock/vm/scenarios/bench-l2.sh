@@ -3,6 +3,8 @@
 . /rvsock/scenarios/bench-common.sh
 ROUND=$(arg rvsock_round); MS=$(arg rvsock_ms); IDLE=$(arg rvsock_idle); ONLY=$(arg rvsock_only)
 load_stack virtio || return
+# The metrics are tagged with the L1 host's stack (bench.sh L2=c runs an in-tree guest here).
+STACK=$(arg rvsock_stack); MODS=${STACK:-$MODS}
 rvsock-tests bench-serve --port 7200 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
 perf=

@@ -17,7 +17,7 @@ want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & per
 # Many guests: after its own metrics the guest streams to the host together with a second L2
 # guest (CID 4), two_guests_tput_64k their sum (unless ONLY leaves it out).
 TWO=0; case "${ONLY:-two_guests}" in *two_guests*) TWO=1 ;; esac
-L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO"
+L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_stack=$MODS rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO"
 # No TCG fallback when a KVM L2 stalls (boot_l2): the C and rvsock VMs of a round must run
 # their guests under the same accelerator for the ratios to mean anything; scripts/bench.sh
 # starts a fresh VM instead. rvsock_l2_accel=tcg still forces TCG for every VM.
