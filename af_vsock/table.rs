@@ -14,6 +14,7 @@ use crate::proto::conn::State;
 use crate::proto::hdr::{Addr, LAST_RESERVED_PORT, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL, VMADDR_PORT_ANY};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::sync::SpinLock;
 
 const BUCKETS: usize = 251;
@@ -177,7 +178,9 @@ impl Global {
     pub(crate) fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
         let b = &mut self.bound[bucket(port)];
         let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.1)
+        let e = vec_swap_remove(b, i);
+        vec_shrink(b);
+        e.map(|e| e.1)
     }
 
     /// Inserts a connected socket (of its namespace, `VSock::ns`).
@@ -191,7 +194,9 @@ impl Global {
     pub(crate) fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
         let b = &mut self.connected[conn_bucket(remote, local)];
         let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i).map(|e| e.2)
+        let e = vec_swap_remove(b, i);
+        vec_shrink(b);
+        e.map(|e| e.2)
     }
 
     /// Lists a socket that is not bound yet.
@@ -205,7 +210,9 @@ impl Global {
     pub(crate) fn remove_unbound(&mut self, sk: Sk) -> Option<SkRef> {
         let b = &mut self.unbound[sk_bucket(sk)];
         let i = b.iter().position(|s| s.sk().as_ptr() == sk.as_ptr())?;
-        vec_swap_remove(b, i)
+        let e = vec_swap_remove(b, i);
+        vec_shrink(b);
+        e
     }
 
     /// Visits the sockets of every table from `pos` on (bound, connected, unbound; each
@@ -375,6 +382,29 @@ pub(crate) fn vec_swap_remove<T>(v: &mut KVec<T>, i: usize) -> Option<T> {
     }
     v.as_mut_slice().swap(i, len - 1);
     crate::ffi::vec_pop(v)
+}
+
+/// Halves a table bucket's capacity once it holds a quarter of it or less (from 16 entries
+/// up): a `KVec` only grows, so after 10,000 connections every bucket kept room for its peak
+/// for good. Keeps the order (a sock_diag dump resumes by index). Best effort, under the
+/// global spinlock: without memory at hand the bucket stays as it is.
+fn vec_shrink<T>(v: &mut KVec<T>) {
+    let (len, cap) = (v.len(), v.capacity());
+    if cap < 16 || len > cap / 4 {
+        return;
+    }
+    let Ok(n) = KVec::<T>::with_capacity(cap / 2, GFP_ATOMIC | __GFP_NOWARN) else { return };
+    let (to, _, to_cap) = n.into_raw_parts();
+    let (from, len, from_cap) = core::mem::replace(v, KVec::new()).into_raw_parts();
+    // SAFETY: `to` has room for `to_cap >= cap / 2 > len` elements, `from` holds `len`
+    // initialised ones; distinct allocations. The copy moves their ownership to the new
+    // vector; the old buffer is then freed as an empty vector (nothing dropped twice, nothing
+    // leaked). Both come from `into_raw_parts` of `KVec`s, as `from_raw_parts` requires.
+    unsafe {
+        core::ptr::copy_nonoverlapping(from, to, len);
+        drop(KVec::from_raw_parts(from, 0, from_cap));
+        *v = KVec::from_raw_parts(to, len, to_cap);
+    }
 }
 
 /// Removes and returns the first element, keeping the order of the rest (FIFO use).
