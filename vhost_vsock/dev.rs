@@ -4,10 +4,9 @@
 //! and the two data paths.
 //!
 //! - Host to guest: `queue` (called by `send_pkt`, under the CID table lock) appends to
-//!   `pending` (one queue per connection, `flowq`) and queues `send_work` on the vhost worker;
-//!   `do_send` (worker, RX virtqueue mutex) takes the connections' packets in turn and copies
-//!   header and payload into guest receive buffers, splitting a payload over several buffers
-//!   when the guest posted small ones.
+//!   `pending` and queues `send_work` on the vhost worker; `do_send` (worker, RX virtqueue
+//!   mutex) copies header and payload into guest receive buffers, splitting a payload over
+//!   several buffers when the guest posted small ones.
 //! - Guest to host: `handle_tx` (worker, TX virtqueue mutex) reads each chain's header,
 //!   validates it (source CID is the guest's, destination is the host, length fits the chain
 //!   and 64 KiB) before allocating, copies the payload into a packet of exactly that length and
@@ -19,8 +18,7 @@
 
 use crate::abi::{RawPkt, HDR_LEN};
 use crate::ffi;
-use crate::flowq::FlowQueues;
-use crate::pkt::Pkt;
+use crate::pkt::{Pkt, PktQueue};
 use crate::proto::hdr::{Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::vhost::{self, Desc, Dev, IovIter, Vq, VqGuard};
@@ -176,8 +174,8 @@ pub(crate) struct VhostVsock {
     send_work: Opaque<ffi::vhost_work>,
     /// CID table link (under the table lock).
     pub(crate) next: AtomicPtr<VhostVsock>,
-    /// Host-to-guest packets waiting for guest receive buffers, per connection.
-    pending: SpinLock<FlowQueues>,
+    /// Host-to-guest packets waiting for guest receive buffers.
+    pending: SpinLock<PktQueue>,
     /// Guest CID (0: none yet); written under the table lock.
     guest_cid: AtomicU32,
     /// The vsock namespace tag of the opener's network namespace (in-tree 7.x: the opener's
@@ -263,7 +261,7 @@ impl VhostVsock {
         // the memory they will live in until `release`.
         unsafe {
             let pending = core::ptr::addr_of_mut!((*d).pending);
-            let r = ffi::pin_init_at(kernel::new_spinlock!(FlowQueues::new(), "rvsock_vhost_pending"), pending);
+            let r = ffi::pin_init_at(kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending"), pending);
             if r.is_err() {
                 vhost::kvfree(d.cast());
                 return Err(ENOMEM);
@@ -327,7 +325,7 @@ impl VhostVsock {
     }
 
     fn requeue(&self, p: Pkt) {
-        self.pending.lock().requeue(p);
+        self.pending.lock().push_front(p);
     }
 
     /// Whether the guest may send more: fewer than a TX ring's worth of replies pending.
@@ -346,7 +344,7 @@ impl VhostVsock {
             g.disable_notify();
             let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
             loop {
-                let Some(mut p) = self.pending.lock().pop() else {
+                let Some(mut p) = self.pending.lock().pop_front() else {
                     g.enable_notify();
                     break;
                 };
@@ -698,7 +696,7 @@ impl VhostVsock {
                 crate::reset_cid(cid, d.ns);
             }
             d.dev().stop();
-            let q = core::mem::replace(&mut *d.pending.lock(), FlowQueues::new());
+            let q = core::mem::replace(&mut *d.pending.lock(), PktQueue::new());
             drop(q);
             d.dev().cleanup();
             d.report(cid);

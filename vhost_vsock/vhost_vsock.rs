@@ -8,8 +8,8 @@
 //! vsock_test's MSG_ZEROCOPY tests expect zerocopy on this transport).
 //!
 //! Module map: `vhost` (binding layer over drivers/vhost/vhost.h), `dev` (one open file: the
-//! vhost device, ioctls, host-to-guest and guest-to-host paths), `flowq` (the host-to-guest
-//! packets waiting for guest buffers, per connection), `table` (guest CID -> device); this file holds the transport callbacks and the misc device's file operations.
+//! vhost device, ioctls, host-to-guest and guest-to-host paths), `table` (guest CID ->
+//! device); this file holds the transport callbacks and the misc device's file operations.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
@@ -22,7 +22,6 @@ include!("../include/mods.rs");
 mod proto;
 
 mod dev;
-mod flowq;
 mod table;
 mod vhost;
 
