@@ -494,7 +494,7 @@ impl Shared {
     /// Sizes the buffers posted from now on by what the device writes into them (issue 17):
     /// small (one 4 KiB allocation) while the peer sends small packets, large (`rx_cap`, 64 KiB
     /// by default) once a buffer comes back full (the device split a larger packet over
-    /// several of ours), small again after two ring's worth in a row held at most a small
+    /// several of ours), small again after two rings' worth in a row held at most a small
     /// buffer's payload. A ring of 128 large buffers pins 8 MiB of guest memory; of small
     /// ones, 512 KiB (in-tree posts 4 KiB buffers always: more packets per byte under bulk
     /// traffic). Buffers of the other size are freed as they come back instead of reposted.
