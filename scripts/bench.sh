@@ -108,6 +108,12 @@ done
 # The L2 guest's vsock interrupts while the host ran its h2g metrics (per stack and vector,
 # summed over rounds): with ONLY=connect_rate, interrupts per connection.
 { grep -a '^RVSOCK-BENCH-IRQ ' "$LOG" || true; } | tr -d '\r' | awk '{ n[$2 " " $5] += $6 } END { for (k in n) print "L2 interrupts during h2g (" k "): " n[k] }' | sort
+# The scheduler's view of connect_rate per connection (mean over the rounds): the client
+# thread, and the vhost workers where the client is the nested host (h2g): CPU time, time
+# runnable but waiting for a CPU, and how often the thread was preempted.
+{ grep -a '^RVSOCK-BENCH-SCHED ' "$LOG" || true; } | tr -d '\r' | awk '
+    { k = $4 " " $5 " " $6 " " $2; r[k] += $7; w[k] += $8; p[k] += $9; n[k]++ }
+    END { for (k in n) printf "sched per connection (%s): run %.1f us, waiting %.1f us, preempted %.3f times\n", k, r[k] / n[k], w[k] / n[k], p[k] / n[k] }' | sort
 # Where idle_mem_per_conn goes: the slab caches that grew by >= 4 bytes per connection
 # (mean over the rounds that reported the cache), C against rvsock.
 { grep -a '^RVSOCK-BENCH-SLAB ' "$LOG" || true; } | tr -d '\r' | awk '

@@ -127,6 +127,73 @@ impl SlabSnap {
     }
 }
 
+/// A thread's scheduler counters: CPU time and time spent runnable but waiting for a CPU
+/// (`/proc/<task>/schedstat`, ns), and how often it was switched out while runnable
+/// (`nonvoluntary_ctxt_switches`: preempted).
+#[derive(Clone, Copy, Default)]
+struct SchedCounts {
+    run_ns: u64,
+    wait_ns: u64,
+    preempted: u64,
+}
+
+impl SchedCounts {
+    fn of(task: &str) -> Option<Self> {
+        let st = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
+        let mut f = st.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let (run_ns, wait_ns) = (f.next()??, f.next()??);
+        let status = std::fs::read_to_string(format!("{task}/status")).ok()?;
+        let preempted = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Some(Self { run_ns, wait_ns, preempted })
+    }
+
+    fn add(self, o: Self) -> Self {
+        Self { run_ns: self.run_ns + o.run_ns, wait_ns: self.wait_ns + o.wait_ns, preempted: self.preempted + o.preempted }
+    }
+}
+
+/// This thread's scheduler counters and the sum over the machine's vhost workers (threads
+/// named `vhost-<pid>`, the in-tree and the rvsock host drivers alike).
+fn sched_snap() -> (SchedCounts, SchedCounts) {
+    let me = SchedCounts::of("/proc/thread-self").unwrap_or_default();
+    let mut vhost = SchedCounts::default();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for t in std::fs::read_dir(p.path().join("task")).into_iter().flatten().flatten() {
+            let task = t.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.starts_with("vhost-") {
+                if let Some(c) = SchedCounts::of(&task.to_string_lossy()) {
+                    vhost = vhost.add(c);
+                }
+            }
+        }
+    }
+    (me, vhost)
+}
+
+/// Prints `RVSOCK-BENCH-SCHED <metric> <thread> <run us> <wait us> <preemptions>` per
+/// operation for this thread (`client`) and the vhost workers (when there are any) between
+/// two `sched_snap`s.
+fn report_sched(metric: &str, before: (SchedCounts, SchedCounts), after: (SchedCounts, SchedCounts), n: u64) {
+    let n = n.max(1) as f64;
+    let per = |b: SchedCounts, a: SchedCounts, who: &str| {
+        println!(
+            "RVSOCK-BENCH-SCHED {metric} {who} {:.1} {:.1} {:.3}",
+            a.run_ns.saturating_sub(b.run_ns) as f64 / n / 1e3,
+            a.wait_ns.saturating_sub(b.wait_ns) as f64 / n / 1e3,
+            a.preempted.saturating_sub(b.preempted) as f64 / n
+        )
+    };
+    per(before.0, after.0, "client");
+    if after.1.run_ns > 0 {
+        per(before.1, after.1, "vhost");
+    }
+}
+
 /// Prints `RVSOCK-BENCH-SLAB <cache> <bytes per connection>` for every cache that grew by at
 /// least 4 bytes per connection between `before` and `after`.
 fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usize) {
@@ -813,10 +880,11 @@ fn zc_latency(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64), String> 
 }
 
 /// connect + accept + close per second, and the mean time spent in connect(2) and in
-/// close(2) (microseconds).
+/// close(2) (microseconds). Also prints the scheduler's view per connection (`report_sched`).
 fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64), String> {
     let mut n = 0u64;
     let (mut in_connect, mut in_close) = (Duration::ZERO, Duration::ZERO);
+    let sched0 = sched_snap();
     let t0 = Instant::now();
     while t0.elapsed() < dur {
         let t1 = Instant::now();
@@ -834,8 +902,12 @@ fn connect_rate(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64), S
             Err(e) => return Err(io_err(&format!("connect {} (after {:?})", n + 1, t0.elapsed()), e)),
         }
     }
+    let secs = t0.elapsed().as_secs_f64();
+    if wanted("connect_rate") {
+        report_sched("connect_rate", sched0, sched_snap(), n);
+    }
     let per = |d: Duration| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
-    Ok((n as f64 / t0.elapsed().as_secs_f64(), per(in_connect), per(in_close)))
+    Ok((n as f64 / secs, per(in_connect), per(in_close)))
 }
 
 /// Kernel slab memory of this machine per idle connection with `conns` connections open (both
