@@ -56,8 +56,10 @@ bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
     # tsc=reliable: with two vCPUs in two sockets of a non-Intel CPU the kernel takes the TSCs
     # for unsynchronized ("Marking TSC unstable due to TSCs unsynchronized"; TCG's TSC is one
     # host clock for every vCPU) and keeps time with jiffies: 4 ms steps, every latency 0 or
-    # 4,000 us.
-    local tsc=""; [ "$smp" = 1 ] || tsc=tsc=reliable
+    # 4,000 us. A one-vCPU nested L1 too: under load its clocksource watchdog finds the TSC
+    # "skewed" against refined-jiffies (the emulated timer ticks are late, not the TSC) and
+    # switches to jiffies minutes into the run (seen on 6.12 in every L1 of a full run).
+    local tsc=tsc=reliable
     # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
     # the same L1); then try a fresh L1 VM, up to 3 times.
     for try in 1 2 3; do
