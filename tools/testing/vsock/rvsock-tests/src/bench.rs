@@ -108,16 +108,31 @@ fn slab_caches() -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Objects in use of each slab cache (`/proc/slabinfo` active_objs), by name: a cache's
+/// memory moves a whole slab at a time, its objects one by one.
+fn slab_objs() -> Vec<(String, u64)> {
+    let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    s.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_string();
+            Some((name, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// A machine's slab memory: every cache's, and meminfo's `Slab:` (which also counts kmalloc
 /// allocations past 8 KiB, served by the page allocator and in no cache).
 struct SlabSnap {
     caches: Vec<(String, u64)>,
+    objs: Vec<(String, u64)>,
     total: u64,
 }
 
 fn slab_snap() -> SlabSnap {
     let caches = slab_caches();
-    SlabSnap { total: slab_bytes(), caches }
+    SlabSnap { total: slab_bytes(), objs: slab_objs(), caches }
 }
 
 impl SlabSnap {
@@ -206,14 +221,15 @@ fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usiz
     }
 }
 
-/// Prints `# flood slab <side> <cache> <+-bytes>` for every cache whose memory moved by
-/// at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
-fn report_slab_moves(side: &str, before: &[(String, u64)], after: &[(String, u64)]) {
-    for (name, a) in after {
-        let b = before.iter().find(|(m, _)| m == name).map_or(0, |x| x.1);
-        let d = *a as i64 - b as i64;
+/// Prints `# flood slab <side> <cache> <+-bytes> objects <+-n>` for every cache whose memory
+/// moved by at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
+fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap) {
+    let get = |v: &[(String, u64)], name: &str| v.iter().find(|(m, _)| m == name).map_or(0, |x| x.1) as i64;
+    for (name, a) in &after.caches {
+        let d = *a as i64 - get(&before.caches, name);
         if d.abs() >= 16 << 10 {
-            println!("# flood slab {side} {name} {d:+}");
+            let o = get(&after.objs, name) - get(&before.objs, name);
+            println!("# flood slab {side} {name} {d:+} objects {o:+}");
         }
     }
 }
@@ -239,7 +255,7 @@ fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now: &SlabSnap
         }
         (_, Some(l)) => {
             let side = if n == 1 { format!("{side}-warmup") } else { side.to_string() };
-            report_slab_moves(&side, &l.caches, &now.caches);
+            report_slab_moves(&side, l, now);
             println!("# flood slab {side} large-kmalloc {:+}", now.large() as i64 - l.large() as i64);
         }
     }
