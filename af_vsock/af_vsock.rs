@@ -49,10 +49,12 @@ struct RvsockCore {
     _reg: family::Registration,
     _netns: netns::Registration,
     _global: table::GlobalOwner,
+    _merge: transport::MergeCache,
 }
 
 impl kernel::Module for RvsockCore {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        let merge = transport::MergeCache::new();
         let global = table::GlobalOwner::new()?;
         let taps = tap::register()?;
         // SAFETY: returns this module's `THIS_MODULE`.
@@ -61,6 +63,6 @@ impl kernel::Module for RvsockCore {
         let reg = family::register(owner)?;
         let diag = diag::register(owner);
         let stats = stats::register();
-        Ok(RvsockCore { _stats: stats, _taps: taps, _diag: diag, _reg: reg, _netns: netns, _global: global })
+        Ok(RvsockCore { _stats: stats, _taps: taps, _diag: diag, _reg: reg, _netns: netns, _global: global, _merge: merge })
     }
 }

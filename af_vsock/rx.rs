@@ -12,6 +12,7 @@ use crate::proto::hdr::{
 use crate::sock::{self, apply, run_after, send_on, vsk, After, TransportRef};
 use crate::stats::{self, Ctr};
 use crate::table::{global, TransportPtr};
+use crate::transport::MERGE_CAP;
 use kernel::prelude::*;
 
 /// Answers `h` with an RST from no socket (in-tree `virtio_transport_reset_no_sock`),
@@ -152,10 +153,6 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     run_after(s_, after);
 }
 
-/// Capacity of a merge buffer: small payloads of a lagging reader's connection are gathered
-/// in buffers of one 4 KiB allocation each.
-const MERGE_CAP: u32 = 4096 - core::mem::size_of::<crate::abi::RawPkt>() as u32;
-
 /// Whether `p`'s payload fits in the tail room of the last queued packet, which may take
 /// it: STREAM always, SEQPACKET only within one message (the tail does not end one).
 fn tail_takes(q: &mut PktQueue, p: &Pkt, seqpacket: bool) -> bool {
@@ -184,7 +181,7 @@ fn compact(p: &Pkt, seqpacket: bool, queue_empty: bool) -> Option<Pkt> {
     if !merge && crate::pkt::alloc_size(cap) >= p.mem_cost() {
         return None;
     }
-    let mut c = Pkt::alloc(cap, true).ok()?;
+    let mut c = if merge { crate::transport::pkt_alloc_merge(kernel::bindings::GFP_ATOMIC)? } else { Pkt::alloc(cap, true).ok()? };
     c.set_hdr(&h);
     c.append(p.unread());
     Some(c)

@@ -75,6 +75,15 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *
     let size = core::mem::size_of::<RawPkt>() + cap as usize;
     // SAFETY: plain allocation; null is handled by callers.
     let p = unsafe { ffi::rvsock_kmalloc(size, gfp) } as *mut RawPkt;
+    // SAFETY: `p` is null or holds `size` bytes.
+    unsafe { pkt_init(p, cap) }
+}
+
+/// Writes the fields of a fresh packet of `cap` payload bytes; returns `p`.
+///
+/// # Safety
+/// `p` is null or points to at least `size_of::<RawPkt>() + cap` writable bytes.
+unsafe fn pkt_init(p: *mut RawPkt, cap: u32) -> *mut RawPkt {
     if !p.is_null() {
         // SAFETY: `p` points to at least `size_of::<RawPkt>()` writable bytes.
         unsafe {
@@ -92,6 +101,57 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc(cap: u32, gfp: ffi::gfp_t) -> *
         };
     }
     p
+}
+
+/// One 4 KiB allocation: a merge buffer holds `MERGE_CAP` payload bytes.
+const MERGE_SIZE: u32 = 4096;
+/// Payload capacity of a merge buffer.
+pub(crate) const MERGE_CAP: u32 = MERGE_SIZE - core::mem::size_of::<RawPkt>() as u32;
+
+/// The slab cache of merge buffers (`rx::compact`): the small payloads a lagging reader's
+/// queue gathers. They live as long as the reader lags, while a guest's 4 KiB rx buffers come
+/// and go in kmalloc-4k by the thousand; sharing that cache, each merge buffer pinned a slab
+/// the ring then left half empty (6.12 guest, 1-byte flood: kmalloc-4k +512 KiB for 64
+/// objects, in-tree +256 KiB). Null when the cache could not be made (kmalloc then).
+static MERGE_CACHE: core::sync::atomic::AtomicPtr<ffi::kmem_cache> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Owns `MERGE_CACHE` from module init to exit (dropped after every socket and transport, so
+/// after every packet, is gone).
+pub(crate) struct MergeCache;
+
+impl MergeCache {
+    pub(crate) fn new() -> Self {
+        // SAFETY: plain cache creation with a static name; null is handled (kmalloc then).
+        let c = unsafe { ffi::rvsock_kmem_cache_create(c"rvsock_merge".as_ptr().cast(), MERGE_SIZE) };
+        MERGE_CACHE.store(c, core::sync::atomic::Ordering::Release);
+        MergeCache
+    }
+}
+
+impl Drop for MergeCache {
+    fn drop(&mut self) {
+        let c = MERGE_CACHE.swap(core::ptr::null_mut(), core::sync::atomic::Ordering::AcqRel);
+        if !c.is_null() {
+            // SAFETY: our cache; module exit, so no packet (and no allocation) is left.
+            unsafe { ffi::rvsock_kmem_cache_destroy(c) };
+        }
+    }
+}
+
+/// Allocates a merge buffer: a packet of `MERGE_CAP` payload bytes from the merge cache
+/// (`rvsock_pkt_free` frees it like any packet: `kfree` takes slab cache objects).
+pub(crate) fn pkt_alloc_merge(gfp: ffi::gfp_t) -> Option<Pkt> {
+    let c = MERGE_CACHE.load(core::sync::atomic::Ordering::Acquire);
+    let p = if c.is_null() {
+        // SAFETY: plain allocation; null handled below.
+        unsafe { rvsock_pkt_alloc(MERGE_CAP, gfp) }
+    } else {
+        // SAFETY: the cache lives until module exit; its objects hold `MERGE_SIZE` bytes.
+        unsafe { pkt_init(ffi::rvsock_kmem_cache_alloc(c, gfp).cast(), MERGE_CAP) }
+    };
+    // SAFETY: null or a fresh packet we own.
+    unsafe { Pkt::from_raw(p) }
 }
 
 /// Frees a packet (exported).

@@ -48,6 +48,11 @@ struct net *rvsock_current_net(void) { return current->nsproxy ? current->nsprox
 bool rvsock_net_is_init(const struct net *net) { return net_eq(net, &init_net); }
 bool rvsock_net_eq_init(const struct sock *sk) { return net_eq(sock_net(sk), &init_net); }
 void *rvsock_kmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
+/* A cache of its own (SLAB_NO_MERGE: not aliased to kmalloc-<size>); its objects may be
+ * freed with kfree(). */
+struct kmem_cache *rvsock_kmem_cache_create(const char *name, unsigned int size) { return kmem_cache_create(name, size, 0, SLAB_NO_MERGE, NULL); }
+void *rvsock_kmem_cache_alloc(struct kmem_cache *c, gfp_t gfp) { return kmem_cache_alloc(c, gfp); }
+void rvsock_kmem_cache_destroy(struct kmem_cache *c) { kmem_cache_destroy(c); }
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag) { clear_bit(flag, &sk->sk_flags); }
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay) { return schedule_delayed_work(w, delay); }
 bool rvsock_schedule_work(struct work_struct *w) { return schedule_work(w); }

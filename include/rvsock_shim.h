@@ -45,6 +45,9 @@ bool rvsock_net_is_init(const struct net *net);
 bool rvsock_net_eq_init(const struct sock *sk);
 
 void *rvsock_kmalloc(size_t size, gfp_t gfp);
+struct kmem_cache *rvsock_kmem_cache_create(const char *name, unsigned int size);
+void *rvsock_kmem_cache_alloc(struct kmem_cache *c, gfp_t gfp);
+void rvsock_kmem_cache_destroy(struct kmem_cache *c);
 void rvsock_sock_reset_flag(struct sock *sk, enum sock_flags flag);
 bool rvsock_schedule_delayed_work(struct delayed_work *w, unsigned long delay);
 bool rvsock_schedule_work(struct work_struct *w);
