@@ -3,8 +3,10 @@
 
 mod args;
 mod bench;
+mod bench_stats;
 mod cmds;
 mod diag;
+mod fake_guest;
 mod observe;
 mod proto;
 mod regress;
@@ -13,8 +15,10 @@ mod regress_mem;
 mod report;
 mod selftest;
 mod soak;
+mod soak_plan;
 mod splice;
 mod sys;
+mod vhost_device;
 mod vhost_hostile;
 
 use std::process::ExitCode;
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
         "soak" => run(soak::run),
         "rmmod-while-open" => run(cmds::rmmod_while_open),
         "vhost-hostile" => run(vhost_hostile::run),
-        "vhost-cid" => run(vhost_hostile::run_cid),
+        "vhost-cid" => run(vhost_device::run_cid),
         "regress" => run(regress::run),
         "observe" => run(observe::run),
         "ss" => run(diag::ss_cmd),

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crate::regress::{listen_on, mib, slab_bytes, spin_for, Ctx, Rng, MIB};
 use crate::report::{OrFail, Outcome, TestResult};
 use crate::sys::{self, AF_VSOCK, VMADDR_CID_ANY};
-use crate::vhost_hostile::{
-    host_connect_to, Guest, F_VERSION_1, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
-    SEQ_EOM, TYPE_SEQPACKET,
+use crate::fake_guest::{
+    Guest, F_VERSION_1, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SEQ_EOM, TYPE_SEQPACKET,
 };
+use crate::vhost_device::host_connect_to;
 
 const CAP_NET_BIND_SERVICE: u32 = 10;
 

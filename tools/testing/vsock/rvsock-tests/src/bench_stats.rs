@@ -1,0 +1,193 @@
+//! What `bench` reads of the machine besides its own measurements: busy CPU ticks, slab
+//! memory (meminfo `Slab:`, per cache, objects in use) and the scheduler's counters of a
+//! thread and of the vhost workers; and the `RVSOCK-BENCH-SLAB`, `RVSOCK-BENCH-SCHED` and
+//! `# flood slab` lines made from them.
+
+/// Busy CPU time of the whole machine (all CPUs), from /proc/stat, in clock ticks.
+pub(crate) fn busy_ticks() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle)
+}
+
+/// Kernel slab memory in bytes (/proc/meminfo `Slab:`).
+pub(crate) fn slab_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("Slab:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory of each slab cache (`/proc/slabinfo`: slabs x pages per slab x 4 KiB), by name;
+/// empty when unreadable. Shows where `idle_mem_per_conn` goes.
+pub(crate) fn slab_caches() -> Vec<(String, u64)> {
+    let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    s.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // name active num objsize perslab pagesperslab : tunables a b c : slabdata act num shared
+            let pages: u64 = f.get(5)?.parse().ok()?;
+            let slabs: u64 = f.get(14)?.parse().ok()?;
+            Some((f.first()?.to_string(), slabs * pages * 4096))
+        })
+        .collect()
+}
+
+/// Objects in use of each slab cache (`/proc/slabinfo` active_objs), by name: a cache's
+/// memory moves a whole slab at a time, its objects one by one.
+pub(crate) fn slab_objs() -> Vec<(String, u64)> {
+    let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    s.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_string();
+            Some((name, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A machine's slab memory: every cache's, and meminfo's `Slab:` (which also counts kmalloc
+/// allocations past 8 KiB, served by the page allocator and in no cache).
+pub(crate) struct SlabSnap {
+    pub(crate) caches: Vec<(String, u64)>,
+    pub(crate) objs: Vec<(String, u64)>,
+    pub(crate) total: u64,
+}
+
+pub(crate) fn slab_snap() -> SlabSnap {
+    let caches = slab_caches();
+    SlabSnap { total: slab_bytes(), objs: slab_objs(), caches }
+}
+
+impl SlabSnap {
+    /// The large kmalloc allocations (`Slab:` beyond the caches).
+    pub(crate) fn large(&self) -> u64 {
+        self.total.saturating_sub(self.caches.iter().map(|c| c.1).sum())
+    }
+}
+
+/// A thread's scheduler counters: CPU time and time spent runnable but waiting for a CPU
+/// (`/proc/<task>/schedstat`, ns), and how often it was switched out while runnable
+/// (`nonvoluntary_ctxt_switches`: preempted).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SchedCounts {
+    pub(crate) run_ns: u64,
+    pub(crate) wait_ns: u64,
+    pub(crate) preempted: u64,
+}
+
+impl SchedCounts {
+    pub(crate) fn of(task: &str) -> Option<Self> {
+        let st = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
+        let mut f = st.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let (run_ns, wait_ns) = (f.next()??, f.next()??);
+        let status = std::fs::read_to_string(format!("{task}/status")).ok()?;
+        let preempted = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Some(Self { run_ns, wait_ns, preempted })
+    }
+
+    pub(crate) fn add(self, o: Self) -> Self {
+        Self { run_ns: self.run_ns + o.run_ns, wait_ns: self.wait_ns + o.wait_ns, preempted: self.preempted + o.preempted }
+    }
+}
+
+/// This thread's scheduler counters and the sum over the machine's vhost workers (threads
+/// named `vhost-<pid>`, the in-tree and the rvsock host drivers alike).
+pub(crate) fn sched_snap() -> (SchedCounts, SchedCounts) {
+    let me = SchedCounts::of("/proc/thread-self").unwrap_or_default();
+    let mut vhost = SchedCounts::default();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for t in std::fs::read_dir(p.path().join("task")).into_iter().flatten().flatten() {
+            let task = t.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.starts_with("vhost-") {
+                if let Some(c) = SchedCounts::of(&task.to_string_lossy()) {
+                    vhost = vhost.add(c);
+                }
+            }
+        }
+    }
+    (me, vhost)
+}
+
+/// Prints `RVSOCK-BENCH-SCHED <metric> <thread> <run us> <wait us> <preemptions>` per
+/// operation for this thread (`client`) and the vhost workers (when there are any) between
+/// two `sched_snap`s.
+pub(crate) fn report_sched(metric: &str, before: (SchedCounts, SchedCounts), after: (SchedCounts, SchedCounts), n: u64) {
+    let n = n.max(1) as f64;
+    let per = |b: SchedCounts, a: SchedCounts, who: &str| {
+        println!(
+            "RVSOCK-BENCH-SCHED {metric} {who} {:.1} {:.1} {:.3}",
+            a.run_ns.saturating_sub(b.run_ns) as f64 / n / 1e3,
+            a.wait_ns.saturating_sub(b.wait_ns) as f64 / n / 1e3,
+            a.preempted.saturating_sub(b.preempted) as f64 / n
+        )
+    };
+    per(before.0, after.0, "client");
+    if after.1.run_ns > 0 {
+        per(before.1, after.1, "vhost");
+    }
+}
+
+/// Prints `RVSOCK-BENCH-SLAB <cache> <bytes per connection>` for every cache that grew by at
+/// least 4 bytes per connection between `before` and `after`.
+pub(crate) fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64)], n: usize) {
+    for (name, a) in after {
+        let b = before.iter().find(|(m, _)| m == name).map_or(0, |x| x.1);
+        let per = a.saturating_sub(b) as f64 / n as f64;
+        if per >= 4.0 {
+            println!("RVSOCK-BENCH-SLAB {name} {per:.1}");
+        }
+    }
+}
+
+/// Prints `# flood slab <side> <cache> <+-bytes> objects <+-n>` for every cache whose memory
+/// moved by at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
+pub(crate) fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap) {
+    let get = |v: &[(String, u64)], name: &str| v.iter().find(|(m, _)| m == name).map_or(0, |x| x.1) as i64;
+    for (name, a) in &after.caches {
+        let d = *a as i64 - get(&before.caches, name);
+        if d.abs() >= 16 << 10 {
+            let o = get(&after.objs, name) - get(&before.objs, name);
+            println!("# flood slab {side} {name} {d:+} objects {o:+}");
+        }
+    }
+}
+
+/// Prints `# flood slab <side>-base <cache> <bytes>` for the caches of at least 64 KiB, and
+/// their sum over all caches: what the stacks' Slab baselines are made of.
+pub(crate) fn report_slab_top(side: &str, caches: &[(String, u64)]) {
+    let mut v: Vec<&(String, u64)> = caches.iter().collect();
+    v.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
+    for (name, n) in v.into_iter().filter(|c| c.1 >= 64 << 10) {
+        println!("# flood slab {side}-base {name} {n}");
+    }
+    println!("# flood slab {side}-base all-caches {}", caches.iter().map(|c| c.1).sum::<u64>());
+}
+
+/// The flood's slab lines of one machine (`side`) at its `n`th snapshot: 0 before the flood
+/// (the baseline), 1 after its warm-up (what that changed), 2 at its end (what it took).
+pub(crate) fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now: &SlabSnap) {
+    match (n, last) {
+        (0, _) | (_, None) => {
+            report_slab_top(side, &now.caches);
+            println!("# flood slab {side}-base large-kmalloc {}", now.large());
+        }
+        (_, Some(l)) => {
+            let side = if n == 1 { format!("{side}-warmup") } else { side.to_string() };
+            report_slab_moves(&side, l, now);
+            println!("# flood slab {side} large-kmalloc {:+}", now.large() as i64 - l.large() as i64);
+        }
+    }
+}
