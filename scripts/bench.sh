@@ -116,6 +116,11 @@ done
 { grep -a '^RVSOCK-BENCH-SCHED ' "$LOG" || true; } | tr -d '\r' | awk '
     { k = $4 " " $5 " " $6 " " $2; r[k] += $7; w[k] += $8; p[k] += $9; n[k]++ }
     END { for (k in n) printf "sched per connection (%s): run %.1f us, waiting %.1f us, preempted %.3f times\n", k, r[k] / n[k], w[k] / n[k], p[k] / n[k] }' | sort
+# MSG_ZEROCOPY sends the stack copied after all (summed over the rounds): a copied send's
+# completion can come before sendmsg returns, so zc_completion_us reads low for it.
+{ grep -a '^# zc_completion ' "$LOG" || true; } | tr -d '\r' | awk '
+    { k = $4 " " $3; sub(":", "", k); c[k] += $5; n[k] += $7 }
+    END { for (k in n) printf "zc completions copied (%s): %d of %d\n", k, c[k], n[k] }' | sort
 # Where idle_mem_per_conn goes: the slab caches that grew by >= 4 bytes per connection
 # (mean over the rounds that reported the cache), C against rvsock.
 { grep -a '^RVSOCK-BENCH-SLAB ' "$LOG" || true; } | tr -d '\r' | awk '
