@@ -116,8 +116,8 @@ pub(crate) const MERGE_CAP: u32 = MERGE_SIZE - core::mem::size_of::<RawPkt>() as
 static MERGE_CACHE: core::sync::atomic::AtomicPtr<ffi::kmem_cache> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-/// Owns `MERGE_CACHE` from module init to exit (dropped after every socket and transport, so
-/// after every packet, is gone).
+/// Owns `MERGE_CACHE` from module init to exit: dropped last, when every socket and every
+/// transport, and so every packet, is gone.
 pub(crate) struct MergeCache;
 
 impl MergeCache {
