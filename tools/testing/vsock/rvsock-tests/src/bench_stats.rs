@@ -78,9 +78,9 @@ impl SlabSnap {
 /// (`nonvoluntary_ctxt_switches`: preempted).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct SchedCounts {
-    pub(crate) run_ns: u64,
-    pub(crate) wait_ns: u64,
-    pub(crate) preempted: u64,
+    run_ns: u64,
+    wait_ns: u64,
+    preempted: u64,
 }
 
 impl SchedCounts {
@@ -154,7 +154,7 @@ pub(crate) fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64
 
 /// Prints `# flood slab <side> <cache> <+-bytes> objects <+-n>` for every cache whose memory
 /// moved by at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
-pub(crate) fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap) {
+fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap) {
     let get = |v: &[(String, u64)], name: &str| v.iter().find(|(m, _)| m == name).map_or(0, |x| x.1) as i64;
     for (name, a) in &after.caches {
         let d = *a as i64 - get(&before.caches, name);
@@ -167,7 +167,7 @@ pub(crate) fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap)
 
 /// Prints `# flood slab <side>-base <cache> <bytes>` for the caches of at least 64 KiB, and
 /// their sum over all caches: what the stacks' Slab baselines are made of.
-pub(crate) fn report_slab_top(side: &str, caches: &[(String, u64)]) {
+fn report_slab_top(side: &str, caches: &[(String, u64)]) {
     let mut v: Vec<&(String, u64)> = caches.iter().collect();
     v.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
     for (name, n) in v.into_iter().filter(|c| c.1 >= 64 << 10) {

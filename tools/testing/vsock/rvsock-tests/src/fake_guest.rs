@@ -36,18 +36,18 @@ pub(crate) const F_VERSION_1: u64 = 1 << 32;
 pub(crate) const F_ACCESS_PLATFORM: u64 = 1 << 33;
 pub(crate) const F_SEQPACKET: u64 = 1 << 1;
 /// `VHOST_F_LOG_ALL`: the device logs the guest pages it writes (migration).
-pub(crate) const F_LOG_ALL: u64 = 1 << 26;
+const F_LOG_ALL: u64 = 1 << 26;
 
-pub(crate) const SET_OWNER: u64 = sys::vhost_ioc(0, 0x01, 0);
+const SET_OWNER: u64 = sys::vhost_ioc(0, 0x01, 0);
 pub(crate) const GET_FEATURES: u64 = sys::vhost_ioc(2, 0x00, 8);
 pub(crate) const SET_FEATURES: u64 = sys::vhost_ioc(1, 0x00, 8);
-pub(crate) const SET_LOG_BASE: u64 = sys::vhost_ioc(1, 0x04, 8);
-pub(crate) const SET_VRING_NUM: u64 = sys::vhost_ioc(1, 0x10, 8);
-pub(crate) const SET_VRING_ADDR: u64 = sys::vhost_ioc(1, 0x11, 40);
-pub(crate) const SET_VRING_BASE: u64 = sys::vhost_ioc(1, 0x12, 8);
-pub(crate) const SET_VRING_KICK: u64 = sys::vhost_ioc(1, 0x20, 8);
-pub(crate) const SET_VRING_CALL: u64 = sys::vhost_ioc(1, 0x21, 8);
-pub(crate) const SET_VRING_ERR: u64 = sys::vhost_ioc(1, 0x22, 8);
+const SET_LOG_BASE: u64 = sys::vhost_ioc(1, 0x04, 8);
+const SET_VRING_NUM: u64 = sys::vhost_ioc(1, 0x10, 8);
+const SET_VRING_ADDR: u64 = sys::vhost_ioc(1, 0x11, 40);
+const SET_VRING_BASE: u64 = sys::vhost_ioc(1, 0x12, 8);
+const SET_VRING_KICK: u64 = sys::vhost_ioc(1, 0x20, 8);
+const SET_VRING_CALL: u64 = sys::vhost_ioc(1, 0x21, 8);
+const SET_VRING_ERR: u64 = sys::vhost_ioc(1, 0x22, 8);
 pub(crate) const SET_BACKEND_FEATURES: u64 = sys::vhost_ioc(1, 0x25, 8);
 pub(crate) const GET_BACKEND_FEATURES: u64 = sys::vhost_ioc(2, 0x26, 8);
 pub(crate) const SET_GUEST_CID: u64 = sys::vhost_ioc(1, 0x60, 8);
@@ -84,7 +84,7 @@ impl Hdr {
         b
     }
 
-    pub(crate) fn decode(b: &[u8]) -> Option<Hdr> {
+    fn decode(b: &[u8]) -> Option<Hdr> {
         let b: &[u8; HDR] = b.get(..HDR)?.try_into().ok()?;
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
@@ -111,23 +111,23 @@ pub(crate) const NUM: u16 = 64;
 pub(crate) const VRING_DESC_F_NEXT: u16 = 1;
 pub(crate) const VRING_DESC_F_WRITE: u16 = 2;
 /// Guest memory layout (offsets into `GuestMem`).
-pub(crate) const RING_BASE: [usize; 2] = [0x0000, 0x2000];
+const RING_BASE: [usize; 2] = [0x0000, 0x2000];
 pub(crate) const RX_BUFS: usize = 0x10000;
-pub(crate) const TX_AREA: usize = 0x40000;
-pub(crate) const MEM_SIZE: usize = 0x100000;
+const TX_AREA: usize = 0x40000;
+const MEM_SIZE: usize = 0x100000;
 
 /// One split virtqueue: descriptor table, avail ring, used ring at fixed offsets.
 pub(crate) struct Ring {
     pub(crate) base: usize,
-    pub(crate) avail_idx: u16,
-    pub(crate) last_used: u16,
+    avail_idx: u16,
+    last_used: u16,
 }
 
 impl Ring {
     pub(crate) fn desc(&self) -> usize {
         self.base
     }
-    pub(crate) fn avail(&self) -> usize {
+    fn avail(&self) -> usize {
         self.base + 0x400
     }
     pub(crate) fn used(&self) -> usize {
@@ -152,7 +152,7 @@ impl Ring {
     }
 
     /// The next used element (id, len), if the device returned one.
-    pub(crate) fn next_used(&mut self, m: &GuestMem) -> Option<(u32, u32)> {
+    fn next_used(&mut self, m: &GuestMem) -> Option<(u32, u32)> {
         let idx = m.load16(self.used() + 2)?;
         if idx == self.last_used {
             return None;
@@ -208,7 +208,7 @@ pub(crate) fn ioctl_get_u64(fd: &impl AsFd, req: u64) -> std::io::Result<u64> {
     Ok(u64::from_ne_bytes(b))
 }
 
-pub(crate) fn ioctl_pair(fd: &impl AsFd, req: u64, a: u32, b: u32) -> std::io::Result<i32> {
+fn ioctl_pair(fd: &impl AsFd, req: u64, a: u32, b: u32) -> std::io::Result<i32> {
     let mut v = [0u8; 8];
     v[0..4].copy_from_slice(&a.to_ne_bytes());
     v[4..8].copy_from_slice(&b.to_ne_bytes());
@@ -299,11 +299,11 @@ impl Guest {
         sys::eventfd_write(&self.kick[q], 1).or_fail("kick")
     }
 
-    pub(crate) fn rx_addr(&self, i: u16) -> usize {
+    fn rx_addr(&self, i: u16) -> usize {
         RX_BUFS + usize::from(i) * self.rx_buf
     }
 
-    pub(crate) fn post_rx(&mut self, i: u16) -> Result<(), String> {
+    fn post_rx(&mut self, i: u16) -> Result<(), String> {
         let off = self.rx_addr(i);
         let (a, n) = (self.mem.addr(off), self.rx_buf as u32);
         self.rx.set_desc(&self.mem, i, a, n, VRING_DESC_F_WRITE, 0).ok_or("rx desc")?;
@@ -462,7 +462,7 @@ impl Guest {
     }
 }
 
-pub(crate) fn raw_fd(fd: &OwnedFd) -> u32 {
+fn raw_fd(fd: &OwnedFd) -> u32 {
     use std::os::fd::AsRawFd;
     fd.as_raw_fd() as u32
 }

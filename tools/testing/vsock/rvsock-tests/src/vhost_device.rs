@@ -207,7 +207,7 @@ const G2H_FALLBACK: &str = "/proc/sys/net/vsock/g2h_fallback";
 /// devices has. Without the g2h_fallback setting (the 6.12 in-tree stack), and with it 0, it
 /// fails at once with ENODEV; with it 1, the request goes to the host over the guest's
 /// transport (in-tree 7.x), which has no such CID either: not ENODEV, and nothing connects.
-pub(crate) fn connect_no_device(cid: u32) -> Result<(), String> {
+fn connect_no_device(cid: u32) -> Result<(), String> {
     let Ok(saved) = std::fs::read_to_string(G2H_FALLBACK) else { return connect_enodev(cid) };
     let set = |v: &str| std::fs::write(G2H_FALLBACK, v).map_err(|e| format!("write {G2H_FALLBACK} = {v}: {e}"));
     let r = set("0").and_then(|()| connect_enodev(cid)).map_err(|e| format!("g2h_fallback 0: {e}"));
@@ -216,7 +216,7 @@ pub(crate) fn connect_no_device(cid: u32) -> Result<(), String> {
     r
 }
 
-pub(crate) fn connect_to_host_fallback(cid: u32) -> Result<(), String> {
+fn connect_to_host_fallback(cid: u32) -> Result<(), String> {
     let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     match sys::connect_vm(&c, cid, G_LISTEN) {
         Ok(()) => Err(format!("g2h_fallback 1: connected to CID {cid}, which nobody has")),
@@ -229,7 +229,7 @@ pub(crate) fn connect_to_host_fallback(cid: u32) -> Result<(), String> {
 
 /// A connect to `cid`, which has no vhost device, fails at once with ENODEV, as in-tree
 /// (the transport refuses the REQUEST), and the socket can connect again afterwards.
-pub(crate) fn connect_enodev(cid: u32) -> Result<(), String> {
+fn connect_enodev(cid: u32) -> Result<(), String> {
     let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     for attempt in 0..2 {
         let t0 = Instant::now();
