@@ -143,8 +143,12 @@ fn send_chunk(
     flags: u32,
     zc: Option<&crate::zerocopy::ZcSend>,
 ) -> Result<usize> {
-    // Inline packets stay within one 64 KiB allocation, header included.
-    let max = want.min(MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>()) as u32;
+    // Inline packets stay within one 64 KiB allocation, header included. A MSG_ZEROCOPY
+    // packet's payload is the user's pinned pages, so it carries a whole packet's worth: a
+    // 64 KiB zerocopy send is one packet, as in-tree (and one buffer for the device to finish
+    // before the completion, not two).
+    let cap = if zc.is_some() { MAX_PKT_BUF_SIZE as usize } else { MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>() };
+    let max = want.min(cap) as u32;
     let mut n = vsk(sk).st.lock().conn.take_credit(max);
     if n == 0 {
         return Ok(0);
