@@ -41,14 +41,15 @@ fi
 KERNEL_RECIPE=2
 
 # kernel_dir FLAVOUR -> the O= build folder of that kernel flavour (kernel/FLAVOUR.config, plus
-# kernel/KERNEL.config on lines other than 6.12), keyed by the hash of its fragments, the source
-# version, the toolchain pins and the recipe.
+# kernel/KERNEL.config on lines other than 6.12), keyed by the hash of its fragments' settings
+# (their comments left out, so rewording one rebuilds nothing), the source version, the toolchain
+# pins and the recipe.
 kernel_fragments() {
     echo "$TOP/kernel/$1.config"
     if [ -f "$TOP/kernel/line-$KERNEL.config" ]; then echo "$TOP/kernel/line-$KERNEL.config"; fi
 }
 kernel_key() {
-    { cat $(kernel_fragments "$1"); echo "$(kernel_pkg_version) $KERNEL_RECIPE $(kernel_make_flags "$1") $(kernel_libclang "$1")"; } \
+    { grep -hE '^(CONFIG_|# CONFIG_[A-Za-z0-9_]+ is not set|# absent )' $(kernel_fragments "$1"); echo "$(kernel_pkg_version) $KERNEL_RECIPE $(kernel_make_flags "$1") $(kernel_libclang "$1")"; } \
         | sha256sum | cut -c1-12
 }
 kernel_dir() { echo "$CACHE/kernel/$1$KERNEL_TAG-$(kernel_key "$1")"; }
