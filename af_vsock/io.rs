@@ -146,14 +146,22 @@ fn send_chunk(
     // Inline packets stay within one 64 KiB allocation, header included. A MSG_ZEROCOPY
     // packet's payload is the user's pinned pages, so it carries a whole packet's worth: a
     // 64 KiB zerocopy send is one packet, as in-tree (and one buffer for the device to finish
-    // before the completion, not two).
-    let cap = if zc.is_some() { MAX_PKT_BUF_SIZE as usize } else { MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>() };
+    // before the completion, not two). A copied send larger than an inline payload is copied
+    // into pages of its own (`zerocopy::fill_pages`) on every transport that takes page
+    // payloads: one packet per 64 KiB, and no order-4 allocation.
+    let inline = MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>();
+    let paged_ok = zc.is_none() && want > inline && {
+        let s = vsk(sk).st.lock();
+        s.transport.as_ref().is_some_and(|t| t.ptr().get().features & crate::abi::TRANSPORT_F_ZEROCOPY != 0)
+    };
+    let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
     let max = want.min(cap) as u32;
     let mut n = vsk(sk).st.lock().conn.take_credit(max);
     if n == 0 {
         return Ok(0);
     }
-    let mut p = match Pkt::alloc(if zc.is_some() { 0 } else { n }, false) {
+    let paged = paged_ok && n as usize > inline;
+    let mut p = match Pkt::alloc(if zc.is_some() || paged { 0 } else { n }, false) {
         Ok(p) => p,
         Err(e) => {
             vsk(sk).st.lock().conn.put_back_credit(n);
@@ -162,6 +170,7 @@ fn send_chunk(
     };
     let filled = match zc {
         Some(z) => z.fill(&mut p, msg, n as usize).map(|got| got as u32),
+        None if paged => crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize).map(|got| got as u32),
         None => p.buf_mut().get_mut(..n as usize).ok_or(EINVAL).and_then(|b| msg.copy_from_user(b)).map(|_| n),
     };
     match filled {

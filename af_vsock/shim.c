@@ -21,10 +21,16 @@ EXPORT_SYMBOL_GPL(rvsock_pkt_alloc);
 EXPORT_SYMBOL_GPL(rvsock_pkt_free);
 EXPORT_SYMBOL_GPL(rvsock_pkt_copy_to_iter);
 EXPORT_SYMBOL_GPL(rvsock_current_ns);
-/* virtio_transport: the pages of a MSG_ZEROCOPY packet, for the device to read them */
+/* virtio_transport: the pages of a page payload, for the device to read them, and whether a
+ * MSG_ZEROCOPY completion waits for the packet */
 struct page;
 bool rvsock_pkt_ext_frag(const struct rvsock_pkt *pkt, u32 i, struct page **page, u32 *off, u32 *len);
 EXPORT_SYMBOL_GPL(rvsock_pkt_ext_frag);
+bool rvsock_pkt_notifies(const struct rvsock_pkt *pkt);
+EXPORT_SYMBOL_GPL(rvsock_pkt_notifies);
+/* vhost_vsock: a guest's full-size packet into pages */
+struct rvsock_pkt *rvsock_pkt_alloc_from_iter(u32 len, struct iov_iter *iter);
+EXPORT_SYMBOL_GPL(rvsock_pkt_alloc_from_iter);
 /* vsockmon (drivers/net/vsockmon.c) registers its capture devices here, as with in-tree vsock */
 #include <net/af_vsock.h>
 EXPORT_SYMBOL_GPL(vsock_add_tap);

@@ -86,7 +86,7 @@ pub(crate) fn send_on(t: TransportPtr, mut p: Pkt, ns: u64) -> Result {
     p.set_ns(ns);
     let h = p.hdr();
     let len = u64::from(h.len);
-    crate::trace::alloc_pkt(&h, !p.ext().is_null());
+    crate::trace::alloc_pkt(&h, crate::zerocopy::user_pages(p.ext()));
     if crate::tap::active() {
         crate::tap::deliver(&p);
     }

@@ -188,7 +188,7 @@ fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
     Some(skb)
 }
 
-/// Copies the first `n` bytes of a MSG_ZEROCOPY payload (pinned pages) to `dst`.
+/// Copies the first `n` bytes of a page payload to `dst`.
 ///
 /// # Safety
 /// `ext` belongs to a live packet of at least `n` payload bytes; `dst` has room for `n`.

@@ -178,7 +178,7 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
 }
 
 /// Copies up to `n` payload bytes of `pkt`, starting `skip` bytes after its consumed part
-/// (`off`), into `iter`, whether the payload is inline or pinned user pages (MSG_ZEROCOPY);
+/// (`off`), into `iter`, whether the payload is inline or pages (`zerocopy.rs`);
 /// returns the bytes copied (short on a fault or past the payload's end). Exported for
 /// transports with `TRANSPORT_F_ZEROCOPY`, which cannot read the core-private `ext`.
 #[no_mangle]
@@ -199,11 +199,11 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: 
     unsafe { ffi::rvsock_copy_to_iter(d.as_ptr().cast(), d.len(), iter) }
 }
 
-/// The `i`-th piece of `pkt`'s external payload (the pinned user pages of a MSG_ZEROCOPY
-/// send): its page, the offset in it and the length; false past the last piece or for an
+/// The `i`-th piece of `pkt`'s page payload (a MSG_ZEROCOPY send's pinned user pages, or pages
+/// of the packet's own): its page, the offset in it and the length; false past the last piece or for an
 /// inline payload. Exported for transports with `TRANSPORT_F_ZEROCOPY` that hand the pages to
 /// a device (virtio_transport: one descriptor per piece), which cannot read the core-private
-/// `ext`. The pages stay pinned until the packet is freed.
+/// `ext`. The pages stay held until the packet is freed.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_pkt_ext_frag(
     pkt: *const RawPkt,
@@ -228,6 +228,31 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_ext_frag(
         *len = l;
     }
     true
+}
+
+/// Allocates a packet whose payload is `len` bytes copied from `iter` into pages of its own
+/// (exported; see `abi`). Null on OOM, a short copy, or `len` beyond one packet.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_pkt_alloc_from_iter(len: u32, iter: *mut ffi::iov_iter) -> *mut RawPkt {
+    if iter.is_null() || len > crate::proto::hdr::MAX_PKT_BUF_SIZE {
+        return core::ptr::null_mut();
+    }
+    let Ok(mut p) = Pkt::alloc(0, false) else { return core::ptr::null_mut() };
+    // `iter` is the caller's live iterator (contract).
+    match crate::zerocopy::fill_pages(&mut p, iter, len as usize) {
+        Ok(n) if n == len as usize => p.into_raw(),
+        _ => core::ptr::null_mut(), // `p` and its pages are freed here
+    }
+}
+
+/// Whether `pkt`'s payload is a MSG_ZEROCOPY send's user pages (exported; see `abi`).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_pkt_notifies(pkt: *const RawPkt) -> bool {
+    if pkt.is_null() {
+        return false;
+    }
+    // SAFETY: the caller owns the live packet and lends it for this call.
+    crate::zerocopy::user_pages(unsafe { (*pkt).ext })
 }
 
 /// The local CID reported by /dev/vsock (in-tree `vsock_registered_transport_cid`: the

@@ -8,6 +8,13 @@
 //! pages has been consumed or dropped. A caller that brings its own completion (`msg_ubuf`:
 //! io_uring's IORING_OP_SEND_ZC) gets the same, on that completion: each packet holding pages
 //! takes a reference on it, the caller keeps and drops its own.
+//!
+//! The same page payload also carries large copied sends (`fill_pages`): a packet whose
+//! payload is order-0 pages the kernel allocated and copied into, with no completion. An
+//! inline payload shares one allocation with the 96-byte packet header, so a full 64 KiB
+//! packet would need a 128 KiB allocation; such sends went out as 65,440 + 96 bytes, two
+//! packets per 64 KiB write, the first from an order-4 allocation that the page allocator's
+//! per-CPU lists do not keep.
 
 use crate::ffi;
 use crate::net::{Msg, Sk};
@@ -25,7 +32,8 @@ struct Frag {
     len: u32,
 }
 
-/// The payload of a zerocopy packet: pinned user pages plus a completion reference.
+/// A page payload: pinned user pages plus a completion reference (MSG_ZEROCOPY), or pages
+/// of its own with no completion (`uarg` null, `fill_pages`).
 pub(crate) struct ZcPages {
     uarg: *mut ffi::ubuf_info,
     n: usize,
@@ -40,11 +48,64 @@ pub(crate) unsafe fn free_ext(ext: *mut core::ffi::c_void) {
     // SAFETY: per the contract, `ext` is a `KBox<ZcPages>` turned into a raw pointer.
     let z = unsafe { KBox::from_raw(ext as *mut ZcPages) };
     for f in z.frags.iter().take(z.n) {
-        // SAFETY: each page was pinned by iov_iter_get_pages2 and is released once here.
+        // SAFETY: the payload holds one reference on each page (pinned by iov_iter_get_pages2,
+        // or allocated by `fill_pages`), released once here.
         unsafe { ffi::rvsock_put_page(f.page) };
     }
-    // SAFETY: the packet held one reference on `uarg` (taken in `fill`).
-    unsafe { ffi::rvsock_zcopy_complete(z.uarg, true) };
+    if !z.uarg.is_null() {
+        // SAFETY: the packet held one reference on `uarg` (taken in `fill`).
+        unsafe { ffi::rvsock_zcopy_complete(z.uarg, true) };
+    }
+}
+
+/// Whether the page payload `ext` (null: none) is a MSG_ZEROCOPY send's user pages, not pages
+/// of its own (`fill_pages`).
+pub(crate) fn user_pages(ext: *mut core::ffi::c_void) -> bool {
+    // SAFETY: a non-null `ext` belongs to a live packet the caller holds.
+    !ext.is_null() && !unsafe { &*(ext as *const ZcPages) }.uarg.is_null()
+}
+
+/// Copies `n` bytes (at most `MAX_FRAGS` pages) from `iter` (a live iterator: the sender's
+/// message, or a guest's buffer) into fresh pages that become `p`'s payload; returns the
+/// bytes taken. On failure nothing is kept (the iterator may have moved, as with an inline
+/// copy that faults).
+pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Result<usize> {
+    let mut z = KBox::new(
+        ZcPages { uarg: core::ptr::null_mut(), n: 0, frags: [Frag { page: core::ptr::null_mut(), off: 0, len: 0 }; MAX_FRAGS] },
+        GFP_KERNEL,
+    )?;
+    let mut got = 0usize;
+    let mut err = None;
+    while got < n {
+        let i = z.n;
+        let Some(f) = z.frags.get_mut(i) else { break };
+        // SAFETY: plain page allocation; null is handled.
+        let page = unsafe { ffi::rvsock_alloc_page(kernel::bindings::GFP_KERNEL) };
+        if page.is_null() {
+            err = Some(ENOMEM);
+            break;
+        }
+        let len = (n - got).min(PAGE_SIZE);
+        // SAFETY: `page` is ours and holds PAGE_SIZE bytes; `iter` is the caller's live iterator.
+        let done = unsafe { ffi::copy_page_from_iter(page, 0, len, iter) };
+        *f = Frag { page, off: 0, len: done as u32 };
+        z.n += 1;
+        got += done;
+        if done != len {
+            err = Some(EFAULT);
+            break;
+        }
+    }
+    if let Some(e) = err {
+        // Dropping `z` without attaching it: free the pages here.
+        for f in z.frags.iter().take(z.n) {
+            // SAFETY: each page was allocated above and is released once here.
+            unsafe { ffi::rvsock_put_page(f.page) };
+        }
+        return Err(e);
+    }
+    p.set_ext(KBox::into_raw(z).cast(), got as u32);
+    Ok(got)
 }
 
 /// Copies `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet.

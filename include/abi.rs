@@ -28,8 +28,9 @@ pub struct RawPkt {
     /// (vhost marks the replies it queued); zero when the core allocates, never read by the
     /// core. Also keeps `hdr` 8-byte aligned.
     pub xmark: u32,
-    /// Core-private payload extension (user pages of a MSG_ZEROCOPY send), null for inline
-    /// payloads. Only transports with `TRANSPORT_F_ZEROCOPY` ever see it set.
+    /// Core-private page payload, null for inline payloads: a MSG_ZEROCOPY send's pinned user
+    /// pages, or pages of the packet's own (a copied payload larger than an inline one can
+    /// be). Only transports with `TRANSPORT_F_ZEROCOPY` ever see it set.
     pub ext: *mut c_void,
     /// The vsock namespace the packet belongs to (`NS_*`, see [`ns_reach`]): the core sets
     /// it to its socket's tag before `send_pkt`; a host transport sets it on received
@@ -72,8 +73,9 @@ pub const TRANSPORT_H2G: u32 = 4;
 
 /// Transport feature: SOCK_SEQPACKET supported.
 pub const TRANSPORT_F_SEQPACKET: u32 = 1;
-/// Transport feature: accepts packets whose payload is pinned user pages (`RawPkt::ext`,
-/// MSG_ZEROCOPY). Without it the core only ever hands the transport inline payloads.
+/// Transport feature: accepts packets whose payload is pages (`RawPkt::ext`: MSG_ZEROCOPY's
+/// pinned user pages, or a large copied payload). Without it the core only ever hands the
+/// transport inline payloads.
 pub const TRANSPORT_F_ZEROCOPY: u32 = 2;
 
 /// A transport as registered with the core. The transport module owns it and keeps it alive
@@ -132,11 +134,11 @@ extern "C" {
     /// Frees a packet.
     pub fn rvsock_pkt_free(pkt: *mut RawPkt);
     /// Copies up to `n` payload bytes of `pkt` (lent, not consumed), starting `skip` bytes
-    /// after its consumed part, into `iter`, whether the payload is inline or the pinned user
-    /// pages of a MSG_ZEROCOPY send; returns the bytes copied (vhost: into guest buffers).
+    /// after its consumed part, into `iter`, whether the payload is inline or pages; returns
+    /// the bytes copied (vhost: into guest buffers).
     pub fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut crate::ffi::iov_iter) -> usize;
-    /// The `i`-th piece (page, offset, length) of the pinned user pages of a MSG_ZEROCOPY
-    /// packet (lent, not consumed); false past the last piece or for an inline payload. At
+    /// The `i`-th piece (page, offset, length) of a page payload (lent, not consumed); false
+    /// past the last piece or for an inline payload. At
     /// most 32 pieces per packet (`zerocopy::MAX_FRAGS` in the core): a transport that gives
     /// each piece its own descriptor (virtio) needs that many plus one for the header.
     pub fn rvsock_pkt_ext_frag(
@@ -146,4 +148,12 @@ extern "C" {
         off: *mut u32,
         len: *mut u32,
     ) -> bool;
+    /// Allocates a packet whose `len`-byte payload (at most 64 KiB) is pages of its own,
+    /// copied from `iter` (vhost: a guest's packet larger than an inline payload, which would
+    /// otherwise take a 128 KiB allocation); null on OOM or a short copy.
+    pub fn rvsock_pkt_alloc_from_iter(len: u32, iter: *mut crate::ffi::iov_iter) -> *mut RawPkt;
+    /// Whether `pkt`'s payload is a MSG_ZEROCOPY send's user pages, whose completion waits for
+    /// the packet to be freed (virtio: reclaim such packets promptly); false for inline
+    /// payloads and pages of the packet's own.
+    pub fn rvsock_pkt_notifies(pkt: *const RawPkt) -> bool;
 }

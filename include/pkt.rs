@@ -116,6 +116,16 @@ impl Pkt {
         self.raw_mut().ns = ns;
     }
 
+    /// Whether the payload is a MSG_ZEROCOPY send's user pages, whose completion waits for
+    /// this packet to be freed (not an inline payload, nor pages of the packet's own).
+    pub fn notifies(&self) -> bool {
+        if self.raw().ext.is_null() {
+            return false;
+        }
+        // SAFETY: the packet is live and lent for the call (type invariant).
+        unsafe { abi::rvsock_pkt_notifies(self.0.as_ptr()) }
+    }
+
     /// Attaches an external payload of `len` bytes (core only; freed with the packet).
     pub fn set_ext(&mut self, ext: *mut core::ffi::c_void, len: u32) {
         let r = self.raw_mut();
@@ -184,7 +194,7 @@ impl Pkt {
     }
 
     /// Kernel memory this packet holds: its allocation as the allocator rounds it, plus the
-    /// pinned user pages of an external payload.
+    /// pages of a page payload.
     pub fn mem_cost(&self) -> u32 {
         let r = self.raw();
         let ext = if r.ext.is_null() { 0 } else { r.len };

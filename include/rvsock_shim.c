@@ -78,6 +78,7 @@ void rvsock_zcopy_put_abort(struct ubuf_info *uarg) { net_zcopy_put_abort(uarg, 
 void rvsock_zcopy_set_copied(struct ubuf_info *uarg) { uarg_to_msgzc(uarg)->zerocopy = 0; }
 size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; }
 void rvsock_put_page(struct page *page) { put_page(page); }
+struct page *rvsock_alloc_page(gfp_t gfp) { return alloc_page(gfp); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
 void rvsock_errqueue_purge(struct sock *sk) { skb_queue_purge(&sk->sk_error_queue); }
 /* debugfs counters (static inline stubs without CONFIG_DEBUG_FS: C calls them alike) */

@@ -62,6 +62,7 @@ void rvsock_zcopy_put_abort(struct ubuf_info *uarg);
 void rvsock_zcopy_set_copied(struct ubuf_info *uarg);
 size_t rvsock_iov_iter_offset(const struct iov_iter *i);
 void rvsock_put_page(struct page *page);
+struct page *rvsock_alloc_page(gfp_t gfp);
 bool rvsock_errqueue_empty(const struct sock *sk);
 void rvsock_errqueue_purge(struct sock *sk);
 struct dentry;

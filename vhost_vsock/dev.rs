@@ -30,6 +30,9 @@ use kernel::prelude::*;
 use kernel::sync::SpinLock;
 use kernel::types::Opaque;
 
+/// The largest payload a packet holds inline (one 64 KiB allocation with its header).
+const INLINE_MAX: usize = MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<RawPkt>();
+
 /// Virtqueue indices (`VSOCK_VQ_RX`, `VSOCK_VQ_TX` of `linux/virtio_vsock.h`).
 const VQ_RX: usize = 0;
 const VQ_TX: usize = 1;
@@ -241,8 +244,8 @@ fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
     unsafe { core::mem::replace(&mut (*raw).xmark, mark) }
 }
 
-/// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pinned user pages
-/// (MSG_ZEROCOPY); returns the bytes copied.
+/// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pages (a MSG_ZEROCOPY
+/// send's, or a large payload's own); returns the bytes copied.
 fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
     let raw = raw_of(p);
     // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
@@ -463,6 +466,18 @@ impl VhostVsock {
         let n = h.len as usize;
         if n > it.count() {
             return Err(Reject::Truncated);
+        }
+        if n > INLINE_MAX {
+            // A full-size packet (in-tree guests and rvsock's send 64 KiB ones): its payload
+            // goes into pages of its own, not into a 128 KiB allocation with the header.
+            // SAFETY: `it` is the live iterator over the rest of this chain; the core copies
+            // `n <= it.count()` bytes from it.
+            let raw = unsafe { crate::abi::rvsock_pkt_alloc_from_iter(h.len, it.as_mut_ptr()) };
+            // SAFETY: null or a packet the core just allocated for us. A null is an allocation
+            // failure or a fault while copying; both drop the packet (counted as the former).
+            let Some(mut p) = (unsafe { Pkt::from_raw(raw) }) else { return Err(Reject::NoMem) };
+            p.set_hdr(&h);
+            return Ok(p);
         }
         let mut p = Pkt::alloc(h.len, false).map_err(|_| Reject::NoMem)?;
         p.set_hdr(&h);

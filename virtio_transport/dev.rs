@@ -682,7 +682,7 @@ impl Shared {
         let Tx { vq, inflight, zc_inflight, .. } = tx;
         let Some(vq) = vq.as_mut() else { return };
         while let Some(p) = vq.get() {
-            if !p.ext().is_null() {
+            if p.notifies() {
                 *zc_inflight = zc_inflight.saturating_sub(1);
             }
             done.push_back(p);
@@ -714,6 +714,7 @@ impl Shared {
             let reply = is_reply(&p.hdr());
             let len = p.len();
             let zc = !p.ext().is_null();
+            let notifies = p.notifies();
             let Tx { vq, sg, .. } = &mut *tx;
             let Some(vq) = vq.as_mut() else {
                 tx.pending.push_front(p);
@@ -724,7 +725,7 @@ impl Shared {
                 Ok(()) => {
                     added = true;
                     tx.inflight += 1;
-                    if zc {
+                    if notifies {
                         tx.zc_inflight += 1;
                     }
                     inc(&self.stats.tx_pkts);
@@ -778,7 +779,7 @@ impl Shared {
             return Err(ENODEV);
         }
         let mut done = PktQueue::new();
-        let zerocopy = !pkt.ext().is_null();
+        let zerocopy = pkt.notifies();
         let mut g = self.tx.lock();
         let tx = &mut *g;
         if tx.vq.is_none() {

@@ -213,8 +213,9 @@ impl TxVq {
         }
     }
 
-    /// Posts a packet whose payload is pinned user pages (MSG_ZEROCOPY): the header and each
-    /// page piece are separate device-readable descriptors (the device reads the user pages
+    /// Posts a packet whose payload is pages (MSG_ZEROCOPY's user pages, or a large copied
+    /// payload's own): the header and each page piece are separate device-readable
+    /// descriptors (the device reads the pages
     /// directly). On failure the packet comes back with the error (`ENOSPC`: ring full).
     pub(crate) fn post_ext(&mut self, pkt: Pkt, sgt: &mut SgTable) -> core::result::Result<(), (Error, Pkt)> {
         let raw = pkt.into_raw();
