@@ -331,8 +331,13 @@ evaluate() {
     l2_accel_line "$log"
     if [ "$f" -gt 0 ]; then
         echo "${fails#$'\n'}"
-        vsock_test_exits "$log"
+        local exits
+        exits=$(vsock_test_exits "$log")
+        [ -z "$exits" ] || echo "$exits"
+        # The recap (the end of the run, which is what a CI page shows) keeps the reasons too:
+        # the first whole-suite exit and the first lines of its stderr.
         RECAP+=$'\n'"  $name$KLABEL: $f failed:"$'\n'"$(echo "${fails#$'\n'}" | grep -a '^  [a-z]' | head -n 8 | sed 's/^  /    /')"
+        [ -z "$exits" ] || RECAP+=$'\n'"$(echo "$exits" | head -n 4 | cut -c 1-200 | sed 's/^/  /')"
     fi
     if [ "$listed" -gt 0 ]; then
         echo "  in-tree-only kernel reports also seen in the C reference${ref:+ $ref} or at boot, before the scenario (listed, not counted): $listed$notes"

@@ -113,8 +113,17 @@ vm_stop() {
     echo "RVSOCK-L2-LOG-BEGIN $1"; sed 's/^/L2| /' "/tmp/l2-$1.log"; echo "RVSOCK-L2-LOG-END"
 }
 
-# check NAME RC: a result from an exit status.
-check() { if [ "$2" = 0 ]; then result ok "$1"; else result fail "$1"; fi; }
+# check NAME RC: a result from an exit status; a failure carries $_why (the failing vsock_test
+# line, set by vt_vm_server / vt_vm_client), which the run's closing recap shows.
+check() { if [ "$2" = 0 ]; then result ok "$1"; else result fail "$1${_why:+ ($_why)}"; fi; _why=; }
+
+# why_of FILE: the first test line of a vsock_test output that did not end in "ok" (e.g. "18 -
+# SOCK_STREAM MSG_ZEROCOPY...POLLERR expected"), else its last line.
+why_of() {
+    _w=$(tr -d '\r' 2>/dev/null < "$1" | grep -a '^[0-9][0-9]* - ' | grep -av '\.\.\.ok$' | head -n 1)
+    [ -n "$_w" ] || _w=$(tr -d '\r' 2>/dev/null < "$1" | grep -a . | tail -n 1)
+    echo "$_w" | cut -c 1-160
+}
 
 # bridge_tcp FROM_NS PORT TO_NS: connections to 127.0.0.1:PORT in FROM_NS go to 127.0.0.1:PORT
 # in TO_NS (vmtest.sh's TCP-Unix-TCP socat pair); its pids in $bridge_pids.
@@ -141,7 +150,7 @@ vt_vm_server() {
         --peer-cid=$CID $SKIPS $4 > /tmp/vt-$3.client 2>&1
     _rc=$?
     echo "# $3: host client in $2 exited $_rc after $(($(up) - _t0))s"
-    [ $_rc = 0 ] || { tail -n 12 /tmp/vt-$3.client; l2sh "$1" "tail -n 8 /tmp/vt-$3.out"; }
+    [ $_rc = 0 ] || { tail -n 12 /tmp/vt-$3.client; l2sh "$1" "tail -n 8 /tmp/vt-$3.out"; _why="client: $(why_of /tmp/vt-$3.client)"; }
     return $_rc
 }
 
@@ -155,7 +164,9 @@ vt_vm_client() {
     _out=$(l2sh "$1" "$VT --mode=client --control-host=10.0.2.2 --control-port=$3 --peer-cid=2 $SKIPS > /tmp/vt-$4.out 2>&1; echo rc=\$?")
     echo "# $4: guest client exited ${_out#rc=} after $(($(up) - _t0))s"
     reap "$_srv" 30
-    [ "$_out" = rc=0 ] || { tail -n 8 /tmp/vt-$4.server; l2sh "$1" "tail -n 12 /tmp/vt-$4.out"; return 1; }
+    [ "$_out" = rc=0 ] || {
+        tail -n 8 /tmp/vt-$4.server; l2sh "$1" "tail -n 12 /tmp/vt-$4.out" > /tmp/vt-$4.out; cat /tmp/vt-$4.out
+        _why="guest client: $(why_of /tmp/vt-$4.out)"; return 1; }
 }
 
 # host_to_vm NAME FROM_NS TAG: whether bytes sent from FROM_NS to the guest's sink arrive.
