@@ -139,9 +139,37 @@ bridge_tcp() {
 }
 bridge_stop() { for _p in $bridge_pids; do kill "$_p" 2>/dev/null; done; bridge_pids=""; }
 
-# vt_vm_server NAME HOST_NS: vsock_test, server in guest NAME (its QEMU's namespace has the
-# control port 6010), client in HOST_NS (vmtest.sh's vm_vsock_test server + host_vsock_test).
+# zc_miss: whether the suite that just failed ($_why) failed only in upstream's MSG_ZEROCOPY
+# test on its 100 ms wait for the completion ("POLLERR expected"): a wall-clock deadline that
+# a 1-vCPU TCG L1 (which runs the sender, vhost's worker and the L2) can miss, seen about once
+# in ten CI runs of this scenario and in no per-test run (README, "Open (2026-12-04)"). Such a
+# suite runs once more, whole, with fresh processes; the result is the rerun's, and the first
+# run's failure stays in the log and in the run's recap (RVSOCK-RERUN).
+zc_miss() { [[ $_why =~ ^(guest\ )?client:\ [0-9]+\ -\ SOCK_(STREAM|SEQPACKET)\ MSG_ZEROCOPY\.\.\.POLLERR\ expected$ ]]; }
+
+# vt_vm_server NAME HOST_NS TEST [ARGS]: vt_vm_server_once, once more after a zc_miss.
 vt_vm_server() {
+    vt_vm_server_once "$@" && return 0
+    zc_miss || return 1
+    echo "RVSOCK-RERUN $3 ($_why)"
+    l2sh "$1" "pkill vsock_test; i=0; while grep -q ':177A 00000000:0000 0A' /proc/net/tcp && [ \$i -lt 50 ]; do sleep 0.2; i=\$((i+1)); done"
+    _why=
+    vt_vm_server_once "$@"
+}
+
+# vt_vm_client NAME HOST_NS PORT TEST: vt_vm_client_once, once more after a zc_miss.
+vt_vm_client() {
+    vt_vm_client_once "$@" && return 0
+    zc_miss || return 1
+    echo "RVSOCK-RERUN $4 ($_why)"
+    _why=
+    vt_vm_client_once "$@"
+}
+
+# vt_vm_server_once NAME HOST_NS TEST [ARGS]: vsock_test, server in guest NAME (its QEMU's
+# namespace has the control port 6010), client in HOST_NS (vmtest.sh's vm_vsock_test server +
+# host_vsock_test).
+vt_vm_server_once() {
     l2sh "$1" "$VT --mode=server --peer-cid=2 --control-port=6010 $SKIPS > /tmp/vt-$3.out 2>&1 < /dev/null &"
     l2sh "$1" "i=0; while ! grep -q ':177A 00000000:0000 0A' /proc/net/tcp && [ \$i -lt 300 ]; do sleep 0.2; i=\$((i+1)); done"
     _t0=$(up)
@@ -154,9 +182,9 @@ vt_vm_server() {
     return $_rc
 }
 
-# vt_vm_client NAME HOST_NS PORT: vsock_test, server in HOST_NS (control port PORT), client in
-# guest NAME (10.0.2.2:PORT in its QEMU's namespace).
-vt_vm_client() {
+# vt_vm_client_once NAME HOST_NS PORT TEST: vsock_test, server in HOST_NS (control port PORT),
+# client in guest NAME (10.0.2.2:PORT in its QEMU's namespace).
+vt_vm_client_once() {
     timeout -s KILL $((900 * S)) $(nspfx "$2") $VT --mode=server --peer-cid=$CID --control-port=$3 $SKIPS > /tmp/vt-$4.server 2>&1 &
     _srv=$!
     ns_wait_listen "$2" tcp "$3" 30
