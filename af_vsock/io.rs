@@ -150,13 +150,14 @@ fn send_chunk(
     // into pages of its own (`zerocopy::fill_pages`) on every transport that takes page
     // payloads: one packet per 64 KiB, and no order-4 allocation.
     let inline = MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>();
-    let paged_ok = zc.is_none() && want > inline && {
-        let s = vsk(sk).st.lock();
-        s.transport.as_ref().is_some_and(|t| t.ptr().get().features & crate::abi::TRANSPORT_F_ZEROCOPY != 0)
+    let (paged_ok, mut n) = {
+        let mut s = vsk(sk).st.lock();
+        let paged_ok = zc.is_none()
+            && want > inline
+            && s.transport.as_ref().is_some_and(|t| t.ptr().get().features & crate::abi::TRANSPORT_F_ZEROCOPY != 0);
+        let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
+        (paged_ok, s.conn.take_credit(want.min(cap) as u32))
     };
-    let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
-    let max = want.min(cap) as u32;
-    let mut n = vsk(sk).st.lock().conn.take_credit(max);
     if n == 0 {
         return Ok(0);
     }

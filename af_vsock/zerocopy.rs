@@ -40,22 +40,38 @@ pub(crate) struct ZcPages {
     frags: [Frag; MAX_FRAGS],
 }
 
+impl ZcPages {
+    /// An empty payload, with no pages and no completion yet.
+    fn new() -> Result<KBox<ZcPages>> {
+        let none = Frag { page: core::ptr::null_mut(), off: 0, len: 0 };
+        Ok(KBox::new(ZcPages { uarg: core::ptr::null_mut(), n: 0, frags: [none; MAX_FRAGS] }, GFP_KERNEL)?)
+    }
+}
+
+impl Drop for ZcPages {
+    /// Releases the pages and, if the payload holds one, the completion reference: when the
+    /// packet is freed, or when a payload being built is given up (no completion yet then).
+    fn drop(&mut self) {
+        for f in self.frags.iter().take(self.n) {
+            // SAFETY: the payload holds one reference on each of its first `n` pages (pinned
+            // by iov_iter_get_pages2, or allocated by `fill_pages`), released once here.
+            unsafe { ffi::rvsock_put_page(f.page) };
+        }
+        if !self.uarg.is_null() {
+            // SAFETY: a non-null `uarg` carries the one reference `ZcSend::fill` took for it.
+            unsafe { ffi::rvsock_zcopy_complete(self.uarg, true) };
+        }
+    }
+}
+
 /// Frees a packet's extension (called from the packet destructor).
 ///
 /// # Safety
-/// `ext` came from [`ZcSend::fill`] and is not used again.
+/// `ext` came from [`ZcSend::fill`] or [`fill_pages`] and is not used again.
 pub(crate) unsafe fn free_ext(ext: *mut core::ffi::c_void) {
-    // SAFETY: per the contract, `ext` is a `KBox<ZcPages>` turned into a raw pointer.
-    let z = unsafe { KBox::from_raw(ext as *mut ZcPages) };
-    for f in z.frags.iter().take(z.n) {
-        // SAFETY: the payload holds one reference on each page (pinned by iov_iter_get_pages2,
-        // or allocated by `fill_pages`), released once here.
-        unsafe { ffi::rvsock_put_page(f.page) };
-    }
-    if !z.uarg.is_null() {
-        // SAFETY: the packet held one reference on `uarg` (taken in `fill`).
-        unsafe { ffi::rvsock_zcopy_complete(z.uarg, true) };
-    }
+    // SAFETY: per the contract, `ext` is a `KBox<ZcPages>` turned into a raw pointer; dropping
+    // it releases what it holds.
+    drop(unsafe { KBox::from_raw(ext as *mut ZcPages) });
 }
 
 /// Whether the page payload `ext` (null: none) is a MSG_ZEROCOPY send's user pages, not pages
@@ -70,20 +86,16 @@ pub(crate) fn user_pages(ext: *mut core::ffi::c_void) -> bool {
 /// bytes taken. On failure nothing is kept (the iterator may have moved, as with an inline
 /// copy that faults).
 pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Result<usize> {
-    let mut z = KBox::new(
-        ZcPages { uarg: core::ptr::null_mut(), n: 0, frags: [Frag { page: core::ptr::null_mut(), off: 0, len: 0 }; MAX_FRAGS] },
-        GFP_KERNEL,
-    )?;
+    // On an error return `z` is dropped, which frees the pages taken so far.
+    let mut z = ZcPages::new()?;
     let mut got = 0usize;
-    let mut err = None;
     while got < n {
         let i = z.n;
         let Some(f) = z.frags.get_mut(i) else { break };
         // SAFETY: plain page allocation; null is handled.
         let page = unsafe { ffi::rvsock_alloc_page(kernel::bindings::GFP_KERNEL) };
         if page.is_null() {
-            err = Some(ENOMEM);
-            break;
+            return Err(ENOMEM);
         }
         let len = (n - got).min(PAGE_SIZE);
         // SAFETY: `page` is ours and holds PAGE_SIZE bytes; `iter` is the caller's live iterator.
@@ -92,17 +104,8 @@ pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Res
         z.n += 1;
         got += done;
         if done != len {
-            err = Some(EFAULT);
-            break;
+            return Err(EFAULT);
         }
-    }
-    if let Some(e) = err {
-        // Dropping `z` without attaching it: free the pages here.
-        for f in z.frags.iter().take(z.n) {
-            // SAFETY: each page was allocated above and is released once here.
-            unsafe { ffi::rvsock_put_page(f.page) };
-        }
-        return Err(e);
     }
     p.set_ext(KBox::into_raw(z).cast(), got as u32);
     Ok(got)
@@ -201,7 +204,9 @@ impl ZcSend {
     /// Pins up to `n` bytes of the user buffer into `p`; returns the bytes taken. On failure
     /// nothing stays pinned and the iterator is where it was.
     pub(crate) fn fill(&self, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
-        let mut z = KBox::new(ZcPages { uarg: self.uarg, n: 0, frags: [Frag { page: core::ptr::null_mut(), off: 0, len: 0 }; MAX_FRAGS] }, GFP_KERNEL)?;
+        // No completion reference until the pages are all in: dropping `z` on the error path
+        // below releases the pages only.
+        let mut z = ZcPages::new()?;
         let mut got = 0usize;
         let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
         let mut err = false;
@@ -231,15 +236,13 @@ impl ZcSend {
             got += r as usize;
         }
         if err {
-            for f in z.frags.iter().take(z.n) {
-                // SAFETY: releasing the pages pinned above.
-                unsafe { ffi::rvsock_put_page(f.page) };
-            }
+            drop(z);
             msg.revert(got);
             return Err(ENOMEM);
         }
-        // SAFETY: the packet takes a completion reference, dropped in `free_ext`.
+        // SAFETY: the packet takes a completion reference, dropped with its payload.
         unsafe { ffi::rvsock_zcopy_get(self.uarg) };
+        z.uarg = self.uarg;
         p.set_ext(KBox::into_raw(z).cast(), got as u32);
         Ok(got)
     }
