@@ -141,30 +141,23 @@ bridge_stop() { for _p in $bridge_pids; do kill "$_p" 2>/dev/null; done; bridge_
 
 # zc_miss: whether the suite that just failed ($_why) failed only in upstream's MSG_ZEROCOPY
 # test on its 100 ms wait for the completion ("POLLERR expected"): a wall-clock deadline that
-# a 1-vCPU TCG L1 (which runs the sender, vhost's worker and the L2) can miss, seen about once
-# in ten CI runs of this scenario and in no per-test run (README, "Open (2026-12-04)"). Such a
-# suite runs once more, whole, with fresh processes; the result is the rerun's, and the first
-# run's failure stays in the log and in the run's recap (RVSOCK-RERUN).
+# a 1-vCPU TCG L1 (which runs the sender, vhost's worker and the L2) can miss, seen in two CI
+# runs (2026-12-04, 2026-12-05) and in no per-test run (README, "Open (2026-12-04)").
 zc_miss() { echo "$_why" | grep -Eq '^(guest )?client: [0-9]+ - SOCK_(STREAM|SEQPACKET) MSG_ZEROCOPY\.\.\.POLLERR expected$'; }
 
-# vt_vm_server NAME HOST_NS TEST [ARGS]: vt_vm_server_once, once more after a zc_miss.
-vt_vm_server() {
-    vt_vm_server_once "$@" && return 0
+# again_after_zc_miss TEST CMD ARGS...: CMD ARGS, and once more, whole, with fresh processes,
+# after a zc_miss; the rerun's result counts, the first run's miss stays in the log and in the
+# run's recap (RVSOCK-RERUN).
+again_after_zc_miss() {
+    _zt=$1; shift
+    "$@" && return 0
     zc_miss || return 1
-    echo "RVSOCK-RERUN $3 ($_why)"
-    l2sh "$1" "pkill vsock_test; i=0; while grep -q ':177A 00000000:0000 0A' /proc/net/tcp && [ \$i -lt 50 ]; do sleep 0.2; i=\$((i+1)); done"
+    echo "RVSOCK-RERUN $_zt ($_why)"
     _why=
-    vt_vm_server_once "$@"
+    "$@"
 }
-
-# vt_vm_client NAME HOST_NS PORT TEST: vt_vm_client_once, once more after a zc_miss.
-vt_vm_client() {
-    vt_vm_client_once "$@" && return 0
-    zc_miss || return 1
-    echo "RVSOCK-RERUN $4 ($_why)"
-    _why=
-    vt_vm_client_once "$@"
-}
+vt_vm_server() { again_after_zc_miss "$3" vt_vm_server_once "$@"; }
+vt_vm_client() { again_after_zc_miss "$4" vt_vm_client_once "$@"; }
 
 # vt_vm_server_once NAME HOST_NS TEST [ARGS]: vsock_test, server in guest NAME (its QEMU's
 # namespace has the control port 6010), client in HOST_NS (vmtest.sh's vm_vsock_test server +
@@ -178,7 +171,11 @@ vt_vm_server_once() {
         --peer-cid=$CID $SKIPS $4 > /tmp/vt-$3.client 2>&1
     _rc=$?
     echo "# $3: host client in $2 exited $_rc after $(($(up) - _t0))s"
-    [ $_rc = 0 ] || { tail -n 12 /tmp/vt-$3.client; l2sh "$1" "tail -n 8 /tmp/vt-$3.out"; _why="client: $(why_of /tmp/vt-$3.client)"; }
+    # On a failure the guest's server may still listen (it waits for the next test): stop it.
+    [ $_rc = 0 ] || {
+        tail -n 12 /tmp/vt-$3.client
+        l2sh "$1" "tail -n 8 /tmp/vt-$3.out; pkill vsock_test; i=0; while grep -q ':177A 00000000:0000 0A' /proc/net/tcp && [ \$i -lt 50 ]; do sleep 0.2; i=\$((i+1)); done"
+        _why="client: $(why_of /tmp/vt-$3.client)"; }
     return $_rc
 }
 
