@@ -26,7 +26,7 @@ const AF_VSOCK: i32 = 40;
 const CID_ANY: u32 = u32::MAX;
 
 /// Port offsets of the metrics (from `--port`).
-const OFF_STREAM: u32 = 0; // +0, +1, +2: 4 KiB, 64 KiB, 256 KiB writes
+const OFF_STREAM: u32 = 0; // +0, +1, +2: 4 KiB, 64 KiB, 256 KiB writes; +3: sendfile(2); +4: MSG_ZEROCOPY
 const OFF_SEQ: u32 = 10; // +10, +11: 64 B, 64 KiB messages
 const OFF_RR: u32 = 20;
 const OFF_CONNECT: u32 = 30;
@@ -144,21 +144,32 @@ fn serve(
     })
 }
 
-/// Stream sink: counts bytes until EOF, answers (bytes, busy ticks meanwhile).
-fn stream_sink(c: OwnedFd) -> io::Result<()> {
+/// Stream sink: counts bytes until EOF, answers (bytes, busy ticks meanwhile); for a `metric`
+/// (one connection at a time) prints where this machine's CPU time went meanwhile
+/// (`report_cpu_split`).
+fn stream_sink(c: OwnedFd, metric: Option<&str>) -> io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     let mut c0 = None;
+    let mut split0 = None;
     loop {
         let n = sys::recv(&c, &mut buf, 0)?;
         if n == 0 {
             break;
         }
-        c0.get_or_insert_with(busy_ticks);
+        if c0.is_none() {
+            split0 = metric.map(|_| cpu_split());
+            c0 = Some(busy_ticks());
+        }
         total += n as u64;
     }
     let ticks = c0.map_or(0, |c0| busy_ticks().saturating_sub(c0));
-    send_all(&c, &u64s(total, ticks))
+    let split1 = metric.map(|_| cpu_split());
+    let r = send_all(&c, &u64s(total, ticks));
+    if let (Some(m), Some(s0), Some(s1)) = (metric, split0, split1) {
+        report_cpu_split(m, "sink", &s0, &s1, total);
+    }
+    r
 }
 
 /// Stream sink through splice(2): socket -> pipe -> /dev/null (no user copy), counts bytes
@@ -392,9 +403,10 @@ fn holder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
 /// Every server half, listening on `port + offset`; they run until `stop`.
 fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHandle<()>>, String> {
     let mut t = Vec::new();
-    for (i, _) in STREAM_SIZES.iter().enumerate() {
+    let names = STREAM_SIZES.map(|w| format!("stream_tput_{}k", w / 1024));
+    for (i, name) in names.into_iter().chain(["sendfile_tput", "zc_completion_us"].map(String::from)).enumerate() {
         let l = listener(libc::SOCK_STREAM, port + OFF_STREAM + i as u32, 1).map_err(|e| io_err("listen", e))?;
-        t.push(serve(l, stop.clone(), true, stream_sink));
+        t.push(serve(l, stop.clone(), true, move |c| stream_sink(c, Some(&name))));
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let l = listener(libc::SOCK_SEQPACKET, port + OFF_SEQ + i as u32, 1).map_err(|e| io_err("listen", e))?;
@@ -409,7 +421,7 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     let l = listener(libc::SOCK_STREAM, port + OFF_SPLICE, 1).map_err(|e| io_err("listen", e))?;
     t.push(serve(l, stop.clone(), true, splice_sink));
     let l = listener(libc::SOCK_STREAM, port + OFF_FAIR, 2 * FAIR_STREAMS as i32).map_err(|e| io_err("listen", e))?;
-    t.push(serve_each(l, stop.clone(), stream_sink));
+    t.push(serve_each(l, stop.clone(), |c| stream_sink(c, None)));
     let l = listener(libc::SOCK_STREAM, port + OFF_FAIR + 1, 1).map_err(|e| io_err("listen", e))?;
     t.push(serve(l, stop.clone(), false, |c| fifo(|| echo(c))));
     let l = listener(libc::SOCK_STREAM, port + OFF_FLOOD, 16).map_err(|e| io_err("listen", e))?;
@@ -454,7 +466,8 @@ fn sendfile_source() -> io::Result<std::fs::File> {
 
 /// Sends for `dur` (write(2)s of `wsize` bytes, or sendfile(2) of a 16 MiB file). Returns
 /// (bytes/s, ticks/GiB).
-fn stream_tput(cid: u32, port: u32, src: Source, dur: Duration, cpu: CpuFrom) -> Result<(f64, f64), String> {
+/// Also prints where this machine's CPU time went (`report_cpu_split`, as `metric`).
+fn stream_tput(cid: u32, port: u32, metric: &str, src: Source, dur: Duration, cpu: CpuFrom) -> Result<(f64, f64), String> {
     let s = connect(libc::SOCK_STREAM, cid, port).map_err(|e| io_err("connect", e))?;
     let wsize = match src {
         Source::Write(w) => w,
@@ -462,6 +475,7 @@ fn stream_tput(cid: u32, port: u32, src: Source, dur: Duration, cpu: CpuFrom) ->
     };
     let buf = vec![0x5au8; wsize];
     let file = if src == Source::Sendfile { Some(sendfile_source().map_err(|e| io_err("memfd", e))?) } else { None };
+    let split0 = cpu_split();
     let t0 = Instant::now();
     let c0 = busy_ticks();
     while t0.elapsed() < dur {
@@ -488,6 +502,7 @@ fn stream_tput(cid: u32, port: u32, src: Source, dur: Duration, cpu: CpuFrom) ->
     }
     let (total, sink_ticks) = from_u64s(&r);
     let secs = t0.elapsed().as_secs_f64();
+    report_cpu_split(metric, "client", &split0, &cpu_split(), total);
     let ticks = match cpu {
         CpuFrom::Sink => sink_ticks,
         CpuFrom::Sender => busy_ticks().saturating_sub(c0),
@@ -839,8 +854,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         if !wanted(&format!("stream_tput_{}k", w / 1024)) && !(w == 65536 && wanted("cpu_ticks_per_GiB")) {
             continue;
         }
-        let r = stream_tput(cid, port + OFF_STREAM + i as u32, Source::Write(w), dur, cpu);
         let name = format!("stream_tput_{}k", w / 1024);
+        let r = stream_tput(cid, port + OFF_STREAM + i as u32, &name, Source::Write(w), dur, cpu);
         if w == 65536 {
             emit("cpu_ticks_per_GiB", r.clone().map(|x| x.1), "ticks/GiB", "lower");
         }
@@ -849,21 +864,21 @@ pub fn run(a: &Args) -> Result<(), String> {
     // Zero-copy paths against stream_tput_64k (write(2), read(2)): sendfile(2) into the socket
     // (plain reads at the sink), and 64 KiB writes into a sink that splice(2)s to /dev/null.
     if wanted("sendfile_tput") {
-        let r = stream_tput(cid, port + OFF_STREAM + 1, Source::Sendfile, dur, cpu);
+        let r = stream_tput(cid, port + OFF_STREAM + 3, "sendfile_tput", Source::Sendfile, dur, cpu);
         emit("sendfile_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
     if wanted("splice_recv_tput") {
-        let r = stream_tput(cid, port + OFF_SPLICE, Source::Write(65536), dur, cpu);
+        let r = stream_tput(cid, port + OFF_SPLICE, "splice_recv_tput", Source::Write(65536), dur, cpu);
         emit("splice_recv_tput", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
     // One of several guests streaming to the host at once (scenarios/bench-nested.sh sums
     // them): 64 KiB writes into a sink that serves each connection in a thread of its own.
     if wanted_explicit("guests_tput_64k") {
-        let r = stream_tput(cid, port + OFF_FAIR, Source::Write(65536), dur, cpu);
+        let r = stream_tput(cid, port + OFF_FAIR, "guests_tput_64k", Source::Write(65536), dur, cpu);
         emit("guests_tput_64k", r.map(|x| x.0 / (1u64 << 20) as f64), "MiB/s", "higher");
     }
     if wanted("zc_completion_us") {
-        let r = zc_latency(cid, port + OFF_STREAM + 1, dur);
+        let r = zc_latency(cid, port + OFF_STREAM + 4, dur);
         emit("zc_completion_us_p50", r.clone().map(|x| x.0), "us", "lower");
         emit("zc_completion_us_p99", r.map(|x| x.1), "us", "lower");
     }

@@ -191,3 +191,71 @@ pub(crate) fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now
         }
     }
 }
+
+/// Where a machine's CPU time goes, by thread class (`/proc/<pid>/task/<tid>/schedstat`, ns):
+/// this process (`bench`), the vhost workers, an L2 guest's QEMU (all its threads: in a nested
+/// L1 host, the guest's whole vCPU time), kworkers, ksoftirqd, every other thread; and the
+/// machine's busy time (/proc/stat) beside it, so that what no thread was charged (interrupt
+/// time, with IRQ_TIME_ACCOUNTING) shows as `unattributed`.
+pub(crate) struct CpuSplit {
+    classes: [u64; CPU_CLASSES.len()],
+    busy_ticks: u64,
+}
+
+/// `CpuSplit` classes, in print order.
+const CPU_CLASSES: [&str; 6] = ["bench", "vhost", "qemu", "kworker", "ksoftirqd", "other"];
+
+fn cpu_class(me: bool, proc_comm: &str, comm: &str) -> usize {
+    if me {
+        0
+    } else if comm.starts_with("vhost-") {
+        1
+    } else if proc_comm.starts_with("qemu") {
+        2
+    } else if comm.starts_with("kworker") {
+        3
+    } else if comm.starts_with("ksoftirqd") {
+        4
+    } else {
+        5
+    }
+}
+
+pub(crate) fn cpu_split() -> CpuSplit {
+    let me = std::process::id().to_string();
+    let mut classes = [0u64; CPU_CLASSES.len()];
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let proc_comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        for t in std::fs::read_dir(p.path().join("task")).into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let st = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            let run: u64 = st.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            classes[cpu_class(name == me, &proc_comm, &comm)] += run;
+        }
+    }
+    CpuSplit { classes, busy_ticks: busy_ticks() }
+}
+
+/// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per MiB>` for each class (and
+/// `unattributed`) between two `cpu_split`s over `bytes` moved: where the CPU time of
+/// `stream_tput_*` goes on this machine (`side`: client or sink).
+pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, after: &CpuSplit, bytes: u64) {
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    if mib <= 0.0 {
+        return;
+    }
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let busy_ns = after.busy_ticks.saturating_sub(before.busy_ticks) as f64 * 1e9 / hz;
+    let mut sum = 0.0;
+    for (i, class) in CPU_CLASSES.iter().enumerate() {
+        let ns = after.classes[i].saturating_sub(before.classes[i]) as f64;
+        sum += ns;
+        println!("RVSOCK-BENCH-CPU {metric} {side} {class} {:.1}", ns / 1e3 / mib);
+    }
+    println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / mib);
+}

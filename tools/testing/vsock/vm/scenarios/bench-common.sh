@@ -11,6 +11,6 @@ two_guests_stream() {
     echo "$1"
     reap "$go2" $((1800 * $(l2_scale)))
     rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --only guests_tput_64k |
-        sed "s/^RVSOCK-BENCH /RVSOCK-BENCH-GUEST $MODS $ROUND $2 /"
+        sed -e "s/^RVSOCK-BENCH /RVSOCK-BENCH-GUEST $MODS $ROUND $2 /" -e "/^RVSOCK-BENCH-CPU /d"
     echo "RVSOCK-BENCH-DONE2"
 }

@@ -48,7 +48,7 @@ two_guests() { # the host's half of the two-guests phase (bench-common.sh has th
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
-        sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND h2g /" -e "s/^# flood /# flood h2g /" \
+        sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND h2g /" -e "s/^# flood /# flood h2g /" \
             -e "s/^# zc_completion: /# zc_completion $MODS h2g: /"
     want_perf && vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
     # Tell the guest to run its half (the g2h clients): a 1-byte stream to its port 7399.
@@ -59,7 +59,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     touch /tmp/perf-g2h.rx
     awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " g2h vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-g2h.rx
     # The guest's lines (its metrics are tagged already).
-    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^RVSOCK-BENCH-SLAB \|^RVSOCK-BENCH-SCHED \|^RVSOCK-BENCH-IRQ \|^# bench\|^# flood\|^# zc_completion'
+    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^RVSOCK-BENCH-SLAB \|^RVSOCK-BENCH-SCHED \|^RVSOCK-BENCH-CPU \|^RVSOCK-BENCH-IRQ \|^# bench\|^# flood\|^# zc_completion'
     if grep -aq RVSOCK-BENCH-DONE /tmp/l2.log; then
         result ok bench-complete
     else
@@ -71,5 +71,6 @@ else
     result fail bench-complete
 fi
 kill "$serve" "$perf" 2>/dev/null
-# The server's own lines (the g2h flood's slab caches on this side).
+# The server's own lines (the g2h flood's slab caches and the stream sinks' CPU on this side).
 grep -a '^# flood' /tmp/serve.out | sed 's/^# flood /# flood g2h /'
+grep -a '^RVSOCK-BENCH-CPU ' /tmp/serve.out | sed "s/^RVSOCK-BENCH-CPU /RVSOCK-BENCH-CPU $MODS $ROUND g2h /"
