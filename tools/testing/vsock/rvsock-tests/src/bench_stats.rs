@@ -3,14 +3,16 @@
 //! thread and of the vhost workers; and the `RVSOCK-BENCH-SLAB`, `RVSOCK-BENCH-SCHED` and
 //! `# flood slab` lines made from them.
 
-/// Busy CPU time of the whole machine (all CPUs), from /proc/stat, in clock ticks.
+/// Busy CPU time of the whole machine (all CPUs), from /proc/stat, in clock ticks: user,
+/// nice, system, irq and softirq. Not idle and iowait; not steal (time the hypervisor gave
+/// elsewhere); and not guest and guest_nice, which the kernel counts in user and nice already
+/// (a nested L1 host's QEMU running an L2 guest under KVM: summing every field counted the
+/// guest's vCPU time twice, until 2026-12-05).
 pub(crate) fn busy_ticks() -> u64 {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> =
         s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let total: u64 = f.iter().sum();
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    total.saturating_sub(idle)
+    [0, 1, 2, 5, 6].iter().map(|&i| f.get(i).copied().unwrap_or(0)).sum()
 }
 
 /// Kernel slab memory in bytes (/proc/meminfo `Slab:`).
