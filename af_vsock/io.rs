@@ -62,6 +62,15 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     } else {
         None
     };
+    // A plain blocking send of a large buffer to a copy-out transport goes by pinned pages
+    // and returns once the transport has copied them (`zerocopy::SyncPin`).
+    let sync = if zc.is_none() && !seq && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
+        let f = vsk(sk).st.lock().transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);
+        let want = crate::abi::TRANSPORT_F_ZEROCOPY | crate::abi::TRANSPORT_F_COPY_OUT;
+        if f & want == want { crate::zerocopy::SyncPin::new().ok() } else { None }
+    } else {
+        None
+    };
     let mut sent = 0usize;
     let total = len;
     let mut err: Result = Ok(());
@@ -81,6 +90,10 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             if timeout == 0 {
                 err = Err(EAGAIN);
                 break;
+            }
+            // Nothing of ours stays pinned while we wait for the peer.
+            if let Some(s) = &sync {
+                s.settle();
             }
             timeout = sk.wait(g, timeout, || {
                 let s = vsk(sk).st.lock();
@@ -110,12 +123,23 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
                 break;
             }
         }
-        match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy)) {
+        if let Some(s) = sync.as_ref().filter(|s| !s.has_room()) {
+            s.settle();
+        }
+        match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy), sync.as_ref()) {
             Ok(n) => sent += n,
             Err(e) => {
                 err = Err(e);
                 break;
             }
+        }
+    }
+    if let Some(s) = sync {
+        s.settle();
+        let (pinned, copied) = s.counts();
+        if let Some(t) = vsk(sk).st.lock().transport.as_ref().map(|t| t.ptr()) {
+            crate::stats::add(t, crate::stats::Ctr::SyncPinned, pinned);
+            crate::stats::add(t, crate::stats::Ctr::SyncCopied, copied);
         }
     }
     if let Some(z) = zc {
@@ -142,6 +166,7 @@ fn send_chunk(
     seq: bool,
     flags: u32,
     zc: Option<&crate::zerocopy::ZcSend>,
+    sync: Option<&kernel::sync::Arc<crate::zerocopy::SyncPin>>,
 ) -> Result<usize> {
     // Inline packets stay within one 64 KiB allocation, header included. A MSG_ZEROCOPY
     // packet's payload is the user's pinned pages, so it carries a whole packet's worth: a
@@ -150,10 +175,12 @@ fn send_chunk(
     // into pages of its own (`zerocopy::fill_pages`) on every transport that takes page
     // payloads: one packet per 64 KiB, and no order-4 allocation.
     let inline = MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>();
+    // A sync send's chunk (`sync`: the transport takes page payloads) may be a whole packet.
+    let sync = sync.filter(|_| zc.is_none() && want >= crate::zerocopy::SYNC_MIN);
     let (paged_ok, mut n) = {
         let mut s = vsk(sk).st.lock();
         let paged_ok = zc.is_none()
-            && want > inline
+            && (want > inline || sync.is_some())
             && s.transport.as_ref().is_some_and(|t| t.ptr().get().features & crate::abi::TRANSPORT_F_ZEROCOPY != 0);
         let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
         (paged_ok, s.conn.take_credit(want.min(cap) as u32))
@@ -161,7 +188,8 @@ fn send_chunk(
     if n == 0 {
         return Ok(0);
     }
-    let paged = paged_ok && n as usize > inline;
+    let sync = sync.filter(|_| paged_ok && n as usize >= crate::zerocopy::SYNC_MIN);
+    let paged = paged_ok && (n as usize > inline || sync.is_some());
     let mut p = match Pkt::alloc(if zc.is_some() || paged { 0 } else { n }, false) {
         Ok(p) => p,
         Err(e) => {
@@ -171,6 +199,11 @@ fn send_chunk(
     };
     let filled = match zc {
         Some(z) => z.fill(&mut p, msg, n as usize).map(|got| got as u32),
+        // Pinning failed or the send has enough in flight: copy this chunk instead.
+        None if sync.is_some() => sync
+            .and_then(|s| crate::zerocopy::fill_sync(s, &mut p, msg, n as usize).ok())
+            .map_or_else(|| crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize), Ok)
+            .map(|got| got as u32),
         None if paged => crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize).map(|got| got as u32),
         None => p.buf_mut().get_mut(..n as usize).ok_or(EINVAL).and_then(|b| msg.copy_from_user(b)).map(|_| n),
     };

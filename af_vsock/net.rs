@@ -400,6 +400,13 @@ impl Msg {
         unsafe { ffi::rvsock_iov_iter_offset(self.iter()) }
     }
 
+    /// Whether the buffer is user memory (`ITER_UBUF`/`ITER_IOVEC`, what page pinning takes),
+    /// not a kernel caller's.
+    pub(crate) fn user_backed(&self) -> bool {
+        // SAFETY: the iterator is live for the call.
+        unsafe { ffi::rvsock_iter_user_backed(self.iter()) }
+    }
+
     /// Moves the iterator back by `n` bytes.
     pub(crate) fn revert(&mut self, n: usize) {
         // SAFETY: `n` bytes were consumed from this iterator by the caller.

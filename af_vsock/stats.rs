@@ -37,9 +37,14 @@ pub(crate) enum Ctr {
     Refused,
     /// Packets or sockets not allocated (memory), each failure once.
     AllocFail,
+    /// Packets of plain sends that carried the sender's pinned pages (`zerocopy::SyncPin`).
+    SyncPinned,
+    /// Of those, the ones the sender copied itself because the transport had not taken
+    /// them within the wait (a guest without receive buffers, a stopped device, a signal).
+    SyncCopied,
 }
 
-const N: usize = 11;
+const N: usize = 13;
 const NAMES: [&'static [u8]; N] = [
     b"rx_packets\0",
     b"rx_bytes\0",
@@ -52,6 +57,8 @@ const NAMES: [&'static [u8]; N] = [
     b"reset_mem_overrun\0",
     b"refused_connects\0",
     b"alloc_failures\0",
+    b"tx_pinned\0",
+    b"tx_pinned_copied\0",
 ];
 const KINDS: [(u32, &'static [u8]); 3] = [(TRANSPORT_LOCAL, b"loopback\0"), (TRANSPORT_G2H, b"virtio\0"), (TRANSPORT_H2G, b"vhost\0")];
 

@@ -19,23 +19,49 @@
 use crate::ffi;
 use crate::net::{Msg, Sk};
 use crate::pkt::Pkt;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
 use kernel::prelude::*;
+use kernel::sync::{new_condvar, new_spinlock, Arc, CondVar, CondVarTimeoutResult, SpinLock};
 
 const PAGE_SIZE: usize = 4096;
 const MAX_FRAGS: usize = 32;
 
-/// One piece of a pinned user buffer.
-#[derive(Clone, Copy)]
+/// One piece of a page payload (at most a page). `page` and `off` change after the payload
+/// is built only when a sync send's pinned pages are swapped for copies (`SyncPin`), under
+/// that send's lock while no copy-out reads them; atomics, as readers hold shared references.
 struct Frag {
-    page: *mut ffi::page,
-    off: u32,
+    page: AtomicPtr<ffi::page>,
+    off: AtomicU32,
     len: u32,
 }
 
-/// A page payload: pinned user pages plus a completion reference (MSG_ZEROCOPY), or pages
-/// of its own with no completion (`uarg` null, `fill_pages`).
+impl Frag {
+    fn none() -> Frag {
+        Frag { page: AtomicPtr::new(core::ptr::null_mut()), off: AtomicU32::new(0), len: 0 }
+    }
+
+    fn new(page: *mut ffi::page, off: u32, len: u32) -> Frag {
+        Frag { page: AtomicPtr::new(page), off: AtomicU32::new(off), len }
+    }
+
+    fn page(&self) -> *mut ffi::page {
+        self.page.load(Relaxed)
+    }
+
+    fn get(&self) -> (*mut ffi::page, u32, u32) {
+        (self.page.load(Relaxed), self.off.load(Relaxed), self.len)
+    }
+}
+
+/// A page payload: pinned user pages plus a completion reference (MSG_ZEROCOPY), pinned user
+/// pages of a plain send that waits for them (`sync`), or pages of its own with neither
+/// (`fill_pages`).
 pub(crate) struct ZcPages {
     uarg: *mut ffi::ubuf_info,
+    /// The plain send(2) whose pinned pages these are, until `SyncPin` swaps them for copies.
+    sync: Option<Arc<SyncPin>>,
+    /// A copy-out reads the pages (set and cleared under `sync`'s lock).
+    copying: AtomicBool,
     n: usize,
     frags: [Frag; MAX_FRAGS],
 }
@@ -43,19 +69,36 @@ pub(crate) struct ZcPages {
 impl ZcPages {
     /// An empty payload, with no pages and no completion yet.
     fn new() -> Result<KBox<ZcPages>> {
-        let none = Frag { page: core::ptr::null_mut(), off: 0, len: 0 };
-        Ok(KBox::new(ZcPages { uarg: core::ptr::null_mut(), n: 0, frags: [none; MAX_FRAGS] }, GFP_KERNEL)?)
+        let z = ZcPages {
+            uarg: core::ptr::null_mut(),
+            sync: None,
+            copying: AtomicBool::new(false),
+            n: 0,
+            frags: core::array::from_fn(|_| Frag::none()),
+        };
+        Ok(KBox::new(z, GFP_KERNEL)?)
+    }
+
+    /// The address a sync send lists this payload under.
+    fn addr(&self) -> usize {
+        self as *const ZcPages as usize
     }
 }
 
 impl Drop for ZcPages {
     /// Releases the pages and, if the payload holds one, the completion reference: when the
     /// packet is freed, or when a payload being built is given up (no completion yet then).
+    /// A sync send's payload leaves its send's list first (which may wake the sender), so
+    /// the sender never swaps pages of a payload that is going away.
     fn drop(&mut self) {
+        if let Some(s) = &self.sync {
+            s.forget(self.addr());
+        }
         for f in self.frags.iter().take(self.n) {
             // SAFETY: the payload holds one reference on each of its first `n` pages (pinned
-            // by iov_iter_get_pages2, or allocated by `fill_pages`), released once here.
-            unsafe { ffi::rvsock_put_page(f.page) };
+            // by iov_iter_get_pages2, or allocated by `fill_pages` or `SyncPin::detach_one`),
+            // released once here.
+            unsafe { ffi::rvsock_put_page(f.page()) };
         }
         if !self.uarg.is_null() {
             // SAFETY: a non-null `uarg` carries the one reference `ZcSend::fill` took for it.
@@ -77,8 +120,12 @@ pub(crate) unsafe fn free_ext(ext: *mut core::ffi::c_void) {
 /// Whether the page payload `ext` (null: none) is a MSG_ZEROCOPY send's user pages, not pages
 /// of its own (`fill_pages`).
 pub(crate) fn user_pages(ext: *mut core::ffi::c_void) -> bool {
+    if ext.is_null() {
+        return false;
+    }
     // SAFETY: a non-null `ext` belongs to a live packet the caller holds.
-    !ext.is_null() && !unsafe { &*(ext as *const ZcPages) }.uarg.is_null()
+    let z = unsafe { &*(ext as *const ZcPages) };
+    !z.uarg.is_null() || z.sync.is_some()
 }
 
 /// Copies `n` bytes (at most `MAX_FRAGS` pages) from `iter` (a live iterator: the sender's
@@ -100,7 +147,7 @@ pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Res
         let len = (n - got).min(PAGE_SIZE);
         // SAFETY: `page` is ours and holds PAGE_SIZE bytes; `iter` is the caller's live iterator.
         let done = unsafe { ffi::copy_page_from_iter(page, 0, len, iter) };
-        *f = Frag { page, off: 0, len: done as u32 };
+        *f = Frag::new(page, 0, done as u32);
         z.n += 1;
         got += done;
         if done != len {
@@ -119,6 +166,8 @@ pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usi
 /// Copies up to `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet
 /// into `iter`; returns the bytes copied (short on a fault or past the end of the payload).
 pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, iter: *mut ffi::iov_iter) -> usize {
+    // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
+    let _copy = CopyOut::begin(unsafe { &*(ext as *const ZcPages) });
     let mut copied = 0usize;
     for_each_piece(p, ext, skip, n, |page, off, len| {
         // SAFETY: the page is pinned for the packet's lifetime; the range is inside it;
@@ -147,13 +196,14 @@ pub(crate) fn for_each_piece(
         if left == 0 {
             break;
         }
-        let flen = fr.len as usize;
+        let (page, off, flen) = fr.get();
+        let flen = flen as usize;
         if pos >= flen {
             pos -= flen;
             continue;
         }
         let take = (flen - pos).min(left);
-        if !f(fr.page, fr.off as usize + pos, take) {
+        if !f(page, off as usize + pos, take) {
             break;
         }
         left -= take;
@@ -166,7 +216,43 @@ pub(crate) fn for_each_piece(
 pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::page, u32, u32)> {
     // SAFETY: `ext` belongs to a live packet the caller holds.
     let z = unsafe { &*(ext as *const ZcPages) };
-    z.frags.iter().take(z.n).nth(i).map(|f| (f.page, f.off, f.len))
+    z.frags.iter().take(z.n).nth(i).map(Frag::get)
+}
+
+/// Pins up to `n` bytes of the user buffer into the empty payload `z`; returns the bytes
+/// taken. On failure `z`'s pages are released and the iterator is where it was.
+fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
+    let mut got = 0usize;
+    let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
+    while got < n && z.n < MAX_FRAGS {
+        let mut start: usize = 0;
+        let room = MAX_FRAGS - z.n;
+        // SAFETY: `pages` has room for `room` entries; the iterator is the live msg's.
+        let r = unsafe { ffi::iov_iter_get_pages2(msg.iter_ptr(), pages.as_mut_ptr(), n - got, room as _, &mut start) };
+        if r <= 0 {
+            for f in z.frags.iter().take(z.n) {
+                // SAFETY: the references iov_iter_get_pages2 took above, released once.
+                unsafe { ffi::rvsock_put_page(f.page()) };
+            }
+            z.n = 0;
+            msg.revert(got);
+            return Err(ENOMEM);
+        }
+        let mut bytes = r as usize;
+        let mut off = start;
+        for pg in pages.iter().take((start + bytes).div_ceil(PAGE_SIZE)) {
+            let len = (PAGE_SIZE - off).min(bytes);
+            let i = z.n;
+            if let Some(f) = z.frags.get_mut(i) {
+                *f = Frag::new(*pg, off as u32, len as u32);
+                z.n += 1;
+            }
+            bytes -= len;
+            off = 0;
+        }
+        got += r as usize;
+    }
+    Ok(got)
 }
 
 /// A MSG_ZEROCOPY sendmsg in progress.
@@ -205,41 +291,9 @@ impl ZcSend {
     /// nothing stays pinned and the iterator is where it was.
     pub(crate) fn fill(&self, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
         // No completion reference until the pages are all in: dropping `z` on the error path
-        // below releases the pages only.
+        // of `pin` releases the pages only.
         let mut z = ZcPages::new()?;
-        let mut got = 0usize;
-        let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
-        let mut err = false;
-        while got < n && z.n < MAX_FRAGS {
-            let mut start: usize = 0;
-            let room = MAX_FRAGS - z.n;
-            // SAFETY: `pages` has room for `room` entries; the iterator is the live msg's.
-            let r = unsafe {
-                ffi::iov_iter_get_pages2(msg.iter_ptr(), pages.as_mut_ptr(), n - got, room as _, &mut start)
-            };
-            if r <= 0 {
-                err = true;
-                break;
-            }
-            let mut bytes = r as usize;
-            let mut off = start;
-            for pg in pages.iter().take((start + bytes).div_ceil(PAGE_SIZE)) {
-                let len = (PAGE_SIZE - off).min(bytes);
-                let i = z.n;
-                if let Some(f) = z.frags.get_mut(i) {
-                    *f = Frag { page: *pg, off: off as u32, len: len as u32 };
-                    z.n += 1;
-                }
-                bytes -= len;
-                off = 0;
-            }
-            got += r as usize;
-        }
-        if err {
-            drop(z);
-            msg.revert(got);
-            return Err(ENOMEM);
-        }
+        let got = pin(&mut z, msg, n)?;
         // SAFETY: the packet takes a completion reference, dropped with its payload.
         unsafe { ffi::rvsock_zcopy_get(self.uarg) };
         z.uarg = self.uarg;
@@ -262,4 +316,257 @@ impl ZcSend {
             }
         }
     }
+}
+
+/// A plain blocking send(2) of a large buffer towards a transport with `TRANSPORT_F_COPY_OUT`
+/// (vhost) pins the user's pages into its packets instead of copying them, and returns only
+/// once the transport has copied them out (into the guest's receive buffers) and freed the
+/// packets: one copy of the data instead of two (issue 17: 2.7-3.1 ms of the L1 host's
+/// ~11.4 ms of CPU per MiB in the nested h2g stream went to the sender's copy). The buffer is
+/// the caller's again when send(2) returns, as with a copied send.
+///
+/// The wait is bounded: when the transport has not finished within `SYNC_WAIT_MS` (a guest
+/// that posts no receive buffers, a stopped device), or a signal is pending, the sender copies
+/// what is still pinned into pages of its own and swaps them in (`detach_one`), so a send
+/// never waits for the peer longer than a copied one would. The swap and the transport's
+/// copy-out (`CopyOut`) exclude each other through this lock.
+#[pin_data]
+pub(crate) struct SyncPin {
+    #[pin]
+    st: SpinLock<SyncState>,
+    /// Signalled when a listed payload goes or a copy-out ends.
+    #[pin]
+    cv: CondVar,
+}
+
+/// The payloads of one sync send that hold its pinned pages (by address).
+struct SyncState {
+    live: [usize; SYNC_LIVE],
+    n: usize,
+    /// Payloads listed so far, and the ones the sender copied itself (`detach_one`).
+    pinned: u64,
+    copied: u64,
+}
+
+impl SyncState {
+    fn find(&self, addr: usize) -> Option<usize> {
+        self.live.iter().take(self.n).position(|&a| a == addr)
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.n -= 1;
+        self.live[i] = self.live[self.n];
+    }
+}
+
+/// Payloads of one sync send in flight at once, at most (then it settles first).
+const SYNC_LIVE: usize = 8;
+/// A chunk goes out as pinned pages from this size on; smaller ones are copied.
+pub(crate) const SYNC_MIN: usize = 32 * 1024;
+/// How long a sync send waits for the transport before copying its pages itself.
+const SYNC_WAIT_MS: u32 = 20;
+
+impl SyncPin {
+    pub(crate) fn new() -> Result<Arc<SyncPin>> {
+        Arc::pin_init(
+            pin_init!(SyncPin {
+                st <- new_spinlock!(SyncState { live: [0; SYNC_LIVE], n: 0, pinned: 0, copied: 0 }, "rvsock_sync_send"),
+                cv <- new_condvar!("rvsock_sync_send"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// (payloads pinned, payloads the sender copied itself) so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let g = self.st.lock();
+        (g.pinned, g.copied)
+    }
+
+    /// Whether another payload can be listed without settling first.
+    pub(crate) fn has_room(&self) -> bool {
+        self.st.lock().n < SYNC_LIVE
+    }
+
+    /// Unlists a payload that goes away (its Drop).
+    fn forget(&self, addr: usize) {
+        let mut g = self.st.lock();
+        if let Some(i) = g.find(addr) {
+            g.remove(i);
+            if g.n == 0 {
+                self.cv.notify_all();
+            }
+        }
+    }
+
+    /// Waits until the transport has freed every payload holding this send's pages, for up to
+    /// `SYNC_WAIT_MS` and not past a signal; then copies whatever is still pinned into pages of
+    /// its own. Afterwards no packet refers to the user's pages.
+    pub(crate) fn settle(&self) {
+        let mut left = crate::net::msecs_to_jiffies(SYNC_WAIT_MS) as kernel::time::Jiffies;
+        let mut g = self.st.lock();
+        while g.n > 0 {
+            match self.cv.wait_interruptible_timeout(&mut g, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                _ => break,
+            }
+        }
+        drop(g);
+        self.detach_all();
+    }
+
+    /// Swaps every listed payload's pinned pages for copies.
+    fn detach_all(&self) {
+        loop {
+            let addr = {
+                let g = self.st.lock();
+                if g.n == 0 {
+                    return;
+                }
+                g.live[0]
+            };
+            if self.detach_one(addr).is_err() {
+                // No memory for the copies: let the transport run a little, then retry.
+                let mut g = self.st.lock();
+                if g.find(addr).is_some() {
+                    let _ = self.cv.wait_interruptible_timeout(&mut g, 1);
+                }
+            }
+        }
+    }
+
+    /// Copies the pages of the listed payload `addr` into fresh pages and swaps them in,
+    /// unless the payload went away meanwhile (then nothing is left to do).
+    fn detach_one(&self, addr: usize) -> Result {
+        let mut old = [(core::ptr::null_mut::<ffi::page>(), 0u32, 0u32); MAX_FRAGS];
+        let n = {
+            let mut g = self.st.lock();
+            loop {
+                if g.find(addr).is_none() {
+                    return Ok(());
+                }
+                // SAFETY: a listed payload is alive: its Drop unlists it under this lock
+                // before releasing anything.
+                let z = unsafe { &*(addr as *const ZcPages) };
+                if !z.copying.load(Relaxed) {
+                    for (o, f) in old.iter_mut().zip(z.frags.iter().take(z.n)) {
+                        *o = f.get();
+                        // SAFETY: a page the live payload holds; our own reference keeps it
+                        // while we copy it without the lock.
+                        unsafe { ffi::rvsock_get_page(o.0) };
+                    }
+                    break z.n;
+                }
+                // The transport is copying it out right now: that ends soon.
+                self.cv.wait(&mut g);
+            }
+        };
+        let put_old = |old: &[(*mut ffi::page, u32, u32)]| {
+            for o in old.iter().take(n) {
+                // SAFETY: one reference taken above (or, after a swap, the payload's own).
+                unsafe { ffi::rvsock_put_page(o.0) };
+            }
+        };
+        let mut new = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
+        let mut ok = true;
+        for (nw, o) in new.iter_mut().zip(old.iter()).take(n) {
+            // SAFETY: plain page allocation; null is handled.
+            let pg = unsafe { ffi::rvsock_alloc_page(kernel::bindings::GFP_KERNEL) };
+            if pg.is_null() {
+                ok = false;
+                break;
+            }
+            // SAFETY: `pg` is ours (a page); `o` is at most a page's piece of a page we hold.
+            unsafe { ffi::rvsock_memcpy_page(pg, o.0, o.1 as usize, o.2 as usize) };
+            *nw = pg;
+        }
+        let swapped = ok && {
+            let mut g = self.st.lock();
+            match g.find(addr) {
+                Some(i) => {
+                    // SAFETY: listed, hence alive (see above).
+                    let z = unsafe { &*(addr as *const ZcPages) };
+                    if z.copying.load(Relaxed) {
+                        false
+                    } else {
+                        for (f, pg) in z.frags.iter().zip(new.iter()).take(n) {
+                            f.page.store(*pg, Relaxed);
+                            f.off.store(0, Relaxed);
+                        }
+                        g.remove(i);
+                        g.copied += 1;
+                        if g.n == 0 {
+                            self.cv.notify_all();
+                        }
+                        true
+                    }
+                }
+                None => false,
+            }
+        };
+        if swapped {
+            // The payload's references on the user pages, now unused.
+            put_old(&old);
+        } else {
+            for pg in new.iter().take(n).filter(|p| !p.is_null()) {
+                // SAFETY: our fresh pages, not handed to anyone.
+                unsafe { ffi::rvsock_put_page(*pg) };
+            }
+        }
+        put_old(&old);
+        if ok { Ok(()) } else { Err(ENOMEM) }
+    }
+}
+
+/// Brackets a transport's copy-out of a sync send's payload: the sender does not swap its
+/// pages meanwhile.
+struct CopyOut<'a>(&'a ZcPages);
+
+impl<'a> CopyOut<'a> {
+    fn begin(z: &'a ZcPages) -> Option<CopyOut<'a>> {
+        let s = z.sync.as_ref()?;
+        let _g = s.st.lock();
+        z.copying.store(true, Relaxed);
+        Some(CopyOut(z))
+    }
+}
+
+impl Drop for CopyOut<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0.sync {
+            let _g = s.st.lock();
+            self.0.copying.store(false, Relaxed);
+            s.cv.notify_all();
+        }
+    }
+}
+
+/// Pins up to `n` bytes of a plain send's user buffer into `p` for the sync send `sync`;
+/// returns the bytes taken. On failure (no room in `sync`'s list, pinning failed) nothing is
+/// kept and the iterator is where it was: the caller copies instead.
+pub(crate) fn fill_sync(sync: &Arc<SyncPin>, p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
+    let mut z = ZcPages::new()?;
+    let got = pin(&mut z, msg, n)?;
+    z.sync = Some(sync.clone());
+    let addr = z.addr();
+    {
+        let mut g = sync.st.lock();
+        let i = g.n;
+        match g.live.get_mut(i) {
+            Some(slot) => {
+                *slot = addr;
+                g.n += 1;
+                g.pinned += 1;
+            }
+            None => {
+                drop(g);
+                // Dropping `z` releases the pages (not listed: nothing to unlist).
+                drop(z);
+                msg.revert(got);
+                return Err(EBUSY);
+            }
+        }
+    }
+    p.set_ext(KBox::into_raw(z).cast(), got as u32);
+    Ok(got)
 }

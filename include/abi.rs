@@ -77,6 +77,13 @@ pub const TRANSPORT_F_SEQPACKET: u32 = 1;
 /// pinned user pages, or a large copied payload). Without it the core only ever hands the
 /// transport inline payloads.
 pub const TRANSPORT_F_ZEROCOPY: u32 = 2;
+/// Transport feature (with `TRANSPORT_F_ZEROCOPY`): the transport reads page payloads only
+/// through `rvsock_pkt_copy_to_iter` (it never hands the pages on, to a device or a reader)
+/// and frees each packet once it has copied it out, without waiting for its peer's reader
+/// (vhost: into the guest's receive buffers). The core may then carry a plain blocking
+/// send(2)'s pinned user pages in such packets for the length of the call (`zerocopy.rs`,
+/// `SyncPin`).
+pub const TRANSPORT_F_COPY_OUT: u32 = 4;
 
 /// A transport as registered with the core. The transport module owns it and keeps it alive
 /// (and unchanged) from `rvsock_transport_register` until `rvsock_transport_unregister`

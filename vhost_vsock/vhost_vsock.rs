@@ -25,7 +25,7 @@ mod dev;
 mod table;
 mod vhost;
 
-use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_H2G};
+use abi::{RawPkt, RawTransport, TRANSPORT_F_COPY_OUT, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_H2G};
 use dev::VhostVsock;
 use pkt::Pkt;
 
@@ -66,7 +66,7 @@ static TRANSPORT: KStatic<RawTransport> = KStatic(UnsafeCell::new(RawTransport {
     owner: core::ptr::null_mut(),
     name: c"vhost".as_ptr().cast(),
     kind: TRANSPORT_H2G,
-    features: TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY,
+    features: TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY | TRANSPORT_F_COPY_OUT,
     local_cid,
     send_pkt,
     seqpacket_allow: Some(seqpacket_allow),
