@@ -93,7 +93,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             }
             // Nothing of ours stays pinned while we wait for the peer.
             if let Some(s) = &sync {
-                s.settle();
+                s.settle(timeout);
             }
             timeout = sk.wait(g, timeout, || {
                 let s = vsk(sk).st.lock();
@@ -124,7 +124,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             }
         }
         if let Some(s) = sync.as_ref().filter(|s| !s.has_room()) {
-            s.settle();
+            s.settle(timeout);
         }
         match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy), sync.as_ref()) {
             Ok(n) => sent += n,
@@ -135,7 +135,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         }
     }
     if let Some(s) = sync {
-        s.settle();
+        s.settle(timeout);
         let (pinned, copied) = s.counts();
         if let Some(t) = vsk(sk).st.lock().transport.as_ref().map(|t| t.ptr()) {
             crate::stats::add(t, crate::stats::Ctr::SyncPinned, pinned);

@@ -325,10 +325,11 @@ impl ZcSend {
 /// ~11.4 ms of CPU per MiB in the nested h2g stream went to the sender's copy). The buffer is
 /// the caller's again when send(2) returns, as with a copied send.
 ///
-/// The wait is bounded: when the transport has not finished within `SYNC_WAIT_MS` (a guest
-/// that posts no receive buffers, a stopped device), or a signal is pending, the sender copies
-/// what is still pinned into pages of its own and swaps them in (`detach_one`), so a send
-/// never waits for the peer longer than a copied one would. The swap and the transport's
+/// The wait is bounded: when the transport has not finished within `SYNC_WAIT_MS` or the
+/// socket's send timeout, whichever is shorter (a guest that posts no receive buffers, a
+/// stopped device), or a signal is pending, the sender copies what is still pinned into pages
+/// of its own and swaps them in (`detach_one`), so a send never waits for the peer much longer
+/// than a copied one would. The swap and the transport's
 /// copy-out (`CopyOut`) exclude each other through this lock.
 #[pin_data]
 pub(crate) struct SyncPin {
@@ -400,10 +401,12 @@ impl SyncPin {
     }
 
     /// Waits until the transport has freed every payload holding this send's pages, for up to
-    /// `SYNC_WAIT_MS` and not past a signal; then copies whatever is still pinned into pages of
-    /// its own. Afterwards no packet refers to the user's pages.
-    pub(crate) fn settle(&self) {
-        let mut left = crate::net::msecs_to_jiffies(SYNC_WAIT_MS) as kernel::time::Jiffies;
+    /// `SYNC_WAIT_MS` (or `limit` jiffies, the socket's send timeout, if shorter) and not past
+    /// a signal; then copies whatever is still pinned into pages of its own. Afterwards no
+    /// packet refers to the user's pages.
+    pub(crate) fn settle(&self, limit: kernel::ffi::c_long) {
+        let wait = crate::net::msecs_to_jiffies(SYNC_WAIT_MS).min(limit.max(0) as u64);
+        let mut left = wait as kernel::time::Jiffies;
         let mut g = self.st.lock();
         while g.n > 0 {
             match self.cv.wait_interruptible_timeout(&mut g, left) {
