@@ -429,7 +429,14 @@ impl SyncPin {
                 g.live[0]
             };
             if self.detach_one(addr).is_err() {
-                // No memory for the copies: let the transport run a little, then retry.
+                // No memory for the copies (GFP_KERNEL single pages: a task being killed
+                // under memory pressure). With a signal pending, give up: the packets keep
+                // their own references on the pages, so nothing is freed under them; only a
+                // buffer the caller changes before the transport copies it would go out
+                // changed. Else let the transport run a little and retry.
+                if crate::net::signal_pending() {
+                    return;
+                }
                 let mut g = self.st.lock();
                 if g.find(addr).is_some() {
                     let _ = self.cv.wait_interruptible_timeout(&mut g, 1);
