@@ -55,7 +55,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     let zc = if flags & ffi::MSG_ZEROCOPY != 0 && (!msg.ubuf().is_null() || sk.flag(net::SOCK_ZEROCOPY)) {
         let (credit, pages_ok) = {
             let s = vsk(sk).st.lock();
-            let f = s.transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);
+            let f = features(&s);
             (s.conn.has_space(), f & crate::abi::TRANSPORT_F_ZEROCOPY != 0)
         };
         Some(crate::zerocopy::ZcSend::begin(sk, msg, len, credit, pages_ok)?)
@@ -65,7 +65,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     // A plain blocking send of a large buffer to a copy-out transport goes by pinned pages
     // and returns once the transport has copied them (`zerocopy::SyncPin`).
     let sync = if zc.is_none() && !seq && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
-        let f = vsk(sk).st.lock().transport.as_ref().map(|t| t.ptr().get().features).unwrap_or(0);
+        let f = features(&vsk(sk).st.lock());
         let want = crate::abi::TRANSPORT_F_ZEROCOPY | crate::abi::TRANSPORT_F_COPY_OUT;
         if f & want == want { crate::zerocopy::SyncPin::new().ok() } else { None }
     } else {
@@ -151,6 +151,11 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     err.map(|_| sent)
 }
 
+/// The `TRANSPORT_F_*` bits of the socket's transport (none without one).
+fn features(s: &VState) -> u32 {
+    s.transport.as_ref().map_or(0, |t| t.ptr().get().features)
+}
+
 /// Credit the writer may use now: none while its packets still in a queueing transport take
 /// up the credit window in memory (`sock::charge_tx`).
 fn writable(sk: Sk, s: &VState) -> u32 {
@@ -181,7 +186,7 @@ fn send_chunk(
         let mut s = vsk(sk).st.lock();
         let paged_ok = zc.is_none()
             && (want > inline || sync.is_some())
-            && s.transport.as_ref().is_some_and(|t| t.ptr().get().features & crate::abi::TRANSPORT_F_ZEROCOPY != 0);
+            && features(&s) & crate::abi::TRANSPORT_F_ZEROCOPY != 0;
         let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
         (paged_ok, s.conn.take_credit(want.min(cap) as u32))
     };

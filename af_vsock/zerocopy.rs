@@ -220,7 +220,8 @@ pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::p
 }
 
 /// Pins up to `n` bytes of the user buffer into the empty payload `z`; returns the bytes
-/// taken. On failure `z`'s pages are released and the iterator is where it was.
+/// taken. On failure the iterator is where it was and `z` holds what was pinned (the caller
+/// drops it, which releases the pages).
 fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
     let mut got = 0usize;
     let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
@@ -230,11 +231,6 @@ fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
         // SAFETY: `pages` has room for `room` entries; the iterator is the live msg's.
         let r = unsafe { ffi::iov_iter_get_pages2(msg.iter_ptr(), pages.as_mut_ptr(), n - got, room as _, &mut start) };
         if r <= 0 {
-            for f in z.frags.iter().take(z.n) {
-                // SAFETY: the references iov_iter_get_pages2 took above, released once.
-                unsafe { ffi::rvsock_put_page(f.page()) };
-            }
-            z.n = 0;
             msg.revert(got);
             return Err(ENOMEM);
         }
