@@ -309,6 +309,38 @@ impl PktQueue {
         p
     }
 
+    /// Removes the first packet if `f` accepts it.
+    pub fn pop_front_if(&mut self, f: impl FnOnce(&Pkt) -> bool) -> Option<Pkt> {
+        if self.head.is_null() {
+            return None;
+        }
+        // SAFETY: `head` is a live packet owned by this queue; the temporary `Pkt` is never
+        // dropped (`ManuallyDrop`), so ownership stays with the queue while `f` looks at it.
+        let head = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(self.head) }?);
+        if f(&head) { self.pop_front() } else { None }
+    }
+
+    /// Moves every packet of `front` ahead of this queue's, in their order (a reader giving
+    /// back several packets it took).
+    pub fn prepend(&mut self, mut front: PktQueue) {
+        if front.head.is_null() {
+            return;
+        }
+        // SAFETY: `front.tail` is the live last packet of `front`, which we take over whole.
+        unsafe { (*front.tail).next = self.head };
+        if self.head.is_null() {
+            self.tail = front.tail;
+        }
+        self.head = front.head;
+        self.count += front.count;
+        self.mem = self.mem.saturating_add(front.mem);
+        // `front` no longer owns its packets.
+        front.head = core::ptr::null_mut();
+        front.tail = core::ptr::null_mut();
+        front.count = 0;
+        front.mem = 0;
+    }
+
     /// Lends the last packet to `f` (e.g. to append a small payload to its tail room).
     pub fn with_back<R>(&mut self, f: impl FnOnce(&mut Pkt) -> R) -> Option<R> {
         if self.tail.is_null() {

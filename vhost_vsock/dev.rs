@@ -6,7 +6,9 @@
 //! - Host to guest: `queue` (called by `send_pkt`, under the CID table lock) appends to
 //!   `pending` and queues `send_work` on the vhost worker; `do_send` (worker, RX virtqueue
 //!   mutex) copies header and payload into guest receive buffers, splitting a payload over
-//!   several buffers when the guest posted small ones.
+//!   several buffers when the guest posted small ones, and filling the rest of a buffer with
+//!   the STREAM payloads of the same connection queued right behind (one header with their
+//!   summed length, `hdr::join`).
 //! - Guest to host: `handle_tx` (worker, TX virtqueue mutex) reads each chain's header,
 //!   validates it (source CID is the guest's, destination is the host, length fits the chain
 //!   and 64 KiB) before allocating, copies the payload into a packet of exactly that length and
@@ -19,7 +21,7 @@
 use crate::abi::{RawPkt, HDR_LEN};
 use crate::ffi;
 use crate::pkt::{Pkt, PktQueue};
-use crate::proto::hdr::{Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
+use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::vhost::{self, Desc, Dev, IovIter, Vq, VqGuard};
 use core::ffi::c_void;
@@ -84,6 +86,9 @@ enum Count {
     Delivered,
     /// A packet written into a guest receive buffer (the last piece of it).
     Sent,
+    /// A packet, or its first part, written into a guest receive buffer behind another
+    /// packet of its connection (`Sent` counts it too, once whole).
+    Joined,
     /// A guest receive buffer that was not one (read-only, too small, not writable).
     BadRxBuf,
     /// A guest packet dropped.
@@ -95,6 +100,7 @@ enum Count {
 pub(crate) struct Stats {
     delivered: AtomicU64,
     sent: AtomicU64,
+    joined: AtomicU64,
     bad_chain: AtomicU64,
     truncated: AtomicU64,
     spoofed: AtomicU64,
@@ -109,6 +115,7 @@ pub(crate) struct Stats {
 pub(crate) static TOTALS: Stats = Stats {
     delivered: AtomicU64::new(0),
     sent: AtomicU64::new(0),
+    joined: AtomicU64::new(0),
     bad_chain: AtomicU64::new(0),
     truncated: AtomicU64::new(0),
     spoofed: AtomicU64::new(0),
@@ -124,6 +131,7 @@ impl Stats {
         match c {
             Count::Delivered => &self.delivered,
             Count::Sent => &self.sent,
+            Count::Joined => &self.joined,
             Count::BadRxBuf => &self.bad_rx_buf,
             Count::Drop(Reject::BadChain) => &self.bad_chain,
             Count::Drop(Reject::Truncated) => &self.truncated,
@@ -148,6 +156,7 @@ impl Stats {
         for (name, c) in [
             (&b"rx_delivered\0"[..], &self.delivered),
             (b"tx_sent\0", &self.sent),
+            (b"tx_joined\0", &self.joined),
             (b"tx_bad_rx_buffers\0", &self.bad_rx_buf),
             (b"drop_bad_chain\0", &self.bad_chain),
             (b"drop_truncated\0", &self.truncated),
@@ -336,6 +345,17 @@ impl VhostVsock {
         self.queued_replies.load(Relaxed) < tx.num() as i32
     }
 
+    /// A packet fully written into guest buffers: counts and frees it; true if TX, paused on
+    /// a full reply budget, may resume now.
+    fn sent(&self, mut p: Pkt) -> bool {
+        self.stats.count(Count::Sent);
+        if swap_mark(&mut p, 0) != MARK_REPLY {
+            return false;
+        }
+        let v = self.queued_replies.fetch_sub(1, Relaxed) - 1;
+        v + 1 == self.tx().num_unlocked() as i32
+    }
+
     /// Host to guest: fills guest receive buffers from `pending` (worker context).
     fn do_send(&self) {
         let mut restart_tx = false;
@@ -388,38 +408,86 @@ impl VhostVsock {
                     h.flags &= !(SEQ_EOM | SEQ_EOR);
                 }
                 h.len = frag as u32;
+                // STREAM payloads of the same connection queued right behind this one fill the
+                // rest of its buffer (issue 17): one header, one used entry and one guest packet
+                // for a buffer's worth of small sends, and a 64 KiB packet's tail no longer
+                // takes a buffer of its own. The last one joined may go in part; its rest
+                // stays first in the queue.
+                let mut joined = PktQueue::new();
+                if frag == payload {
+                    let mut q = self.pending.lock();
+                    loop {
+                        let space = (room - HDR_LEN).saturating_sub(h.len as usize);
+                        if space == 0 {
+                            break;
+                        }
+                        let n = q.pop_front_if(|n| {
+                            let nh = n.hdr();
+                            let take = (n.remaining() as usize).min(space) as u32;
+                            let whole = nh.len == n.remaining() && take > 0;
+                            match join(&h, &Hdr { len: take, ..nh }).filter(|_| whole) {
+                                Some(j) => {
+                                    h = j;
+                                    true
+                                }
+                                None => false,
+                            }
+                        });
+                        let Some(n) = n else { break };
+                        joined.push_back(n);
+                    }
+                }
+                let len = h.len as usize;
+                // Packets copied whole, and the bytes copied of the last one.
+                let mut done = PktQueue::new();
+                let mut last = 0usize;
                 let ok = {
                     let mut it = g.iter(out, inn, room, true);
-                    it.write(&h.encode()) == HDR_LEN && copy_payload(&mut p, frag, &mut it) == frag
+                    let mut ok = it.write(&h.encode()) == HDR_LEN && copy_payload(&mut p, frag, &mut it) == frag;
+                    let mut left = len - frag;
+                    while ok {
+                        let Some(mut n) = joined.pop_front() else { break };
+                        last = (n.remaining() as usize).min(left);
+                        ok = copy_payload(&mut n, last, &mut it) == last;
+                        left -= last;
+                        done.push_back(n);
+                    }
+                    ok
                 };
                 if !ok {
-                    // Guest memory not writable: give the buffer back empty, keep the packet.
+                    // Guest memory not writable: give the buffer back empty, keep the packets.
                     self.stats.count(Count::BadRxBuf);
                     g.err();
                     g.add_used(head, 0);
                     added = true;
+                    {
+                        let mut q = self.pending.lock();
+                        q.prepend(joined);
+                        q.prepend(done);
+                    }
                     self.requeue(p);
                     break;
                 }
-                g.add_used(head, (HDR_LEN + frag) as u32);
-                g.log_write(log, HDR_LEN + frag, inn);
+                g.add_used(head, (HDR_LEN + len) as u32);
+                g.log_write(log, HDR_LEN + len, inn);
                 added = true;
                 p.consume(frag as u32);
-                bytes = bytes.saturating_add(frag as i32);
+                bytes = bytes.saturating_add(len as i32);
+                pkts += 1;
                 if p.remaining() > 0 {
                     self.requeue(p);
                 } else {
-                    self.stats.count(Count::Sent);
-                    if swap_mark(&mut p, 0) == MARK_REPLY {
-                        let v = self.queued_replies.fetch_sub(1, Relaxed) - 1;
-                        // TX paused on a full reply budget may resume now.
-                        if v + 1 == self.tx().num_unlocked() as i32 {
-                            restart_tx = true;
-                        }
-                    }
-                    drop(p);
+                    restart_tx |= self.sent(p);
                 }
-                pkts += 1;
+                while let Some(mut n) = done.pop_front() {
+                    self.stats.count(Count::Joined);
+                    if done.is_empty() && last < n.remaining() as usize {
+                        n.consume(last as u32);
+                        self.requeue(n);
+                    } else {
+                        restart_tx |= self.sent(n);
+                    }
+                }
                 if g.exceeds_weight(pkts, bytes) {
                     break;
                 }

@@ -274,6 +274,22 @@ impl Hdr {
     }
 }
 
+/// Joins STREAM payload `b`, queued right behind `a`, onto `a` for one receive buffer (a
+/// transport gathering small sends of one connection, issue 17): `Some` header for both
+/// payloads together, `None` if they must travel apart. Only plain STREAM `RW` packets of the
+/// same connection without flags join (a SEQPACKET message keeps its own boundaries, every
+/// other op its own packet); the joined header has the summed length and `b`'s credit
+/// fields, the newer ones.
+pub fn join(a: &Hdr, b: &Hdr) -> Option<Hdr> {
+    let plain = |h: &Hdr| h.ty == SockType::Stream as u16 && h.op == Op::Rw as u16 && h.flags == 0;
+    let same = (a.src_cid, a.dst_cid, a.src_port, a.dst_port) == (b.src_cid, b.dst_cid, b.src_port, b.dst_port);
+    if !(plain(a) && plain(b) && same) {
+        return None;
+    }
+    let len = a.len.checked_add(b.len).filter(|&n| n <= MAX_PKT_BUF_SIZE)?;
+    Some(Hdr { len, buf_alloc: b.buf_alloc, fwd_cnt: b.fwd_cnt, ..*a })
+}
+
 /// The RST that answers packet `h` when no socket (or no valid socket state) handles it
 /// (upstream `virtio_transport_reset_no_sock`): addresses swapped, `type` copied, every other
 /// field zero. `None` when `h` is itself an RST: an RST is never answered with an RST.

@@ -125,3 +125,24 @@ fn errors_that_want_rst() {
     assert!(!HdrError::BadSrcCid.wants_rst());
     assert!(!HdrError::BadDstCid.wants_rst());
 }
+
+#[test]
+fn join_takes_plain_stream_payloads_of_one_connection() {
+    let a = sample();
+    let b = Hdr { len: 7, buf_alloc: 1 << 20, fwd_cnt: 99, ..a };
+    let j = join(&a, &b).unwrap();
+    assert_eq!((j.len, j.buf_alloc, j.fwd_cnt), (12, 1 << 20, 99));
+    assert_eq!((j.src_cid, j.dst_cid, j.src_port, j.dst_port, j.ty, j.op, j.flags), (3, 2, 1234, 80, 1, 5, 0));
+    // Another connection, a SEQPACKET message, flags, another op: apart.
+    assert!(join(&a, &Hdr { src_port: 1235, ..b }).is_none());
+    assert!(join(&a, &Hdr { dst_cid: 4, ..b }).is_none());
+    assert!(join(&a, &Hdr { dst_port: 81, ..b }).is_none());
+    assert!(join(&Hdr { ty: 2, ..a }, &Hdr { ty: 2, ..b }).is_none());
+    assert!(join(&a, &Hdr { flags: SEQ_EOM, ..b }).is_none());
+    assert!(join(&a, &Hdr { op: Op::CreditUpdate as u16, len: 0, ..b }).is_none());
+    assert!(join(&Hdr { op: Op::Shutdown as u16, flags: 3, len: 0, ..a }, &b).is_none());
+    // Never past one packet's 64 KiB.
+    assert!(join(&Hdr { len: MAX_PKT_BUF_SIZE - 7, ..a }, &b).is_some());
+    assert!(join(&Hdr { len: MAX_PKT_BUF_SIZE - 6, ..a }, &b).is_none());
+    assert!(join(&Hdr { len: u32::MAX, ..a }, &b).is_none());
+}

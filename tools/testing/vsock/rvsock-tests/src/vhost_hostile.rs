@@ -617,21 +617,23 @@ pub(crate) fn t_credit(e: &mut Env) -> TestResult {
 /// for it are charged to the writing socket, so its writes stop (EAGAIN) once about a credit
 /// window of packet memory waits in the device, not after a credit window of payload bytes
 /// (256 KiB of one-byte packets: 262,144 allocations). Then the guest drains: every byte
-/// arrives in order and the writer is woken.
+/// arrives in order, the writes queued meanwhile come joined into few packets (rvsock fills
+/// each receive buffer with the queued payloads of one connection), and the writer is woken.
 pub(crate) fn t_small_writes(e: &mut Env) -> TestResult {
-    // rvsock stops near 2,048 + NUM one-byte packets (128-byte allocations in a 256 KiB
-    // window plus the posted buffers); a stack that bounds only payload bytes goes on.
-    const LIMIT: usize = 16384;
+    // rvsock stops near 2,048 one-byte packets (128-byte allocations in a 256 KiB window)
+    // plus what the posted buffers took (up to a buffer's payload each, joined); a stack that
+    // bounds only payload bytes goes on.
+    let limit = 16384 + usize::from(NUM) * (e.g.rx_buf - HDR);
     let l = listener(P_SMALL, 4)?;
     let gp = G_MAIN + 200;
     let s = guest_connect(&mut e.g, &l, gp, P_SMALL, GUEST_BUF)?;
     sys::set_nonblocking(&s, true).or_fail("nonblock")?;
-    let data = pattern(LIMIT, 5);
+    let data = pattern(limit, 5);
     let slab0 = crate::regress::slab_bytes()?;
     let mut sent = 0;
     // The guest takes nothing meanwhile: its 64 posted buffers fill, the rest waits.
     let t0 = Instant::now();
-    while sent < LIMIT && t0.elapsed() < Duration::from_secs(20) {
+    while sent < limit && t0.elapsed() < Duration::from_secs(20) {
         match sys::send(&s, &data[sent..sent + 1], libc::MSG_NOSIGNAL) {
             Ok(n) => sent += n,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
@@ -649,18 +651,25 @@ pub(crate) fn t_small_writes(e: &mut Env) -> TestResult {
         "small writes: {sent} one-byte writes before EAGAIN, Slab +{} KiB",
         grew >> 10
     ));
-    let bounded = sent < LIMIT;
+    let bounded = sent < limit;
     if bounded {
         // Drain: every byte, in order, then the writer is writable again.
         let mut got = Vec::with_capacity(sent);
+        let mut pkts = 0usize;
         let t1 = Instant::now();
         while got.len() < sent && t1.elapsed() < Duration::from_secs(20) {
             if let Some(r) = e.g.recv_where(ms(200), |h| h.dst_port == gp && h.op == OP_RW)? {
                 got.extend_from_slice(&r.data);
+                pkts += 1;
             }
         }
         if got.len() != sent || got[..] != data[..sent] {
             return Err(format!("guest got {} of {sent} bytes (or out of order)", got.len()));
+        }
+        e.out.info(format!("small writes: the guest received them in {pkts} packets"));
+        // Thousands of writes waited for buffers: they fill the buffers joined.
+        if pkts * 4 > sent {
+            return Err(format!("{sent} queued one-byte writes reached the guest in {pkts} packets (not joined)"));
         }
         let ev = sys::poll_one(&s, libc::POLLOUT, Duration::from_secs(2)).or_fail("poll")?;
         if ev & libc::POLLOUT == 0 {
