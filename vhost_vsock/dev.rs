@@ -444,12 +444,12 @@ impl VhostVsock {
                 let ok = {
                     let mut it = g.iter(out, inn, room, true);
                     let mut ok = it.write(&h.encode()) == HDR_LEN && copy_payload(&mut p, frag, &mut it) == frag;
-                    let mut left = len - frag;
+                    let mut left = len.saturating_sub(frag);
                     while ok {
                         let Some(mut n) = joined.pop_front() else { break };
                         last = (n.remaining() as usize).min(left);
                         ok = copy_payload(&mut n, last, &mut it) == last;
-                        left -= last;
+                        left = left.saturating_sub(last);
                         done.push_back(n);
                     }
                     ok
