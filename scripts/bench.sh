@@ -116,13 +116,15 @@ done
 { grep -a '^RVSOCK-BENCH-SCHED ' "$LOG" || true; } | tr -d '\r' | awk '
     { k = $4 " " $5 " " $6 " " $2; r[k] += $7; w[k] += $8; p[k] += $9; n[k]++ }
     END { for (k in n) printf "sched per connection (%s): run %.1f us, waiting %.1f us, preempted %.3f times\n", k, r[k] / n[k], w[k] / n[k], p[k] / n[k] }' | sort
-# Where each machine's CPU time went per MiB moved, for the streams and sendfile (mean
-# over the rounds, C / rvsock; client and sink side: nested, one of them is the L1 host, whose
-# `qemu` class is the L2 guest's whole vCPU time): bench (the client or sink process), vhost
-# workers, qemu, kworkers, ksoftirqd, other threads, unattributed (busy time no thread was
-# charged). Every stream metric's lines are in the log (RVSOCK-BENCH-CPU).
+# Where each machine's CPU time went per MiB moved (streams, sendfile) or per 1000 messages
+# (SEQPACKET) (mean over the rounds, C / rvsock; client and sink side: nested, one of them is
+# the L1 host, whose `qemu` class is the L2 guest's whole vCPU time): bench (the client or sink
+# process), vhost workers, qemu, kworkers, ksoftirqd, other threads, unattributed (busy time
+# no thread was charged); on the L1 host also KVM's counts of the L2's exits, the interrupts
+# injected into it and its halts (l2-*, counts per unit, not microseconds). Every metric's
+# lines are in the log (RVSOCK-BENCH-CPU).
 { grep -a '^RVSOCK-BENCH-CPU ' "$LOG" || true; } | tr -d '\r' | awk '
-    NF == 8 && ($5 ~ /^stream_tput_/ || $5 == "sendfile_tput") {
+    NF == 8 && ($5 ~ /^stream_tput_/ || $5 == "sendfile_tput" || $5 ~ /^seqpacket_rate_/) {
         k = $4 " " $5 ", " $6; v[k, $7, $2] += $8; n[k, $7, $2]++
         if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
         if (!($7 in cs)) { cs[$7] = 1; cls[++nc] = $7 }
@@ -130,7 +132,7 @@ done
     function m(k, c, s) { return n[k, c, s] ? sprintf("%.0f", v[k, c, s] / n[k, c, s]) : "-" }
     END {
         for (i = 1; i <= nk; i++) {
-            line = "CPU us per MiB (" keys[i] "), C / rvsock:"
+            line = "CPU us per " (keys[i] ~ /seqpacket/ ? "1000 messages" : "MiB") " (" keys[i] "), C / rvsock:"
             for (j = 1; j <= nc; j++) line = line (j > 1 ? "," : "") " " cls[j] " " m(keys[i], cls[j], "c") " / " m(keys[i], cls[j], "rvsock")
             print line
         }

@@ -167,7 +167,7 @@ fn stream_sink(c: OwnedFd, metric: Option<&str>) -> io::Result<()> {
     let split1 = metric.map(|_| cpu_split());
     let r = send_all(&c, &u64s(total, ticks));
     if let (Some(m), Some(s0), Some(s1)) = (metric, split0, split1) {
-        report_cpu_split(m, "sink", &s0, &s1, total);
+        report_cpu_split(m, "sink", &s0, &s1, mib(total));
     }
     r
 }
@@ -210,18 +210,27 @@ fn splice_sink(c: OwnedFd) -> io::Result<()> {
     send_all(&c, &u64s(total, ticks))
 }
 
-/// SEQPACKET sink: counts messages until EOF (the sender's SHUT_WR), answers the count.
-fn seq_sink(c: OwnedFd, size: usize) -> io::Result<()> {
+/// SEQPACKET sink: counts messages until EOF (the sender's SHUT_WR), answers the count;
+/// prints where this machine's CPU time went meanwhile (`report_cpu_split`, per thousand
+/// messages, as `metric`).
+fn seq_sink(c: OwnedFd, size: usize, metric: &str) -> io::Result<()> {
     let mut buf = vec![0u8; size.max(16)];
     let mut msgs = 0u64;
+    let mut split0 = None;
     loop {
         let n = sys::recv(&c, &mut buf, 0)?;
         if n == 0 {
             break;
         }
+        split0.get_or_insert_with(cpu_split);
         msgs += 1;
     }
-    sys::send(&c, &u64s(msgs, 0), libc::MSG_NOSIGNAL).map(|_| ())
+    let split1 = cpu_split();
+    let r = sys::send(&c, &u64s(msgs, 0), libc::MSG_NOSIGNAL).map(|_| ());
+    if let Some(s0) = split0 {
+        report_cpu_split(metric, "sink", &s0, &split1, msgs as f64 / 1e3);
+    }
+    r
 }
 
 /// 64-byte echo.
@@ -410,7 +419,8 @@ fn start_servers(port: u32, stop: &Arc<AtomicBool>) -> Result<Vec<thread::JoinHa
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
         let l = listener(libc::SOCK_SEQPACKET, port + OFF_SEQ + i as u32, 1).map_err(|e| io_err("listen", e))?;
-        t.push(serve(l, stop.clone(), true, move |c| seq_sink(c, size)));
+        let name = seq_name(size);
+        t.push(serve(l, stop.clone(), true, move |c| seq_sink(c, size, &name)));
     }
     let l = listener(libc::SOCK_STREAM, port + OFF_RR, 1).map_err(|e| io_err("listen", e))?;
     t.push(serve(l, stop.clone(), true, echo));
@@ -502,7 +512,7 @@ fn stream_tput(cid: u32, port: u32, metric: &str, src: Source, dur: Duration, cp
     }
     let (total, sink_ticks) = from_u64s(&r);
     let secs = t0.elapsed().as_secs_f64();
-    report_cpu_split(metric, "client", &split0, &cpu_split(), total);
+    report_cpu_split(metric, "client", &split0, &cpu_split(), mib(total));
     let ticks = match cpu {
         CpuFrom::Sink => sink_ticks,
         CpuFrom::Sender => busy_ticks().saturating_sub(c0),
@@ -512,9 +522,10 @@ fn stream_tput(cid: u32, port: u32, metric: &str, src: Source, dur: Duration, cp
 }
 
 /// SEQPACKET messages of `size` bytes per second (as received).
-fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, String> {
+fn seq_rate(cid: u32, port: u32, size: usize, metric: &str, dur: Duration) -> Result<f64, String> {
     let s = connect(libc::SOCK_SEQPACKET, cid, port).map_err(|e| io_err("connect", e))?;
     let buf = vec![0x33u8; size];
+    let split0 = cpu_split();
     let t0 = Instant::now();
     while t0.elapsed() < dur {
         for _ in 0..64 {
@@ -528,7 +539,15 @@ fn seq_rate(cid: u32, port: u32, size: usize, dur: Duration) -> Result<f64, Stri
     if n != 16 {
         return Err(format!("sink answered {n} bytes, not a count"));
     }
-    Ok(from_u64s(&r).0 as f64 / t0.elapsed().as_secs_f64())
+    let msgs = from_u64s(&r).0;
+    let secs = t0.elapsed().as_secs_f64();
+    report_cpu_split(metric, "client", &split0, &cpu_split(), msgs as f64 / 1e3);
+    Ok(msgs as f64 / secs)
+}
+
+/// The metric name of SEQPACKET messages of `size` bytes.
+fn seq_name(size: usize) -> String {
+    if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) }
 }
 
 /// Round trips of one 64-byte request/response flow: the rate and every round trip's time.
@@ -883,10 +902,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         emit("zc_completion_us_p99", r.map(|x| x.1), "us", "lower");
     }
     for (i, size) in SEQ_SIZES.into_iter().enumerate() {
-        let name =
-            if size < 1024 { format!("seqpacket_rate_{size}B") } else { format!("seqpacket_rate_{}KiB", size / 1024) };
+        let name = seq_name(size);
         if wanted(&name) {
-            emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, dur), "msg/s", "higher");
+            emit(&name, seq_rate(cid, port + OFF_SEQ + i as u32, size, &name, dur), "msg/s", "higher");
         }
     }
     if wanted_any(&["rr_64B", "rr_64B_p50_us", "rr_64B_p99_us"]) {

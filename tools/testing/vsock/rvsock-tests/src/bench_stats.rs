@@ -199,9 +199,27 @@ pub(crate) fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now
 /// L1 host, the guest's whole vCPU time), kworkers, ksoftirqd, every other thread; and the
 /// machine's busy time (/proc/stat) beside it, so that what no thread was charged (interrupt
 /// time, with IRQ_TIME_ACCOUNTING) shows as `unattributed`.
+/// On a nested L1 host it also holds KVM's counters of its guests' vCPUs (`KVM_STATS`, from
+/// /sys/kernel/debug/kvm): the L2 guest's exits (its notifications, interrupt completions,
+/// halts), the interrupts injected into it and its halts, which cost the L1 more than most
+/// of what the L2 runs.
 pub(crate) struct CpuSplit {
     classes: [u64; CPU_CLASSES.len()],
     busy_ticks: u64,
+    kvm: Option<[u64; KVM_STATS.len()]>,
+}
+
+/// KVM counters read for a `CpuSplit` (file names under /sys/kernel/debug/kvm), in print
+/// order, each printed as the class `l2-<name>`.
+const KVM_STATS: [&str; 3] = ["exits", "irq_injections", "halt_exits"];
+
+/// KVM's counters (`KVM_STATS`), when this machine runs KVM guests and debugfs shows them.
+fn kvm_counts() -> Option<[u64; KVM_STATS.len()]> {
+    let mut v = [0u64; KVM_STATS.len()];
+    for (i, name) in KVM_STATS.iter().enumerate() {
+        v[i] = std::fs::read_to_string(format!("/sys/kernel/debug/kvm/{name}")).ok()?.trim().parse().ok()?;
+    }
+    Some(v)
 }
 
 /// `CpuSplit` classes, in print order.
@@ -239,15 +257,16 @@ pub(crate) fn cpu_split() -> CpuSplit {
             classes[cpu_class(name == me, &proc_comm, &comm)] += run;
         }
     }
-    CpuSplit { classes, busy_ticks: busy_ticks() }
+    CpuSplit { classes, busy_ticks: busy_ticks(), kvm: kvm_counts() }
 }
 
-/// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per MiB>` for each class (and
-/// `unattributed`) between two `cpu_split`s over `bytes` moved: where the CPU time of
-/// `stream_tput_*` goes on this machine (`side`: client or sink).
-pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, after: &CpuSplit, bytes: u64) {
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    if mib <= 0.0 {
+/// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per unit>` for each class (and
+/// `unattributed`) between two `cpu_split`s over `units` moved (MiB for a stream, thousands of
+/// messages for SEQPACKET): where the CPU time of a metric goes on this machine (`side`:
+/// client or sink). On a nested L1 host, also `l2-<counter>` lines: KVM's counters per unit
+/// (counts, not microseconds).
+pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, after: &CpuSplit, units: f64) {
+    if units <= 0.0 {
         return;
     }
     // SAFETY: sysconf has no memory effects.
@@ -257,7 +276,17 @@ pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, afte
     for (i, class) in CPU_CLASSES.iter().enumerate() {
         let ns = after.classes[i].saturating_sub(before.classes[i]) as f64;
         sum += ns;
-        println!("RVSOCK-BENCH-CPU {metric} {side} {class} {:.1}", ns / 1e3 / mib);
+        println!("RVSOCK-BENCH-CPU {metric} {side} {class} {:.1}", ns / 1e3 / units);
     }
-    println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / mib);
+    println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / units);
+    if let (Some(b), Some(a)) = (before.kvm, after.kvm) {
+        for (i, name) in KVM_STATS.iter().enumerate() {
+            println!("RVSOCK-BENCH-CPU {metric} {side} l2-{name} {:.1}", a[i].saturating_sub(b[i]) as f64 / units);
+        }
+    }
+}
+
+/// `report_cpu_split`'s unit for a stream: MiB in `bytes`.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
