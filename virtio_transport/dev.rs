@@ -785,6 +785,9 @@ impl Shared {
         if tx.vq.is_none() {
             return Err(ENODEV);
         }
+        // A backlog: packets already wait for ring space, so the ring was full with packets
+        // in flight when they were last tried (`tx_flush`).
+        let backlog = !tx.pending.is_empty();
         tx.pending.push_back(pkt);
         if is_reply(&h) {
             tx.replies += 1;
@@ -806,6 +809,17 @@ impl Shared {
         // an L2 guest ~1.9 ms per completion (g2h p50; 46 us in-tree), at once it is 43 us.
         // Such packets are large (up to 64 KiB), so one trap each is cheap.
         let urgent = h.op == Op::Shutdown as u16 || h.op == Op::Rst as u16 || h.op == Op::Response as u16 || zerocopy;
+        if backlog && !urgent {
+            // Ours joins the backlog: the device returns the packets in flight with an
+            // interrupt, whose tx work posts the backlog as one batch and notifies once
+            // (in-tree does the same). Posting here into each slot as it frees, with the tx
+            // work's notification following a few packets later, had the device woken for
+            // every ~8 packets of a SEQPACKET 64 B flood (g2h, 7.3 nested: 7,987 guest
+            // notifications for 66,756 packets against in-tree's ~1,100; each a trap).
+            inc(&self.stats.tx_queued);
+            self.queued_replies.store(tx.replies, Ordering::SeqCst);
+            return Ok(());
+        }
         self.tx_flush(tx, &mut done, urgent);
         if !tx.pending.is_empty() {
             // Ours is the last pending packet: it waits for ring space.
