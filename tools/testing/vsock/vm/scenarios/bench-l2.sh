@@ -25,7 +25,7 @@ awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " h2
 # KVMTRACE=1: the guest's vsock interrupts and rvsock counters over the g2h metrics too.
 if [ "$(arg rvsock_kvmtrace)" = 1 ]; then
     irq_snap > /tmp/irq1
-    for f in /sys/kernel/debug/rvsock_virtio/*; do [ -f "$f" ] && echo "${f##*/} $(cat "$f")"; done > /tmp/cnt1 2>/dev/null
+    for f in /sys/kernel/debug/rvsock_virtio/*; do [ -f "$f" ] && read -r v < "$f" && echo "${f##*/} $v"; done > /tmp/cnt1 2>/dev/null
 fi
 rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" ${ONLY:+--only "$ONLY"} | sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND g2h /" -e "s/^# flood /# flood g2h /" -e "s/^# zc_completion: /# zc_completion $MODS g2h: /"
 want_perf && vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
@@ -35,7 +35,7 @@ grep -a '^# flood' /tmp/serve.out | sed 's/^# flood /# flood h2g /'
 grep -a '^RVSOCK-BENCH-CPU ' /tmp/serve.out | sed "s/^RVSOCK-BENCH-CPU /RVSOCK-BENCH-CPU $MODS $ROUND h2g /"
 if [ "$(arg rvsock_kvmtrace)" = 1 ]; then
     irq_snap | awk -v s=$MODS -v r=$ROUND 'NR == FNR { a[$1] = $2; next } { print "RVSOCK-BENCH-KVMTRACE " s " " r " l2-irq " $1 " " $2 - a[$1] }' /tmp/irq1 -
-    for f in /sys/kernel/debug/rvsock_virtio/*; do [ -f "$f" ] && echo "${f##*/} $(cat "$f")"; done 2>/dev/null |
+    for f in /sys/kernel/debug/rvsock_virtio/*; do [ -f "$f" ] && read -r v < "$f" && echo "${f##*/} $v"; done 2>/dev/null |
         awk -v s=$MODS -v r=$ROUND 'NR == FNR { a[$1] = $2; next } $2 ~ /^[0-9]+$/ { print "RVSOCK-BENCH-KVMTRACE " s " " r " l2-count " $1 " " $2 - a[$1] }' /tmp/cnt1 -
 fi
 echo "RVSOCK-BENCH-DONE"
