@@ -815,7 +815,7 @@ impl Shared {
             // (in-tree does the same). Posting here into each slot as it frees, with the tx
             // work's notification following a few packets later, had the device woken for
             // every ~8 packets of a SEQPACKET 64 B flood (g2h, 7.3 nested: 7,987 guest
-            // notifications for 66,756 packets against in-tree's ~1,100; each a trap).
+            // notifications for ~66,000 packets against in-tree's ~1,100; each a trap).
             inc(&self.stats.tx_queued);
             self.queued_replies.store(tx.replies, Ordering::SeqCst);
             return Ok(());
