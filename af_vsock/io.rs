@@ -64,7 +64,7 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     };
     // A plain blocking send of a large buffer to a copy-out transport goes by pinned pages
     // and returns once the transport has copied them (`zerocopy::SyncPin`).
-    let sync = if zc.is_none() && !seq && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
+    let sync = if zc.is_none() && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
         let f = features(&vsk(sk).st.lock());
         let want = crate::abi::TRANSPORT_F_ZEROCOPY | crate::abi::TRANSPORT_F_COPY_OUT;
         if f & want == want { crate::zerocopy::SyncPin::new().ok() } else { None }
