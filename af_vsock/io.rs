@@ -182,10 +182,13 @@ fn send_chunk(
     let inline = MAX_PKT_BUF_SIZE as usize - core::mem::size_of::<crate::abi::RawPkt>();
     // A sync send's chunk (`sync`: the transport takes page payloads) may be a whole packet.
     let sync = sync.filter(|_| zc.is_none() && want >= crate::zerocopy::SYNC_MIN);
+    // A splice into the socket (sendfile(2)) of a page or more goes by page reference
+    // (`zerocopy::fill_spliced`) on every transport that takes page payloads.
+    let spliced = zc.is_none() && flags & ffi::MSG_SPLICE_PAGES != 0 && want >= 4096 && msg.is_bvec();
     let (paged_ok, mut n) = {
         let mut s = vsk(sk).st.lock();
         let paged_ok = zc.is_none()
-            && (want > inline || sync.is_some())
+            && (want > inline || sync.is_some() || spliced)
             && features(&s) & crate::abi::TRANSPORT_F_ZEROCOPY != 0;
         let cap = if zc.is_some() || paged_ok { MAX_PKT_BUF_SIZE as usize } else { inline };
         (paged_ok, s.conn.take_credit(want.min(cap) as u32))
@@ -194,7 +197,7 @@ fn send_chunk(
         return Ok(0);
     }
     let sync = sync.filter(|_| paged_ok && n as usize >= crate::zerocopy::SYNC_MIN);
-    let paged = paged_ok && (n as usize > inline || sync.is_some());
+    let paged = paged_ok && (n as usize > inline || sync.is_some() || spliced);
     let mut p = match Pkt::alloc(if zc.is_some() || paged { 0 } else { n }, false) {
         Ok(p) => p,
         Err(e) => {
@@ -202,12 +205,17 @@ fn send_chunk(
             return Err(e);
         }
     };
+    let mut by_ref = false;
     let filled = match zc {
         Some(z) => z.fill(&mut p, msg, n as usize).map(|got| got as u32),
         // Pinning failed or the send has enough in flight: copy this chunk instead.
         None if sync.is_some() => sync
             .and_then(|s| crate::zerocopy::fill_sync(s, &mut p, msg, n as usize).ok())
             .map_or_else(|| crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize), Ok)
+            .map(|got| got as u32),
+        None if paged && spliced => crate::zerocopy::fill_spliced(&mut p, msg, n as usize)
+            .inspect(|_| by_ref = true)
+            .or_else(|_| crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize))
             .map(|got| got as u32),
         None if paged => crate::zerocopy::fill_pages(&mut p, msg.iter_ptr(), n as usize).map(|got| got as u32),
         None => p.buf_mut().get_mut(..n as usize).ok_or(EINVAL).and_then(|b| msg.copy_from_user(b)).map(|_| n),
@@ -259,6 +267,9 @@ fn send_chunk(
         // The packet never left: its credit and `unsent` bytes are ours again.
         vsk(sk).st.lock().conn.put_back_credit(n);
         return Err(e);
+    }
+    if by_ref {
+        crate::stats::inc(t.0, crate::stats::Ctr::Spliced);
     }
     vsk(sk).st.lock().conn.on_tx_done(n);
     Ok(n as usize)

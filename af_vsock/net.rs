@@ -408,6 +408,13 @@ impl Msg {
     }
 
     /// Moves the iterator back by `n` bytes.
+    /// Whether the data comes as a bio_vec array of kernel pages (a splice into the socket:
+    /// sendfile(2), splice(2) from a pipe).
+    pub(crate) fn is_bvec(&self) -> bool {
+        // SAFETY: the iterator is live for the call.
+        unsafe { ffi::rvsock_iter_is_bvec(self.iter()) }
+    }
+
     pub(crate) fn revert(&mut self, n: usize) {
         // SAFETY: `n` bytes were consumed from this iterator by the caller.
         unsafe { ffi::iov_iter_revert(self.iter(), n) }

@@ -42,9 +42,12 @@ pub(crate) enum Ctr {
     /// Of those, the ones the sender copied itself because the transport had not taken
     /// them within the wait (a guest without receive buffers, a stopped device, a signal).
     SyncCopied,
+    /// Packets of spliced sends (sendfile(2)) that carried the pipe's pages by reference
+    /// (`zerocopy::fill_spliced`).
+    Spliced,
 }
 
-const N: usize = 13;
+const N: usize = 14;
 const NAMES: [&'static [u8]; N] = [
     b"rx_packets\0",
     b"rx_bytes\0",
@@ -59,6 +62,7 @@ const NAMES: [&'static [u8]; N] = [
     b"alloc_failures\0",
     b"tx_pinned\0",
     b"tx_pinned_copied\0",
+    b"tx_spliced\0",
 ];
 const KINDS: [(u32, &'static [u8]); 3] = [(TRANSPORT_LOCAL, b"loopback\0"), (TRANSPORT_G2H, b"virtio\0"), (TRANSPORT_H2G, b"vhost\0")];
 

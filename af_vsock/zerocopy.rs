@@ -158,6 +158,58 @@ pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Res
     Ok(got)
 }
 
+/// Takes up to `n` bytes of a spliced send (MSG_SPLICE_PAGES: sendfile(2), or splice(2) from a
+/// pipe; the data are the pipe's pages, page cache pages for sendfile) as `p`'s payload by
+/// reference instead of copying them, as TCP does: the packet holds a reference on each page
+/// until it is freed, so a file changed meanwhile may go out changed, as over TCP. Returns the
+/// bytes taken (at most `MAX_FRAGS` pages); on failure (no memory, or the first pages are not
+/// ones a reference may be taken on: `sendpage_ok`) nothing is taken and the iterator is where
+/// it was, and the caller copies instead.
+pub(crate) fn fill_spliced(p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize> {
+    let mut z = ZcPages::new()?;
+    let mut got = 0usize;
+    let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
+    while got < n && z.n < MAX_FRAGS {
+        let room = MAX_FRAGS - z.n;
+        let mut start: usize = 0;
+        let mut pp = pages.as_mut_ptr();
+        // SAFETY: the caller checked that the live iterator is a bio_vec one (`Msg::is_bvec`),
+        // whose extraction takes no references and fills our array (`pp` non-null, `room`
+        // entries) with the pages of the next bytes, the first at offset `start`.
+        let r = unsafe { ffi::iov_iter_extract_pages(msg.iter_ptr(), &mut pp, n - got, room as _, 0, &mut start) };
+        if r <= 0 {
+            break;
+        }
+        let r = r as usize;
+        let count = (start + r).div_ceil(PAGE_SIZE).min(room);
+        // SAFETY: the splicer holds the pipe's pages for the whole call.
+        if !pages.iter().take(count).all(|pg| unsafe { ffi::rvsock_sendpage_ok(*pg) }) {
+            msg.revert(r);
+            break;
+        }
+        let (mut bytes, mut off) = (r, start);
+        for pg in pages.iter().take(count) {
+            let len = (PAGE_SIZE - off).min(bytes);
+            let i = z.n;
+            if let Some(f) = z.frags.get_mut(i) {
+                // SAFETY: a live page of the splicer's (above) that `sendpage_ok` accepts; the
+                // payload's reference, released by its Drop.
+                unsafe { ffi::rvsock_get_page(*pg) };
+                *f = Frag::new(*pg, off as u32, len as u32);
+                z.n += 1;
+            }
+            bytes -= len;
+            off = 0;
+        }
+        got += r;
+    }
+    if got == 0 {
+        return Err(EINVAL);
+    }
+    p.set_ext(KBox::into_raw(z).cast(), got as u32);
+    Ok(got)
+}
+
 /// Copies `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet.
 pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, msg: &mut Msg) -> Result {
     if copy_out_iter(p, ext, skip, n, msg.iter_ptr()) == n { Ok(()) } else { Err(EFAULT) }

@@ -82,6 +82,8 @@ struct page *rvsock_alloc_page(gfp_t gfp) { return alloc_page(gfp); }
 void rvsock_get_page(struct page *page) { get_page(page); }
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len) { memcpy_page(dst, 0, src, off, len); }
 bool rvsock_iter_user_backed(const struct iov_iter *i) { return user_backed_iter(i); }
+bool rvsock_iter_is_bvec(const struct iov_iter *i) { return iov_iter_is_bvec(i); }
+bool rvsock_sendpage_ok(struct page *page) { return sendpage_ok(page); }
 bool rvsock_errqueue_empty(const struct sock *sk) { return skb_queue_empty_lockless(&sk->sk_error_queue); }
 void rvsock_errqueue_purge(struct sock *sk) { skb_queue_purge(&sk->sk_error_queue); }
 /* debugfs counters (static inline stubs without CONFIG_DEBUG_FS: C calls them alike) */

@@ -66,6 +66,8 @@ struct page *rvsock_alloc_page(gfp_t gfp);
 void rvsock_get_page(struct page *page);
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len);
 bool rvsock_iter_user_backed(const struct iov_iter *i);
+bool rvsock_iter_is_bvec(const struct iov_iter *i);
+bool rvsock_sendpage_ok(struct page *page);
 bool rvsock_errqueue_empty(const struct sock *sk);
 void rvsock_errqueue_purge(struct sock *sk);
 struct dentry;

@@ -30,8 +30,14 @@ fn make_file(seed: u64, bytes: u64) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
-fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration) -> TestResult {
+/// A counter file's value (debugfs).
+fn counter(path: &str) -> Result<u64, String> {
+    std::fs::read_to_string(path).or_fail(&format!("read {path}"))?.trim().parse().map_err(|e| format!("{path}: {e}"))
+}
+
+fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration, by_ref: Option<&str>) -> TestResult {
     let f = make_file(seed, bytes)?;
+    let ref0 = by_ref.map(counter).transpose()?;
     let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     sys::set_io_timeout(&s, timeout).or_fail("SO_SNDTIMEO")?;
     sys::connect_vm(&s, cid, port).or_fail(&format!("connect {cid}:{port}"))?;
@@ -54,6 +60,16 @@ fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration) -> TestRe
     let _ = sys::recv(&s, &mut b, 0);
     let secs = t0.elapsed().as_secs_f64();
     Out::default().info(format!("sendfile: {bytes} bytes in {secs:.2} s ({:.0} MB/s)", bytes as f64 / secs.max(1e-9) / 1e6));
+    // rvsock: the file's pages went by reference (`tx_spliced`), at least half the 64 KiB
+    // packets' worth.
+    if let (Some(path), Some(a)) = (by_ref, ref0) {
+        let b = counter(path)?;
+        let want = bytes / (64 * 1024) / 2;
+        Out::default().info(format!("{path}: +{}", b.saturating_sub(a)));
+        if b.saturating_sub(a) < want {
+            return Err(format!("{path} went from {a} to {b}: the file's pages were copied (want +{want})"));
+        }
+    }
     Ok(Outcome::Pass)
 }
 
@@ -117,7 +133,9 @@ fn recv(port: u32, seed: u64, bytes: u64, timeout: Duration) -> TestResult {
     Ok(Outcome::Pass)
 }
 
-/// `splice-send --cid C --port P --bytes N [--seed S] [--name NAME] [--timeout SECS]`
+/// `splice-send --cid C --port P --bytes N [--seed S] [--name NAME] [--timeout SECS]
+/// [--by-ref COUNTER]`: with `--by-ref`, the debugfs counter of packets that carried the
+/// file's pages by reference must grow by at least half the transfer's 64 KiB packets.
 pub fn send_cmd(a: &Args) -> Result<(), String> {
     let cid = a.u32_req("cid")?;
     let port = a.u32_req("port")?;
@@ -125,8 +143,10 @@ pub fn send_cmd(a: &Args) -> Result<(), String> {
     let seed = a.u64_or("seed", 1)?;
     let timeout = a.secs_or("timeout", 120)?;
     let name = a.str_or("name", "splice-send").to_string();
+    let by_ref = a.str_or("by-ref", "").to_string();
     a.check_unused()?;
-    Out::default().result(&name, &send(cid, port, seed, bytes, timeout));
+    let by_ref = Some(by_ref.as_str()).filter(|p| !p.is_empty());
+    Out::default().result(&name, &send(cid, port, seed, bytes, timeout, by_ref));
     Ok(())
 }
 

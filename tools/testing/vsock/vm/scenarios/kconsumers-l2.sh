@@ -16,7 +16,8 @@ fi
 dmesg | grep -a 'vsock_ktest' | tail -n 2 | sed 's/^/# /'
 echo "# vsock_ktest guest client: ${RECORDS:-10000} records in $(($(up) - t0)) s"
 rmmod vsock_ktest 2>/dev/null
-rvsock-tests splice-send --cid 2 --port 7100 --bytes "${SPLICE:-256m}" --seed 4 --timeout $((600 * S)) --name splice.g2h.send
+F=/sys/kernel/debug/rvsock/virtio/tx_spliced   # rvsock: the file's pages go by reference
+rvsock-tests splice-send --cid 2 --port 7100 --bytes "${SPLICE:-256m}" --seed 4 --timeout $((600 * S)) --name splice.g2h.send $([ -e $F ] && echo --by-ref $F)
 U=/opt/vsock-7.3/vsock_uring_test
 trace_port 1234
 _n=0
