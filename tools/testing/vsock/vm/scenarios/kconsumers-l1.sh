@@ -5,10 +5,11 @@
 #   client in L2: 10,000 records echoed and hash-checked (the result comes from L2; 30 s on
 #   2026-12-03, 3,000 took 20 s before the client hashed a word at a time and the guest took
 #   fewer interrupts), then the server unloaded. (rvsock_records=N sets both counts.)
-# - sendfile(2) of a 256 MiB file in L2 into a vsock socket, splice(2) out of it here;
+# - sendfile(2) of a 256 MiB file in L2 into a vsock socket, splice(2) out of it here; and
+#   from here into L2 (vhost: the file's pages by reference, copied into the guest's buffers);
 # - upstream vsock_uring_test, the server here, the client in L2 (io_uring SEND_ZC over the
 #   virtio transport: pinned pages on the guest's tx ring).
-# Then everything of kconsumers.sh over loopback, here. 1 + 1 + 2 + 2 (from L2) + 7 = 13 results.
+# Then everything of kconsumers.sh over loopback, here. 3 here + 5 from L2 + 7 = 15 results.
 L2MODS=$(arg rvsock_l2mods)
 load_stack vhost || return
 RECORDS=$(arg rvsock_records)
@@ -27,6 +28,9 @@ wait_tcp_listen 1241 30
 L2_APPEND="rvsock_records=$RECORDS rvsock_splice=$SPLICE"
 if boot_l2 /tmp/l2.log 3 1G kconsumers-l2 $(l2_net); then
     qemu_a=$qemu
+    # sendfile(2) from here into the guest (vhost), while its tests run.
+    F=/sys/kernel/debug/rvsock/vhost/tx_spliced   # rvsock: the file's pages go by reference
+    rvsock-tests splice-send --cid 3 --port 7101 --bytes "$SPLICE" --seed 5 --timeout 900 --name splice.h2g.send $([ -e $F ] && echo --by-ref $F)
 else
     qemu_a=$qemu
     result fail "l2-never-ready"

@@ -6,6 +6,10 @@ load_stack virtio || return
 S=$(l2_scale)
 RECORDS=$(arg rvsock_records)
 SPLICE=$(arg rvsock_splice)
+# The host's sendfile(2) to us (kconsumers-l1.sh sends once we are ready), spliced out here.
+rvsock-tests splice-recv --port 7101 --bytes "${SPLICE:-256m}" --seed 5 --timeout $((900 * S)) --name splice.h2g.recv > /tmp/splice-h2g.out &
+h2g=$!
+wait_for /tmp/splice-h2g.out RVSOCK-SPLICE-LISTENING 30
 echo "RVSOCK-L2-READY"
 t0=$(up)
 if modprobe vsock_ktest mode=client cid=2 port=7000 records="${RECORDS:-10000}" seed=11; then
@@ -37,3 +41,5 @@ if [ $rc -ne 0 ]; then
 fi
 printf '0\tSOCK_STREAM io_uring test\n1\tSOCK_STREAM io_uring MSG_ZEROCOPY test\n' > /tmp/uring.out.list
 report_vsock_test uring-g2h/ /tmp/uring.out
+reap "$h2g" $((900 * S))
+grep -v RVSOCK-SPLICE-LISTENING /tmp/splice-h2g.out
