@@ -79,6 +79,22 @@ impl ZcPages {
         Ok(KBox::new(z, GFP_KERNEL)?)
     }
 
+    /// Appends `pages` (each holding a reference the payload now owns) as the pieces of
+    /// `bytes` bytes that start `start` bytes into the first page.
+    fn add_frags(&mut self, pages: &[*mut ffi::page], start: usize, bytes: usize) {
+        let (mut bytes, mut off) = (bytes, start);
+        for pg in pages {
+            let len = (PAGE_SIZE - off).min(bytes);
+            let i = self.n;
+            if let Some(f) = self.frags.get_mut(i) {
+                *f = Frag::new(*pg, off as u32, len as u32);
+                self.n += 1;
+            }
+            bytes -= len;
+            off = 0;
+        }
+    }
+
     /// The address a sync send lists this payload under.
     fn addr(&self) -> usize {
         self as *const ZcPages as usize
@@ -187,20 +203,12 @@ pub(crate) fn fill_spliced(p: &mut Pkt, msg: &mut Msg, n: usize) -> Result<usize
             msg.revert(r);
             break;
         }
-        let (mut bytes, mut off) = (r, start);
         for pg in pages.iter().take(count) {
-            let len = (PAGE_SIZE - off).min(bytes);
-            let i = z.n;
-            if let Some(f) = z.frags.get_mut(i) {
-                // SAFETY: a live page of the splicer's (above) that `sendpage_ok` accepts; the
-                // payload's reference, released by its Drop.
-                unsafe { ffi::rvsock_get_page(*pg) };
-                *f = Frag::new(*pg, off as u32, len as u32);
-                z.n += 1;
-            }
-            bytes -= len;
-            off = 0;
+            // SAFETY: a live page of the splicer's (above) that `sendpage_ok` accepts; the
+            // payload's reference, released by its Drop.
+            unsafe { ffi::rvsock_get_page(*pg) };
         }
+        z.add_frags(pages.get(..count).unwrap_or(&[]), start, r);
         got += r;
     }
     if got == 0 {
@@ -286,18 +294,8 @@ fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
             msg.revert(got);
             return Err(ENOMEM);
         }
-        let mut bytes = r as usize;
-        let mut off = start;
-        for pg in pages.iter().take((start + bytes).div_ceil(PAGE_SIZE)) {
-            let len = (PAGE_SIZE - off).min(bytes);
-            let i = z.n;
-            if let Some(f) = z.frags.get_mut(i) {
-                *f = Frag::new(*pg, off as u32, len as u32);
-                z.n += 1;
-            }
-            bytes -= len;
-            off = 0;
-        }
+        let count = (start + r as usize).div_ceil(PAGE_SIZE).min(room);
+        z.add_frags(pages.get(..count).unwrap_or(&[]), start, r as usize);
         got += r as usize;
     }
     Ok(got)
