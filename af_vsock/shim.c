@@ -31,6 +31,16 @@ EXPORT_SYMBOL_GPL(rvsock_pkt_notifies);
 /* vhost_vsock: a guest's full-size packet into pages */
 struct rvsock_pkt *rvsock_pkt_alloc_from_iter(u32 len, struct iov_iter *iter);
 EXPORT_SYMBOL_GPL(rvsock_pkt_alloc_from_iter);
+/* vhost_vsock: a guest's large payload by reference (a hold of its pages) */
+struct rvsock_hold;
+struct rvsock_hold *rvsock_hold_new(u32 cap, void (*notify)(void *, u32), void *ctx);
+void rvsock_hold_free(struct rvsock_hold *hold);
+u32 rvsock_hold_detach(struct rvsock_hold *hold);
+struct rvsock_pkt *rvsock_pkt_alloc_held(struct rvsock_hold *hold, u32 len, struct iov_iter *iter, u32 cookie);
+EXPORT_SYMBOL_GPL(rvsock_hold_new);
+EXPORT_SYMBOL_GPL(rvsock_hold_free);
+EXPORT_SYMBOL_GPL(rvsock_hold_detach);
+EXPORT_SYMBOL_GPL(rvsock_pkt_alloc_held);
 /* vsockmon (drivers/net/vsockmon.c) registers its capture devices here, as with in-tree vsock */
 #include <net/af_vsock.h>
 EXPORT_SYMBOL_GPL(vsock_add_tap);

@@ -3,7 +3,7 @@
 //! functions (see `include/abi.rs`): register/unregister, packet delivery, reset, and the
 //! packet allocator.
 
-use crate::abi::{RawPkt, RawTransport};
+use crate::abi::{RawHold, RawPkt, RawTransport};
 use crate::ffi;
 use crate::pkt::Pkt;
 use crate::proto::hdr::{VMADDR_CID_ANY, VMADDR_CID_HOST};
@@ -11,6 +11,7 @@ use crate::sock;
 use crate::table::{global, TransportPtr};
 use core::ffi::c_int;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 /// Registers a transport (exported).
 #[no_mangle]
@@ -242,6 +243,80 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_alloc_from_iter(len: u32, iter: *mut 
     match crate::zerocopy::fill_pages(&mut p, iter, len as usize) {
         Ok(n) if n == len as usize => p.into_raw(),
         _ => core::ptr::null_mut(), // `p` and its pages are freed here
+    }
+}
+
+/// Makes a hold (exported; see `abi`): a list of up to `cap` payloads that refer to a
+/// guest's pages, `notify(ctx, cookie)` being called as each lets go of them.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_hold_new(
+    cap: u32,
+    notify: Option<unsafe extern "C" fn(*mut core::ffi::c_void, u32)>,
+    ctx: *mut core::ffi::c_void,
+) -> *mut RawHold {
+    let Some(f) = notify else { return core::ptr::null_mut() };
+    match crate::zerocopy::SyncPin::with(cap as usize, Some(crate::zerocopy::Notify { f, ctx })) {
+        Ok(h) => h.into_raw() as *mut RawHold,
+        Err(_) => core::ptr::null_mut(),
+    }
+}
+
+/// Borrows the hold behind a pointer from [`rvsock_hold_new`] as a counted reference.
+///
+/// # Safety
+/// `hold` came from `rvsock_hold_new` and has not been freed.
+unsafe fn hold_ref(hold: *mut RawHold) -> Arc<crate::zerocopy::SyncPin> {
+    // SAFETY: per the contract the transport's reference is live; we take one more and give
+    // the transport's back unchanged.
+    unsafe {
+        let a = Arc::from_raw(hold as *const crate::zerocopy::SyncPin);
+        let b = a.clone();
+        let _ = a.into_raw();
+        b
+    }
+}
+
+/// Frees a hold (exported): its callback is not called any more once this returns; payloads
+/// still listed keep their pages until they are freed.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_hold_free(hold: *mut RawHold) {
+    if hold.is_null() {
+        return;
+    }
+    // SAFETY: the transport gives back the reference `rvsock_hold_new` gave it.
+    let h = unsafe { Arc::from_raw(hold as *const crate::zerocopy::SyncPin) };
+    h.notify_off();
+}
+
+/// Swaps the pages of every payload in the hold for copies (exported; process context, may
+/// sleep); the callback is told of each. Returns the payloads still listed (not zero only
+/// without memory for the copies and with a signal pending).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_hold_detach(hold: *mut RawHold) -> u32 {
+    if hold.is_null() {
+        return 0;
+    }
+    // SAFETY: a live hold of the caller's (contract).
+    let h = unsafe { hold_ref(hold) };
+    h.detach_all();
+    h.listed() as u32
+}
+
+/// Allocates a packet whose `len`-byte payload is `iter`'s pages by reference, listed in
+/// `hold` under `cookie` (exported; see `abi`). Null when not taken: the iterator is where it
+/// was.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_pkt_alloc_held(hold: *mut RawHold, len: u32, iter: *mut ffi::iov_iter, cookie: u32) -> *mut RawPkt {
+    if hold.is_null() || iter.is_null() || len == 0 || len > crate::proto::hdr::MAX_PKT_BUF_SIZE {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a live hold of the caller's (contract).
+    let h = unsafe { hold_ref(hold) };
+    let Ok(mut p) = Pkt::alloc(0, false) else { return core::ptr::null_mut() };
+    // SAFETY: `iter` is the caller's live user-backed iterator (contract).
+    match unsafe { crate::zerocopy::fill_held(&h, &mut p, iter, len as usize, cookie) } {
+        Ok(_) => p.into_raw(),
+        Err(_) => core::ptr::null_mut(), // `p` is freed here; nothing of `iter` was taken
     }
 }
 

@@ -62,6 +62,8 @@ pub(crate) struct ZcPages {
     sync: Option<Arc<SyncPin>>,
     /// A copy-out reads the pages (set and cleared under `sync`'s lock).
     copying: AtomicBool,
+    /// What `sync`'s transport hold (`rvsock_hold_*`) is told when these pages are let go.
+    cookie: u32,
     n: usize,
     frags: [Frag; MAX_FRAGS],
 }
@@ -73,6 +75,7 @@ impl ZcPages {
             uarg: core::ptr::null_mut(),
             sync: None,
             copying: AtomicBool::new(false),
+            cookie: 0,
             n: 0,
             frags: core::array::from_fn(|_| Frag::none()),
         };
@@ -108,7 +111,7 @@ impl Drop for ZcPages {
     /// the sender never swaps pages of a payload that is going away.
     fn drop(&mut self) {
         if let Some(s) = &self.sync {
-            s.forget(self.addr());
+            s.forget(self.addr(), self.cookie);
         }
         for f in self.frags.iter().take(self.n) {
             // SAFETY: the payload holds one reference on each of its first `n` pages (pinned
@@ -283,15 +286,25 @@ pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::p
 /// taken. On failure the iterator is where it was and `z` holds what was pinned (the caller
 /// drops it, which releases the pages).
 fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
+    // SAFETY: the live msg's iterator, user-backed (the callers check `Msg::user_backed`).
+    unsafe { pin_iter(z, msg.iter_ptr(), n) }
+}
+
+/// [`pin`] on a raw iterator.
+///
+/// # Safety
+/// `iter` is a live user-backed iterator of the calling task's address space.
+unsafe fn pin_iter(z: &mut KBox<ZcPages>, iter: *mut ffi::iov_iter, n: usize) -> Result<usize> {
     let mut got = 0usize;
     let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];
     while got < n && z.n < MAX_FRAGS {
         let mut start: usize = 0;
         let room = MAX_FRAGS - z.n;
-        // SAFETY: `pages` has room for `room` entries; the iterator is the live msg's.
-        let r = unsafe { ffi::iov_iter_get_pages2(msg.iter_ptr(), pages.as_mut_ptr(), n - got, room as _, &mut start) };
+        // SAFETY: `pages` has room for `room` entries; the iterator is live (contract).
+        let r = unsafe { ffi::iov_iter_get_pages2(iter, pages.as_mut_ptr(), n - got, room as _, &mut start) };
         if r <= 0 {
-            msg.revert(got);
+            // SAFETY: `got` bytes were consumed from `iter` above.
+            unsafe { ffi::iov_iter_revert(iter, got) };
             return Err(ENOMEM);
         }
         let count = (start + r as usize).div_ceil(PAGE_SIZE).min(room);
@@ -377,6 +390,11 @@ impl ZcSend {
 /// of its own and swaps them in (`detach_one`), so a send never waits for the peer much longer
 /// than a copied one would. The swap and the transport's
 /// copy-out (`CopyOut`) exclude each other through this lock.
+///
+/// The same list serves a transport that hands the core a guest's pages by reference (a
+/// hold, `rvsock_hold_*`: vhost's guest-to-host payloads): nobody waits on it; the transport
+/// is told (`Notify`, with the payload's cookie) when each payload lets go of its pages,
+/// freed or swapped for copies by `detach_all` (a device being stopped).
 #[pin_data]
 pub(crate) struct SyncPin {
     #[pin]
@@ -384,15 +402,35 @@ pub(crate) struct SyncPin {
     /// Signalled when a listed payload goes or a copy-out ends.
     #[pin]
     cv: CondVar,
+    /// A hold's transport callback (called under `st` while `SyncState::notify_on`).
+    notify: Option<Notify>,
 }
 
-/// The payloads of one sync send that hold its pinned pages (by address).
+/// A transport's callback for a hold: `f(ctx, cookie)` when a payload lets go of its pages.
+#[derive(Clone, Copy)]
+pub(crate) struct Notify {
+    pub(crate) f: unsafe extern "C" fn(*mut core::ffi::c_void, u32),
+    pub(crate) ctx: *mut core::ffi::c_void,
+}
+
+// SAFETY: the transport that made the hold promises `f(ctx, ..)` may be called from any task
+// and in atomic context until it frees the hold (`rvsock_hold_new`'s contract); after that
+// `notify_on` is false and the callback is never called again.
+unsafe impl Send for Notify {}
+// SAFETY: as above; `Notify` is plain data, only ever called through.
+unsafe impl Sync for Notify {}
+
+/// The payloads of one sync send (or of a hold) that hold pinned pages (by address).
 struct SyncState {
-    live: [usize; SYNC_LIVE],
+    live: [usize; LIVE_MAX],
+    /// Payloads listed at most (`SYNC_LIVE` for a send, a hold's own capacity).
+    cap: usize,
     n: usize,
     /// Payloads listed so far, and the ones the sender copied itself (`detach_one`).
     pinned: u64,
     copied: u64,
+    /// Whether `SyncPin::notify` may still be called (cleared by `rvsock_hold_free`).
+    notify_on: bool,
 }
 
 impl SyncState {
@@ -408,6 +446,8 @@ impl SyncState {
 
 /// Payloads of one sync send in flight at once, at most (then it settles first).
 const SYNC_LIVE: usize = 8;
+/// Payloads one hold lists at most.
+pub(crate) const LIVE_MAX: usize = 32;
 /// A chunk goes out as pinned pages from this size on; smaller ones are copied.
 pub(crate) const SYNC_MIN: usize = 32 * 1024;
 /// How long a sync send waits for the transport before copying its pages itself.
@@ -415,13 +455,41 @@ const SYNC_WAIT_MS: u32 = 20;
 
 impl SyncPin {
     pub(crate) fn new() -> Result<Arc<SyncPin>> {
+        Self::with(SYNC_LIVE, None)
+    }
+
+    /// A list of up to `cap` (at most `LIVE_MAX`) payloads, telling `notify` when each goes.
+    pub(crate) fn with(cap: usize, notify: Option<Notify>) -> Result<Arc<SyncPin>> {
+        let st = SyncState { live: [0; LIVE_MAX], cap: cap.min(LIVE_MAX), n: 0, pinned: 0, copied: 0, notify_on: notify.is_some() };
+        let cb = notify;
         Arc::pin_init(
             pin_init!(SyncPin {
-                st <- new_spinlock!(SyncState { live: [0; SYNC_LIVE], n: 0, pinned: 0, copied: 0 }, "rvsock_sync_send"),
+                st <- new_spinlock!(st, "rvsock_sync_send"),
                 cv <- new_condvar!("rvsock_sync_send"),
+                notify: cb,
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Stops calling the hold's callback (the transport is letting go of the hold); a
+    /// callback running meanwhile has finished when this returns.
+    pub(crate) fn notify_off(&self) {
+        self.st.lock().notify_on = false;
+    }
+
+    /// Payloads listed now.
+    pub(crate) fn listed(&self) -> usize {
+        self.st.lock().n
+    }
+
+    /// Tells the hold's transport that the payload `cookie` let go of its pages (`st` held).
+    fn notify(&self, g: &SyncState, cookie: u32) {
+        if let Some(n) = self.notify.filter(|_| g.notify_on) {
+            // SAFETY: `notify_on` (checked under the lock `g` proves held) means the
+            // transport has not freed the hold, so its callback and context are valid.
+            unsafe { (n.f)(n.ctx, cookie) };
+        }
     }
 
     /// (payloads pinned, payloads the sender copied itself) so far.
@@ -432,14 +500,16 @@ impl SyncPin {
 
     /// Whether another payload can be listed without settling first.
     pub(crate) fn has_room(&self) -> bool {
-        self.st.lock().n < SYNC_LIVE
+        let g = self.st.lock();
+        g.n < g.cap
     }
 
     /// Unlists a payload that goes away (its Drop).
-    fn forget(&self, addr: usize) {
+    fn forget(&self, addr: usize, cookie: u32) {
         let mut g = self.st.lock();
         if let Some(i) = g.find(addr) {
             g.remove(i);
+            self.notify(&g, cookie);
             if g.n == 0 {
                 self.cv.notify_all();
             }
@@ -465,7 +535,7 @@ impl SyncPin {
     }
 
     /// Swaps every listed payload's pinned pages for copies.
-    fn detach_all(&self) {
+    pub(crate) fn detach_all(&self) {
         loop {
             let addr = {
                 let g = self.st.lock();
@@ -551,6 +621,7 @@ impl SyncPin {
                         }
                         g.remove(i);
                         g.copied += 1;
+                        self.notify(&g, z.cookie);
                         if g.n == 0 {
                             self.cv.notify_all();
                         }
@@ -608,7 +679,8 @@ pub(crate) fn fill_sync(sync: &Arc<SyncPin>, p: &mut Pkt, msg: &mut Msg, n: usiz
     {
         let mut g = sync.st.lock();
         let i = g.n;
-        match g.live.get_mut(i) {
+        let cap = g.cap;
+        match g.live.get_mut(i).filter(|_| i < cap) {
             Some(slot) => {
                 *slot = addr;
                 g.n += 1;
@@ -619,6 +691,53 @@ pub(crate) fn fill_sync(sync: &Arc<SyncPin>, p: &mut Pkt, msg: &mut Msg, n: usiz
                 // Dropping `z` releases the pages (not listed: nothing to unlist).
                 drop(z);
                 msg.revert(got);
+                return Err(EBUSY);
+            }
+        }
+    }
+    p.set_ext(KBox::into_raw(z).cast(), got as u32);
+    Ok(got)
+}
+
+/// Takes exactly `n` bytes of `iter` (a guest's payload, seen through its VMM's address
+/// space) by reference as `p`'s payload, listed in the transport's hold `hold` under
+/// `cookie`; returns `n`. On failure (the hold is full, the pages cannot be pinned, more
+/// pieces than a payload takes, no memory) nothing is kept and the iterator is where it was:
+/// the caller copies instead.
+///
+/// # Safety
+/// `iter` is a live user-backed iterator of the calling task's address space.
+pub(crate) unsafe fn fill_held(hold: &Arc<SyncPin>, p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize, cookie: u32) -> Result<usize> {
+    if !hold.has_room() {
+        return Err(EBUSY);
+    }
+    let mut z = ZcPages::new()?;
+    // SAFETY: per the contract.
+    let got = unsafe { pin_iter(&mut z, iter, n)? };
+    if got != n {
+        // SAFETY: `got` bytes were consumed from `iter`; dropping `z` releases the pages.
+        unsafe { ffi::iov_iter_revert(iter, got) };
+        return Err(E2BIG);
+    }
+    z.sync = Some(hold.clone());
+    z.cookie = cookie;
+    let addr = z.addr();
+    {
+        let mut g = hold.st.lock();
+        let i = g.n;
+        let cap = g.cap;
+        match g.live.get_mut(i).filter(|_| i < cap) {
+            Some(slot) => {
+                *slot = addr;
+                g.n += 1;
+                g.pinned += 1;
+            }
+            None => {
+                drop(g);
+                // Not listed: its Drop unlists nothing and tells nobody.
+                drop(z);
+                // SAFETY: as above.
+                unsafe { ffi::iov_iter_revert(iter, got) };
                 return Err(EBUSY);
             }
         }

@@ -9,6 +9,12 @@ use kernel::ffi::{c_char, c_int};
 /// Length of the virtio-vsock header on the wire.
 pub const HDR_LEN: usize = 44;
 
+/// A hold (opaque; see `rvsock_hold_new`).
+#[repr(C)]
+pub struct RawHold {
+    _private: [u8; 0],
+}
+
 /// A packet: the wire-format header followed in the same allocation by `cap` payload bytes,
 /// so a virtio rx buffer is one contiguous descriptor (`hdr` then payload).
 ///
@@ -159,6 +165,24 @@ extern "C" {
     /// copied from `iter` (vhost: a guest's packet larger than an inline payload, which would
     /// otherwise take a 128 KiB allocation); null on OOM or a short copy.
     pub fn rvsock_pkt_alloc_from_iter(len: u32, iter: *mut crate::ffi::iov_iter) -> *mut RawPkt;
+    /// Makes a hold for a host transport that hands the core a guest's pages by reference:
+    /// up to `cap` (at most 32) payloads at once; `notify(ctx, cookie)` is called, from any
+    /// context (possibly atomic, under the core's locks: it may only take leaf locks and queue
+    /// work), when a payload lets go of its pages (freed, or copied by `rvsock_hold_detach`),
+    /// until `rvsock_hold_free`. Null on OOM.
+    pub fn rvsock_hold_new(cap: u32, notify: Option<unsafe extern "C" fn(*mut c_void, u32)>, ctx: *mut c_void) -> *mut RawHold;
+    /// Frees a hold: no callback runs after this returns; payloads still listed keep their
+    /// pages (page references) until they are freed.
+    pub fn rvsock_hold_free(hold: *mut RawHold);
+    /// Copies the pages of every payload listed in `hold` into pages of their own (process
+    /// context, may sleep), telling the callback of each; returns how many are still listed
+    /// (zero unless memory ran out with a signal pending).
+    pub fn rvsock_hold_detach(hold: *mut RawHold) -> u32;
+    /// Allocates a packet whose `len`-byte payload is `iter`'s pages taken by reference (a
+    /// user-backed iterator of the calling task: vhost's view of guest memory), listed in
+    /// `hold` under `cookie`. Null when not taken (hold full, pages not pinnable, too many
+    /// pieces, OOM): the iterator is where it was, and the caller copies.
+    pub fn rvsock_pkt_alloc_held(hold: *mut RawHold, len: u32, iter: *mut crate::ffi::iov_iter, cookie: u32) -> *mut RawPkt;
     /// Whether `pkt`'s payload is a MSG_ZEROCOPY send's user pages, whose completion waits for
     /// the packet to be freed (virtio: reclaim such packets promptly); false for inline
     /// payloads and pages of the packet's own.

@@ -14,11 +14,23 @@
 //!   and 64 KiB) before allocating, copies the payload into a packet of exactly that length and
 //!   hands it to the core. The core may call `send_pkt` from inside (replies): that only
 //!   queues, so holding the TX mutex across the call is fine.
+//! - A payload of 32 KiB or more is taken by reference instead (`held`): the packet's payload
+//!   is the guest's own pages (pinned through the VMM's mapping of guest memory), listed in
+//!   the device's hold (`rvsock_hold_*`), and the chain goes back to the guest only when the
+//!   packet lets go of them (the host application read it, or it was dropped): the core calls
+//!   `held_released`, which lists the head in `done` and queues `used_work` to return it. One
+//!   copy on the host instead of two. At most `HOLD_CAP` chains (half the ring, if smaller)
+//!   are held at once, so a host application that does not read costs the guest part of its
+//!   ring, never all of it; past that, payloads are copied as before. Stopping the device
+//!   (`SET_RUNNING` 0: migration, the guest's reset) copies every held payload into pages of
+//!   its own and returns its chain first, so no descriptor stays taken across a stop.
 //!
 //! Locks: device mutex -> virtqueue mutex (vhost's own order) -> CID table lock -> `pending`
-//! lock. `pending` is a leaf spinlock. Nothing sleeps under a spinlock.
+//! lock. `pending` is a leaf spinlock. The core's hold lock -> `done` (a leaf spinlock:
+//! `held_released` runs under the core's lock, possibly from the core's atomic paths).
+//! Nothing sleeps under a spinlock.
 
-use crate::abi::{RawPkt, HDR_LEN};
+use crate::abi::{RawHold, RawPkt, HDR_LEN};
 use crate::ffi;
 use crate::pkt::{Pkt, PktQueue};
 use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
@@ -43,6 +55,11 @@ const VQ_TX: usize = 1;
 const WEIGHT: i32 = 0x80000;
 /// Packets moved per worker run before requeueing (`VHOST_VSOCK_PKT_WEIGHT`).
 const PKT_WEIGHT: i32 = 256;
+
+/// A guest payload of this size or more is taken by reference (held), not copied.
+const HOLD_MIN: usize = 32 * 1024;
+/// Guest TX chains held at once, at most (and at most half the ring).
+const HOLD_CAP: usize = 32;
 
 /// Features offered (`VHOST_VSOCK_FEATURES`: `VHOST_FEATURES`, ACCESS_PLATFORM, SEQPACKET).
 pub(crate) const FEATURES: u64 = (1 << ffi::VIRTIO_F_NOTIFY_ON_EMPTY)
@@ -84,6 +101,10 @@ enum Reject {
 enum Count {
     /// A guest packet handed to the core.
     Delivered,
+    /// A guest packet handed to the core with its payload by reference (`Delivered` too).
+    Held,
+    /// A held chain returned to the guest by a stop (its payload copied first).
+    HeldStop,
     /// A packet written into a guest receive buffer (the last piece of it).
     Sent,
     /// A packet, or its first part, written into a guest receive buffer behind another
@@ -99,6 +120,8 @@ enum Count {
 /// module's totals (`TOTALS`, in debugfs as `/sys/kernel/debug/rvsock_vhost/`).
 pub(crate) struct Stats {
     delivered: AtomicU64,
+    held: AtomicU64,
+    held_stop: AtomicU64,
     sent: AtomicU64,
     joined: AtomicU64,
     bad_chain: AtomicU64,
@@ -114,6 +137,8 @@ pub(crate) struct Stats {
 /// The module's totals over every device since load.
 pub(crate) static TOTALS: Stats = Stats {
     delivered: AtomicU64::new(0),
+    held: AtomicU64::new(0),
+    held_stop: AtomicU64::new(0),
     sent: AtomicU64::new(0),
     joined: AtomicU64::new(0),
     bad_chain: AtomicU64::new(0),
@@ -130,6 +155,8 @@ impl Stats {
     fn field(&self, c: Count) -> &AtomicU64 {
         match c {
             Count::Delivered => &self.delivered,
+            Count::Held => &self.held,
+            Count::HeldStop => &self.held_stop,
             Count::Sent => &self.sent,
             Count::Joined => &self.joined,
             Count::BadRxBuf => &self.bad_rx_buf,
@@ -155,6 +182,8 @@ impl Stats {
     pub(crate) unsafe fn debugfs(&'static self, d: &crate::debugfs::DebugDir) {
         for (name, c) in [
             (&b"rx_delivered\0"[..], &self.delivered),
+            (b"rx_held\0", &self.held),
+            (b"rx_held_stop\0", &self.held_stop),
             (b"tx_sent\0", &self.sent),
             (b"tx_joined\0", &self.joined),
             (b"tx_bad_rx_buffers\0", &self.bad_rx_buf),
@@ -184,6 +213,16 @@ pub(crate) struct VhostVsock {
     vqs: [Opaque<ffi::vhost_virtqueue>; 2],
     vq_ptrs: Opaque<[*mut ffi::vhost_virtqueue; 2]>,
     send_work: Opaque<ffi::vhost_work>,
+    /// Returns held chains the core let go of (`done`) to the guest.
+    used_work: Opaque<ffi::vhost_work>,
+    /// The core's list of payloads that hold guest pages (null: none, copy everything);
+    /// made in `open`, freed in `release`.
+    hold: AtomicPtr<RawHold>,
+    /// Heads of held chains let go of and not yet returned (leaf lock).
+    done: SpinLock<Done>,
+    /// Held chains not yet returned to the guest (held, or in `done`); worker only, but for
+    /// the stop that drains `done`.
+    outstanding: AtomicU32,
     /// CID table link (under the table lock).
     pub(crate) next: AtomicPtr<VhostVsock>,
     /// Host-to-guest packets waiting for guest receive buffers.
@@ -201,6 +240,47 @@ pub(crate) struct VhostVsock {
     /// The worker task while it delivers a guest packet to the core (replies recognition).
     rx_task: AtomicPtr<c_void>,
     stats: Stats,
+}
+
+/// Heads of held TX chains whose payload let go of the guest's pages.
+struct Done {
+    heads: [u32; HOLD_CAP],
+    n: usize,
+}
+
+/// The core's hold callback: payload `head` let go of the guest's pages (freed by whoever
+/// consumed it, or copied by a stop). Any context; runs under the core's hold lock.
+unsafe extern "C" fn held_released(ctx: *mut c_void, head: u32) {
+    // SAFETY: `ctx` is the device that made the hold (`open`); `release` frees the hold,
+    // after which the core calls us no more, before it frees the device.
+    let d = unsafe { &*(ctx as *const VhostVsock) };
+    let first = {
+        let mut g = d.done.lock();
+        let n = g.n;
+        // `outstanding <= HOLD_CAP` chains are held or listed here at once: there is room.
+        if let Some(slot) = g.heads.get_mut(n) {
+            *slot = head;
+            g.n += 1;
+        }
+        n == 0
+    };
+    if first {
+        // SAFETY: `used_work` lives as long as the device; `release` flushes the worker
+        // after freeing the hold (no call of ours after that).
+        unsafe { d.tx().work_queue(d.used_work.get()) };
+    }
+}
+
+unsafe extern "C" fn used_work_fn(work: *mut ffi::vhost_work) {
+    let off = core::mem::offset_of!(VhostVsock, used_work);
+    // SAFETY: the only work item with this function is a device's `used_work`.
+    let d = unsafe { ((work as *mut u8).sub(off) as *const VhostVsock).as_ref() };
+    if let Some(d) = d {
+        let mut g = d.tx().lock();
+        if d.return_done(&mut g) {
+            g.signal();
+        }
+    }
 }
 
 /// Gets the device back from one of its virtqueues' kick work items.
@@ -278,13 +358,24 @@ impl VhostVsock {
                 vhost::kvfree(d.cast());
                 return Err(ENOMEM);
             }
+            let done = core::ptr::addr_of_mut!((*d).done);
+            let r = ffi::pin_init_at(kernel::new_spinlock!(Done { heads: [0; HOLD_CAP], n: 0 }, "rvsock_vhost_done"), done);
+            if r.is_err() {
+                core::ptr::drop_in_place(pending);
+                vhost::kvfree(d.cast());
+                return Err(ENOMEM);
+            }
             let vq_ptrs = ffi::opaque_raw(core::ptr::addr_of!((*d).vq_ptrs));
             vq_ptrs.write([ffi::opaque_raw(&(*d).vqs[VQ_RX]), ffi::opaque_raw(&(*d).vqs[VQ_TX])]);
             let mut kicks: [vhost::WorkFn; 2] = [handle_rx_kick, handle_rx_kick];
             kicks[VQ_TX] = handle_tx_kick;
             Dev::init(ffi::opaque_raw(&(*d).vdev), vq_ptrs, kicks, PKT_WEIGHT, WEIGHT);
             vhost::work_init(ffi::opaque_raw(&(*d).send_work), send_pkt_work);
+            vhost::work_init(ffi::opaque_raw(&(*d).used_work), used_work_fn);
             (*d).ns = crate::abi::rvsock_current_ns();
+            // Without a hold (no memory) every payload is copied.
+            let hold = crate::abi::rvsock_hold_new(HOLD_CAP as u32, Some(held_released), d.cast());
+            (*d).hold.store(hold, Relaxed);
         }
         Ok(p)
     }
@@ -501,8 +592,9 @@ impl VhostVsock {
         }
     }
 
-    /// Reads and validates one guest packet from the chain just fetched.
-    fn read_pkt(g: &mut VqGuard, out: u32, inn: u32, cid: u32) -> core::result::Result<Pkt, Reject> {
+    /// Reads and validates one guest packet from the chain `head` just fetched; also says
+    /// whether its payload is held (the chain goes back to the guest later).
+    fn read_pkt(&self, g: &mut VqGuard, head: u32, out: u32, inn: u32, cid: u32) -> core::result::Result<(Pkt, bool), Reject> {
         if inn != 0 {
             return Err(Reject::BadChain);
         }
@@ -510,6 +602,7 @@ impl VhostVsock {
         if len < HDR_LEN {
             return Err(Reject::Truncated);
         }
+        let room = HOLD_CAP.min(g.num() as usize / 2);
         let mut it = g.iter(0, out, len, false);
         let mut hb = [core::mem::MaybeUninit::new(0u8); HDR_LEN];
         if it.read(&mut hb) != HDR_LEN {
@@ -535,6 +628,22 @@ impl VhostVsock {
         if n > it.count() {
             return Err(Reject::Truncated);
         }
+        let hold = self.hold.load(Relaxed);
+        if n >= HOLD_MIN && !hold.is_null() && (self.outstanding.load(Relaxed) as usize) < room {
+            // SAFETY: `hold` is the device's, live until `release` (which runs no handler);
+            // `it` is the live iterator over the rest of this chain, guest memory as mapped in
+            // the owner's address space, which this worker runs in; the core takes exactly
+            // `n <= it.count()` bytes by reference, or nothing.
+            let raw = unsafe { crate::abi::rvsock_pkt_alloc_held(hold, h.len, it.as_mut_ptr(), head) };
+            // SAFETY: null or a packet the core just allocated for us.
+            if let Some(mut p) = unsafe { Pkt::from_raw(raw) } {
+                p.set_hdr(&h);
+                // Before the core sees the packet: it may let go of it at once.
+                self.outstanding.fetch_add(1, Relaxed);
+                return Ok((p, true));
+            }
+            // Not taken (e.g. pages the kernel cannot pin): copied below.
+        }
         if n > INLINE_MAX {
             // A full-size packet (in-tree guests and rvsock's send 64 KiB ones): its payload
             // goes into pages of its own, not into a 128 KiB allocation with the header.
@@ -545,7 +654,7 @@ impl VhostVsock {
             // failure or a fault while copying; both drop the packet (counted as the former).
             let Some(mut p) = (unsafe { Pkt::from_raw(raw) }) else { return Err(Reject::NoMem) };
             p.set_hdr(&h);
-            return Ok(p);
+            return Ok((p, false));
         }
         let mut p = Pkt::alloc(h.len, false).map_err(|_| Reject::NoMem)?;
         p.set_hdr(&h);
@@ -554,7 +663,34 @@ impl VhostVsock {
             return Err(Reject::Fault);
         }
         p.set_len(h.len);
-        Ok(p)
+        Ok((p, false))
+    }
+
+    /// Returns the held chains the core let go of to the guest (TX virtqueue mutex held);
+    /// true if any was added to the used ring. Without a backend (stopped, or the owner reset
+    /// the rings) they are forgotten: the ring they came from is gone or handed over.
+    fn return_done(&self, g: &mut VqGuard) -> bool {
+        let mut heads = [0u32; HOLD_CAP];
+        let n = {
+            let mut d = self.done.lock();
+            let n = d.n;
+            for (h, x) in heads.iter_mut().zip(d.heads.iter()).take(n) {
+                *h = *x;
+            }
+            d.n = 0;
+            n
+        };
+        if n == 0 {
+            return false;
+        }
+        self.outstanding.fetch_sub(n as u32, Relaxed);
+        if g.backend().is_null() {
+            return false;
+        }
+        for h in heads.iter().take(n) {
+            g.add_used(*h, 0);
+        }
+        true
     }
 
     /// Guest to host: delivers the guest's packets to the core (worker context).
@@ -565,7 +701,8 @@ impl VhostVsock {
         }
         g.disable_notify();
         let cid = self.guest_cid();
-        let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
+        let (mut pkts, mut bytes) = (0i32, 0i32);
+        let mut added = self.return_done(&mut g);
         self.rx_task.store(vhost::current_task() as *mut c_void, Relaxed);
         loop {
             if !self.more_replies(&g) {
@@ -583,12 +720,17 @@ impl VhostVsock {
                     break;
                 }
             };
-            let r = Self::read_pkt(&mut g, out, inn, cid);
+            let r = self.read_pkt(&mut g, head, out, inn, cid);
             bytes = bytes.saturating_add(HDR_LEN as i32);
+            let mut held = false;
             match r {
-                Ok(p) => {
+                Ok((p, h)) => {
+                    held = h;
                     bytes = bytes.saturating_add(p.len() as i32);
                     self.stats.count(Count::Delivered);
+                    if held {
+                        self.stats.count(Count::Held);
+                    }
                     // The core may call our `send_pkt` from inside: it only queues.
                     crate::deliver(p, self.ns);
                 }
@@ -599,9 +741,12 @@ impl VhostVsock {
                     }
                 }
             }
-            // Every chain goes back to the guest, valid or not.
-            g.add_used(head, 0);
-            added = true;
+            // Every chain goes back to the guest, valid or not; a held one once the core
+            // lets go of its pages (`held_released`).
+            if !held {
+                g.add_used(head, 0);
+                added = true;
+            }
             pkts += 1;
             if g.exceeds_weight(pkts, bytes) {
                 break;
@@ -646,15 +791,34 @@ impl VhostVsock {
         Ok(())
     }
 
-    /// `VHOST_VSOCK_SET_RUNNING` 0 (and release): detach the backend.
+    /// `VHOST_VSOCK_SET_RUNNING` 0 (and release): detach the backend. A running device being
+    /// stopped by its owner (`check_owner`) first copies the payloads it holds and returns
+    /// their chains, so the rings it hands over (migration) owe the guest nothing; at release
+    /// the rings are gone with the VMM, and held payloads just keep their page references.
     fn stop(&self, check_owner: bool) -> Result {
         let dg = self.dev().lock();
         if check_owner {
             dg.check_owner()?;
         }
-        for vq in [self.rx(), self.tx()] {
-            vq.lock().set_backend(core::ptr::null_mut());
+        {
+            let mut g = self.tx().lock();
+            let hold = self.hold.load(Relaxed);
+            if check_owner && !g.backend().is_null() && !hold.is_null() {
+                // SAFETY: the device's hold, live until `release`. Sleeps (copies), under
+                // the TX mutex so that no chain is held meanwhile; the readers it may wait
+                // for never take it.
+                unsafe { crate::abi::rvsock_hold_detach(hold) };
+                let n = self.done.lock().n;
+                if self.return_done(&mut g) {
+                    for _ in 0..n {
+                        self.stats.count(Count::HeldStop);
+                    }
+                    g.signal();
+                }
+            }
+            g.set_backend(core::ptr::null_mut());
         }
+        self.rx().lock().set_backend(core::ptr::null_mut());
         Ok(())
     }
 
@@ -772,6 +936,9 @@ impl VhostVsock {
             // After this no `send_pkt` can reach the device.
             let cid = table::remove(d);
             let _ = d.stop(false);
+            // No `held_released` after this (a packet the core still has keeps its pages).
+            // SAFETY: the device's hold (or null), given back once.
+            unsafe { crate::abi::rvsock_hold_free(d.hold.swap(core::ptr::null_mut(), Relaxed)) };
             // Wait for running handlers: none delivers to the core after this.
             d.dev().flush();
             if cid != 0 && !table::in_use(cid, d.ns) {
@@ -788,6 +955,7 @@ impl VhostVsock {
         // drop the Rust-owned field, then free the allocation from `open`.
         unsafe {
             core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p.as_ptr()).pending));
+            core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p.as_ptr()).done));
             vhost::kvfree(p.as_ptr().cast());
         }
     }

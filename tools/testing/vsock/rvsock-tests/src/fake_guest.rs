@@ -114,6 +114,15 @@ pub(crate) const VRING_DESC_F_WRITE: u16 = 2;
 const RING_BASE: [usize; 2] = [0x0000, 0x2000];
 pub(crate) const RX_BUFS: usize = 0x10000;
 const TX_AREA: usize = 0x40000;
+/// Large payloads go from slots of their own (`send_held`): a device may keep such a chain
+/// until the host application has read it (rvsock takes the guest's pages by reference), so
+/// its memory must stay untouched until it comes back. Slot `i` is chain `HELD_HEAD0 + 2i`
+/// (header, payload) at `HELD_AREA + i * HELD_STRIDE`.
+pub(crate) const HELD_MIN: usize = 32 * 1024;
+pub(crate) const HELD_SLOTS: usize = 8;
+const HELD_HEAD0: u16 = 48;
+const HELD_AREA: usize = 0x60000;
+const HELD_STRIDE: usize = 0x10100;
 const MEM_SIZE: usize = 0x100000;
 
 /// One split virtqueue: descriptor table, avail ring, used ring at fixed offsets.
@@ -195,6 +204,8 @@ pub(crate) struct Guest {
     pub(crate) inbox: VecDeque<Rx>,
     /// RX buffers whose content was not a valid packet (too short).
     pub(crate) rx_garbage: u32,
+    /// Held slots whose chain the device has not returned yet.
+    pub(crate) held: [bool; HELD_SLOTS],
 }
 
 pub(crate) fn ioctl_u64(fd: &impl AsFd, req: u64, v: u64) -> std::io::Result<i32> {
@@ -257,6 +268,7 @@ impl Guest {
             rx_buf: rx_buf.clamp(HDR, (TX_AREA - RX_BUFS) / usize::from(NUM)),
             inbox: VecDeque::new(),
             rx_garbage: 0,
+            held: [false; HELD_SLOTS],
         };
         sys::ioctl_none(&g.fd, SET_OWNER).or_fail("VHOST_SET_OWNER")?;
         if let Some(lb) = log_base {
@@ -360,8 +372,8 @@ impl Guest {
         let t0 = Instant::now();
         loop {
             self.poll_rx()?;
-            if let Some((id, _)) = self.tx.next_used(&self.mem) {
-                if id != 0 {
+            if let Some(id) = self.reap_tx().first() {
+                if *id != 0 {
                     return Err(format!("tx used id {id}, expected 0"));
                 }
                 return Ok(Sent::Returned);
@@ -373,9 +385,85 @@ impl Guest {
         }
     }
 
+    /// Takes the TX used ring's entries: held slots come back (`held`); returns the others'
+    /// ids.
+    fn reap_tx(&mut self) -> Vec<u32> {
+        let mut other = Vec::new();
+        while let Some((id, _)) = self.tx.next_used(&self.mem) {
+            let slot = id.checked_sub(u32::from(HELD_HEAD0)).filter(|d| d % 2 == 0).map(|d| (d / 2) as usize);
+            match slot.and_then(|i| self.held.get_mut(i)) {
+                Some(b) => *b = false,
+                None => other.push(id),
+            }
+        }
+        other
+    }
+
+    /// Held slots whose chain has not come back (after taking the used ring's entries).
+    pub(crate) fn held_out(&mut self) -> Result<usize, String> {
+        self.poll_rx()?;
+        // Other chains coming back late (ones a device kept) are not ours to count.
+        let _ = self.reap_tx();
+        Ok(self.held.iter().filter(|b| **b).count())
+    }
+
+    /// Sends a packet with a large payload from a held slot (a free one, waiting up to 10 s
+    /// for one to come back): the device may keep it until the host has read it. Returns the
+    /// slot.
+    pub(crate) fn send_held(&mut self, h: &Hdr, payload: &[u8]) -> Result<usize, String> {
+        if payload.len() + 64 > HELD_STRIDE {
+            return Err("payload too large for a held slot".into());
+        }
+        let t0 = Instant::now();
+        let slot = loop {
+            self.held_out()?;
+            if let Some(i) = self.held.iter().position(|b| !*b) {
+                break i;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!("none of {HELD_SLOTS} held TX chains came back in 10 s"));
+            }
+            thread::sleep(ms(1));
+        };
+        let off = HELD_AREA + slot * HELD_STRIDE;
+        self.mem.write(off, &h.encode()).ok_or("held slot")?;
+        self.mem.write(off + 64, payload).ok_or("held slot")?;
+        let head = HELD_HEAD0 + 2 * slot as u16;
+        self.tx.set_desc(&self.mem, head, self.mem.addr(off), HDR as u32, VRING_DESC_F_NEXT, head + 1).ok_or("tx desc")?;
+        self.tx.set_desc(&self.mem, head + 1, self.mem.addr(off + 64), payload.len() as u32, 0, 0).ok_or("tx desc")?;
+        self.tx.publish(&self.mem, head).ok_or("tx publish")?;
+        self.held[slot] = true;
+        self.kick(1)?;
+        Ok(slot)
+    }
+
+    /// Overwrites the payload of held slot `slot` with `data` (a guest reusing its memory).
+    pub(crate) fn scribble_held(&self, slot: usize, data: &[u8]) -> Result<(), String> {
+        self.mem.write(HELD_AREA + slot * HELD_STRIDE + 64, data).ok_or_else(|| "held slot".to_string())
+    }
+
+    /// Waits up to `t` for every held chain to come back.
+    pub(crate) fn wait_held(&mut self, t: Duration) -> Result<(), String> {
+        let t0 = Instant::now();
+        loop {
+            let n = self.held_out()?;
+            if n == 0 {
+                return Ok(());
+            }
+            if t0.elapsed() > t {
+                return Err(format!("{n} held TX chains not back after {t:?}"));
+            }
+            thread::sleep(ms(1));
+        }
+    }
+
     /// Sends a packet as header + payload descriptors (as the Linux driver does); it must
-    /// come back from the device.
+    /// come back from the device, but for a large payload, which goes from a held slot
+    /// (`send_held`) and may come back later.
     pub(crate) fn send(&mut self, h: &Hdr, payload: &[u8]) -> Result<(), String> {
+        if payload.len() >= HELD_MIN {
+            return self.send_held(h, payload).map(|_| ());
+        }
         let hb = h.encode();
         let segs: Vec<(&[u8], bool)> =
             if payload.is_empty() { vec![(&hb, false)] } else { vec![(&hb, false), (payload, false)] };
@@ -388,7 +476,7 @@ impl Guest {
     /// Sends header-only packets as one batch: every chain is published before a single
     /// kick, so the device handles them in one pass. All must come back.
     pub(crate) fn send_batch(&mut self, hs: &[Hdr]) -> Result<(), String> {
-        if hs.is_empty() || hs.len() > usize::from(NUM) {
+        if hs.is_empty() || hs.len() > usize::from(HELD_HEAD0) {
             return Err("bad batch length".into());
         }
         for (i, h) in hs.iter().enumerate() {
@@ -402,8 +490,9 @@ impl Guest {
         let mut back = 0;
         while back < hs.len() {
             self.poll_rx()?;
-            if self.tx.next_used(&self.mem).is_some() {
-                back += 1;
+            let n = self.reap_tx().len();
+            if n > 0 {
+                back += n;
                 continue;
             }
             if t0.elapsed() > Duration::from_secs(10) {
