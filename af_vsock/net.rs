@@ -517,6 +517,13 @@ impl DelayedWork {
         unsafe { ffi::cancel_delayed_work(&self.0 as *const _ as *mut _) }
     }
 
+    /// Cancels the work item and waits for a run in progress (which may requeue itself) to
+    /// end (process context, may sleep).
+    pub(crate) fn cancel_sync(&self) {
+        // SAFETY: the work item was initialised by `init`.
+        unsafe { ffi::cancel_delayed_work_sync(&self.0 as *const _ as *mut _) };
+    }
+
     /// Recovers the containing `DelayedWork` from the `work_struct` passed to the function.
     ///
     /// # Safety

@@ -11,7 +11,6 @@ use crate::sock;
 use crate::table::{global, TransportPtr};
 use core::ffi::c_int;
 use kernel::prelude::*;
-use kernel::sync::Arc;
 
 /// Registers a transport (exported).
 #[no_mangle]
@@ -255,37 +254,21 @@ pub(crate) unsafe extern "C" fn rvsock_hold_new(
     ctx: *mut core::ffi::c_void,
 ) -> *mut RawHold {
     let Some(f) = notify else { return core::ptr::null_mut() };
-    match crate::zerocopy::SyncPin::with(cap as usize, Some(crate::zerocopy::Notify { f, ctx })) {
-        Ok(h) => h.into_raw() as *mut RawHold,
+    match crate::zerocopy::Hold::new(cap as usize, crate::zerocopy::Notify { f, ctx }) {
+        Ok(h) => h.cast(),
         Err(_) => core::ptr::null_mut(),
     }
 }
 
-/// Borrows the hold behind a pointer from [`rvsock_hold_new`] as a counted reference.
-///
-/// # Safety
-/// `hold` came from `rvsock_hold_new` and has not been freed.
-unsafe fn hold_ref(hold: *mut RawHold) -> Arc<crate::zerocopy::SyncPin> {
-    // SAFETY: per the contract the transport's reference is live; we take one more and give
-    // the transport's back unchanged.
-    unsafe {
-        let a = Arc::from_raw(hold as *const crate::zerocopy::SyncPin);
-        let b = a.clone();
-        let _ = a.into_raw();
-        b
-    }
-}
-
-/// Frees a hold (exported): its callback is not called any more once this returns; payloads
-/// still listed keep their pages until they are freed.
+/// Frees a hold (exported; process context): its callback is not called any more once this
+/// returns; payloads still listed keep their pages until they are freed.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_hold_free(hold: *mut RawHold) {
     if hold.is_null() {
         return;
     }
-    // SAFETY: the transport gives back the reference `rvsock_hold_new` gave it.
-    let h = unsafe { Arc::from_raw(hold as *const crate::zerocopy::SyncPin) };
-    h.notify_off();
+    // SAFETY: the transport gives back the hold `rvsock_hold_new` gave it, once.
+    unsafe { crate::zerocopy::Hold::free(hold.cast()) };
 }
 
 /// Swaps the pages of every payload in the hold for copies (exported; process context, may
@@ -293,13 +276,10 @@ pub(crate) unsafe extern "C" fn rvsock_hold_free(hold: *mut RawHold) {
 /// without memory for the copies and with a signal pending).
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_hold_detach(hold: *mut RawHold) -> u32 {
-    if hold.is_null() {
-        return 0;
-    }
-    // SAFETY: a live hold of the caller's (contract).
-    let h = unsafe { hold_ref(hold) };
-    h.detach_all();
-    h.listed() as u32
+    // SAFETY: null or a live hold of the caller's (contract).
+    let Some(h) = (unsafe { hold.cast::<crate::zerocopy::Hold>().as_ref() }) else { return 0 };
+    h.pin.detach_all();
+    h.pin.listed() as u32
 }
 
 /// Allocates a packet whose `len`-byte payload is `iter`'s pages by reference, listed in
@@ -307,15 +287,18 @@ pub(crate) unsafe extern "C" fn rvsock_hold_detach(hold: *mut RawHold) -> u32 {
 /// was.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_pkt_alloc_held(hold: *mut RawHold, len: u32, iter: *mut ffi::iov_iter, cookie: u32) -> *mut RawPkt {
-    if hold.is_null() || iter.is_null() || len == 0 || len > crate::proto::hdr::MAX_PKT_BUF_SIZE {
+    // SAFETY: null or a live hold of the caller's (contract).
+    let Some(h) = (unsafe { hold.cast::<crate::zerocopy::Hold>().as_ref() }) else { return core::ptr::null_mut() };
+    if iter.is_null() || len == 0 || len > crate::proto::hdr::MAX_PKT_BUF_SIZE {
         return core::ptr::null_mut();
     }
-    // SAFETY: a live hold of the caller's (contract).
-    let h = unsafe { hold_ref(hold) };
     let Ok(mut p) = Pkt::alloc(0, false) else { return core::ptr::null_mut() };
     // SAFETY: `iter` is the caller's live user-backed iterator (contract).
-    match unsafe { crate::zerocopy::fill_held(&h, &mut p, iter, len as usize, cookie) } {
-        Ok(_) => p.into_raw(),
+    match unsafe { crate::zerocopy::fill_held(&h.pin, &mut p, iter, len as usize, cookie) } {
+        Ok(_) => {
+            h.arm();
+            p.into_raw()
+        }
         Err(_) => core::ptr::null_mut(), // `p` is freed here; nothing of `iter` was taken
     }
 }

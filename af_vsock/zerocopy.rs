@@ -17,7 +17,7 @@
 //! per-CPU lists do not keep.
 
 use crate::ffi;
-use crate::net::{Msg, Sk};
+use crate::net::{DelayedWork, Msg, Sk};
 use crate::pkt::Pkt;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
 use kernel::prelude::*;
@@ -431,6 +431,8 @@ struct SyncState {
     copied: u64,
     /// Whether `SyncPin::notify` may still be called (cleared by `rvsock_hold_free`).
     notify_on: bool,
+    /// Per listed payload: listed when `Hold`'s age work last ran (copied at its next run).
+    aged: [bool; LIVE_MAX],
 }
 
 impl SyncState {
@@ -441,6 +443,25 @@ impl SyncState {
     fn remove(&mut self, i: usize) {
         self.n -= 1;
         self.live[i] = self.live[self.n];
+        self.aged[i] = self.aged[self.n];
+    }
+
+    /// Lists `addr` (a payload that is not yet listed); false when full.
+    fn add(&mut self, addr: usize) -> bool {
+        let i = self.n;
+        if i >= self.cap {
+            return false;
+        }
+        match (self.live.get_mut(i), self.aged.get_mut(i)) {
+            (Some(l), Some(a)) => {
+                *l = addr;
+                *a = false;
+            }
+            _ => return false,
+        }
+        self.n += 1;
+        self.pinned += 1;
+        true
     }
 }
 
@@ -460,7 +481,15 @@ impl SyncPin {
 
     /// A list of up to `cap` (at most `LIVE_MAX`) payloads, telling `notify` when each goes.
     pub(crate) fn with(cap: usize, notify: Option<Notify>) -> Result<Arc<SyncPin>> {
-        let st = SyncState { live: [0; LIVE_MAX], cap: cap.min(LIVE_MAX), n: 0, pinned: 0, copied: 0, notify_on: notify.is_some() };
+        let st = SyncState {
+            live: [0; LIVE_MAX],
+            cap: cap.min(LIVE_MAX),
+            n: 0,
+            pinned: 0,
+            copied: 0,
+            notify_on: notify.is_some(),
+            aged: [false; LIVE_MAX],
+        };
         let cb = notify;
         Arc::pin_init(
             pin_init!(SyncPin {
@@ -532,6 +561,30 @@ impl SyncPin {
         }
         drop(g);
         self.detach_all();
+    }
+
+    /// Swaps the pages of the payloads that were listed at the last call for copies, and
+    /// marks the others for the next call; returns the payloads still listed.
+    pub(crate) fn detach_aged(&self) -> usize {
+        loop {
+            let addr = {
+                let mut g = self.st.lock();
+                let st = &mut *g;
+                let old = st.live.iter().zip(st.aged.iter()).take(st.n).find(|(_, a)| **a).map(|(l, _)| *l);
+                match old {
+                    Some(a) => a,
+                    None => {
+                        let n = st.n;
+                        st.aged.iter_mut().take(n).for_each(|a| *a = true);
+                        return n;
+                    }
+                }
+            };
+            if self.detach_one(addr).is_err() {
+                // No memory for the copies: the next call tries again.
+                return self.st.lock().n;
+            }
+        }
     }
 
     /// Swaps every listed payload's pinned pages for copies.
@@ -676,24 +729,11 @@ pub(crate) fn fill_sync(sync: &Arc<SyncPin>, p: &mut Pkt, msg: &mut Msg, n: usiz
     let got = pin(&mut z, msg, n)?;
     z.sync = Some(sync.clone());
     let addr = z.addr();
-    {
-        let mut g = sync.st.lock();
-        let i = g.n;
-        let cap = g.cap;
-        match g.live.get_mut(i).filter(|_| i < cap) {
-            Some(slot) => {
-                *slot = addr;
-                g.n += 1;
-                g.pinned += 1;
-            }
-            None => {
-                drop(g);
-                // Dropping `z` releases the pages (not listed: nothing to unlist).
-                drop(z);
-                msg.revert(got);
-                return Err(EBUSY);
-            }
-        }
+    if !sync.st.lock().add(addr) {
+        // Dropping `z` releases the pages (not listed: nothing to unlist).
+        drop(z);
+        msg.revert(got);
+        return Err(EBUSY);
     }
     p.set_ext(KBox::into_raw(z).cast(), got as u32);
     Ok(got)
@@ -722,26 +762,69 @@ pub(crate) unsafe fn fill_held(hold: &Arc<SyncPin>, p: &mut Pkt, iter: *mut ffi:
     z.sync = Some(hold.clone());
     z.cookie = cookie;
     let addr = z.addr();
-    {
-        let mut g = hold.st.lock();
-        let i = g.n;
-        let cap = g.cap;
-        match g.live.get_mut(i).filter(|_| i < cap) {
-            Some(slot) => {
-                *slot = addr;
-                g.n += 1;
-                g.pinned += 1;
-            }
-            None => {
-                drop(g);
-                // Not listed: its Drop unlists nothing and tells nobody.
-                drop(z);
-                // SAFETY: as above.
-                unsafe { ffi::iov_iter_revert(iter, got) };
-                return Err(EBUSY);
-            }
-        }
+    if !hold.st.lock().add(addr) {
+        // Not listed: its Drop unlists nothing and tells nobody.
+        drop(z);
+        // SAFETY: as above.
+        unsafe { ffi::iov_iter_revert(iter, got) };
+        return Err(EBUSY);
     }
     p.set_ext(KBox::into_raw(z).cast(), got as u32);
     Ok(got)
+}
+
+/// A transport's hold (`rvsock_hold_*`): the list of payloads that refer to a guest's pages,
+/// and the work that copies the ones no reader took within `HOLD_AGE_MS` to two of it, so a
+/// guest buffer goes back within that time whatever the host's application does (the guest's
+/// SIOCOUTQ and SO_LINGER then see its data gone as soon as with a copying host).
+pub(crate) struct Hold {
+    pub(crate) pin: Arc<SyncPin>,
+    age: DelayedWork,
+}
+
+/// The age work's period.
+const HOLD_AGE_MS: u32 = 20;
+
+impl Hold {
+    /// A hold of up to `cap` payloads telling `notify` when each lets go of its pages; the
+    /// caller owns the returned pointer until [`Hold::free`].
+    pub(crate) fn new(cap: usize, notify: Notify) -> Result<*mut Hold> {
+        let pin = SyncPin::with(cap, Some(notify))?;
+        // SAFETY: all zeroes is a valid `delayed_work` (integers, pointers and optional
+        // function pointers), which `DelayedWork::init` initialises below.
+        let age = unsafe { core::mem::zeroed::<DelayedWork>() };
+        let p = KBox::into_raw(KBox::new(Hold { pin, age }, GFP_KERNEL)?);
+        // SAFETY: `p` is a live boxed `Hold` that stays put until `free`, which cancels the
+        // work before it frees the box.
+        unsafe { DelayedWork::init(core::ptr::addr_of_mut!((*p).age), hold_age_fn) };
+        Ok(p)
+    }
+
+    /// Runs the age work within a period (unless it is queued already).
+    pub(crate) fn arm(&self) {
+        self.age.schedule(crate::net::msecs_to_jiffies(HOLD_AGE_MS));
+    }
+
+    /// Stops the age work and the callback, and gives up the transport's reference; payloads
+    /// still listed keep their pages until they are freed.
+    ///
+    /// # Safety
+    /// `p` came from [`Hold::new`] and is not used again.
+    pub(crate) unsafe fn free(p: *mut Hold) {
+        // SAFETY: per the contract, the box `new` made.
+        let b = unsafe { KBox::from_raw(p) };
+        // Nothing arms it again: the transport holds no more payloads.
+        b.age.cancel_sync();
+        b.pin.notify_off();
+    }
+}
+
+unsafe extern "C" fn hold_age_fn(w: *mut ffi::work_struct) {
+    let off = core::mem::offset_of!(Hold, age);
+    // SAFETY: the only work item with this function is a `Hold`'s `age`, live until
+    // `Hold::free` has cancelled it (waiting for a run in progress).
+    let h = unsafe { &*(DelayedWork::from_work(w).cast::<u8>().sub(off).cast::<Hold>()) };
+    if h.pin.detach_aged() > 0 {
+        h.arm();
+    }
 }

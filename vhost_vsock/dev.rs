@@ -17,11 +17,12 @@
 //! - A payload of 32 KiB or more is taken by reference instead (`held`): the packet's payload
 //!   is the guest's own pages (pinned through the VMM's mapping of guest memory), listed in
 //!   the device's hold (`rvsock_hold_*`), and the chain goes back to the guest only when the
-//!   packet lets go of them (the host application read it, or it was dropped): the core calls
-//!   `held_released`, which lists the head in `done` and queues `used_work` to return it. One
-//!   copy on the host instead of two. At most `HOLD_CAP` chains (half the ring, if smaller)
-//!   are held at once, so a host application that does not read costs the guest part of its
-//!   ring, never all of it; past that, payloads are copied as before. Stopping the device
+//!   packet lets go of them (the host application read it, it was dropped, or no reader took
+//!   it within 20-40 ms and the core's age work copied it): the core calls `held_released`,
+//!   which lists the head in `done` and queues `used_work` to return it. One copy on the host
+//!   instead of two. At most `HOLD_CAP` chains (half the ring, if smaller) are held at once,
+//!   so a host application that does not read costs the guest part of its ring for a short
+//!   while, never all of it; past that, payloads are copied as before. Stopping the device
 //!   (`SET_RUNNING` 0: migration, the guest's reset) copies every held payload into pages of
 //!   its own and returns its chain first, so no descriptor stays taken across a stop.
 //!
