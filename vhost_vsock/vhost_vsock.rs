@@ -22,6 +22,7 @@ include!("../include/mods.rs");
 mod proto;
 
 mod dev;
+mod stats;
 mod table;
 mod vhost;
 
@@ -220,7 +221,7 @@ impl kernel::Module for RvsockVhost {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let debug = debugfs::DebugDir::new(b"rvsock_vhost\0", None);
         // SAFETY: the totals are a static.
-        unsafe { dev::TOTALS.debugfs(&debug) };
+        unsafe { stats::TOTALS.debugfs(&debug) };
         let mut me = RvsockVhost { _debug: debug, _table: table::TableOwner::new()?, transport: false, misc: false };
         // SAFETY: returns this module's THIS_MODULE.
         let owner = unsafe { ffi::rvsock_this_module() };

@@ -478,13 +478,21 @@ pub(crate) fn t_held_tx(e: &mut Env) -> TestResult {
         let intree = std::fs::read_to_string("/proc/modules").is_ok_and(|m| m.lines().any(|l| l.starts_with("vhost_vsock ")));
         return if intree && held0.is_none() { Ok(Outcome::Skip(format!("in-tree stack copies: {why}"))) } else { Err(why) };
     }
-    // A stop right after the send: the chain comes back by the stop or by then, the payload
-    // copied either way.
+    // A stop right after the device took the payload: the chain comes back by the stop or
+    // by then, the payload copied either way.
     let stop0 = vhost_count("rx_held_stop");
+    let held1 = vhost_count("rx_held");
     let c = pattern(64 * 1024, 23);
     let mut h = e.g.hdr(OP_RW, G_HELD, P_LISTEN);
     h.len = c.len() as u32;
     let slot = e.g.send_held(&h, &c)?;
+    let t0 = Instant::now();
+    while vhost_count("rx_held") == held1 {
+        if t0.elapsed() > Duration::from_secs(3) {
+            return Err("the device did not take the third payload within 3 s".into());
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
     set_running(&e.g, false)?;
     let back_stop = e.g.wait_held(Duration::from_secs(2));
     e.g.scribble_held(slot, &vec![0xEE; c.len()])?;
