@@ -38,7 +38,8 @@ THREADS=${THREADS:-free}
 # KVMTRACE=1 (nested): each L1 records why its L2 exited during the guest-to-host metrics
 # (KVM trace events: exit reasons, MSRs, MMIO/PIO addresses and values, injected interrupts;
 # and the L2's own vsock interrupts and rvsock_virtio counters) as RVSOCK-BENCH-KVMTRACE lines
-# in the VM logs. A diagnosis (tracing costs time): use with ONLY= one metric.
+# in the VM logs. A diagnosis (tracing costs time): use with ONLY= one metric. KVMTRACE=h2g
+# traces the host-to-guest metrics instead (the L2's counters then over its serving half).
 KVMTRACE=${KVMTRACE:-}
 NCPU=$(nproc)
 pin_vcpus() { # PID of `timeout` running QEMU
@@ -105,7 +106,7 @@ for t in $TRANSPORTS; do
                     log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
                     img=$imgc l2=; [ $st = rvsock ] && img=$imgr l2=${L2:+rvsock_l2mods=$L2}
                     bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t-$st-$r.log" 3G "$img" bench-nested \
-                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg) $L2_SLOW $l2 ${KVMTRACE:+rvsock_kvmtrace=1}
+                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg) $L2_SLOW $l2 ${KVMTRACE:+rvsock_kvmtrace=$KVMTRACE}
                 done
             done ;;
         *) echo "unknown transport $t"; exit 2 ;;

@@ -9,6 +9,7 @@ ROUND=$(arg rvsock_round); ROUND=${ROUND:-1}
 MS=$(arg rvsock_ms); MS=${MS:-2000}
 IDLE=$(arg rvsock_idle); IDLE=${IDLE:-10000}
 ONLY=$(arg rvsock_only)
+KVMTRACE=$(arg rvsock_kvmtrace)
 load_stack vhost || return
 rvsock-tests bench-serve --port 7300 --secs 3600 > /tmp/serve.out 2>&1 &
 serve=$!
@@ -17,7 +18,7 @@ want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & per
 # Many guests: after its own metrics the guest streams to the host together with a second L2
 # guest (CID 4), two_guests_tput_64k their sum (unless ONLY leaves it out).
 TWO=0; case "${ONLY:-two_guests}" in *two_guests*) TWO=1 ;; esac
-L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_stack=$MODS rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO$([ "$(arg rvsock_kvmtrace)" = 1 ] && echo " rvsock_kvmtrace=1")"
+L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_stack=$MODS rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO${KVMTRACE:+ rvsock_kvmtrace=$KVMTRACE}"
 # No TCG fallback when a KVM L2 stalls (boot_l2): the C and rvsock VMs of a round must run
 # their guests under the same accelerator for the ratios to mean anything; scripts/bench.sh
 # starts a fresh VM instead. rvsock_l2_accel=tcg still forces TCG for every VM.
@@ -45,35 +46,46 @@ two_guests() { # the host's half of the two-guests phase (bench-common.sh has th
         END { if (n == 2) print "RVSOCK-BENCH " s " " r " g2h two_guests_tput_64k " sum " MiB/s higher"
               else print "# bench two_guests_tput_64k failed: " n " of 2 guests reported" }'
 }
+# KVMTRACE (scripts/bench.sh): why the L2 exits, from KVM's trace events here: exits by
+# reason, MSRs written or read, MMIO/PIO addresses, injected interrupts, as
+# "RVSOCK-BENCH-KVMTRACE stack round what count" (a diagnosis, not a metric). `1` traces the
+# g2h metrics, `h2g` the h2g ones.
+kt=/sys/kernel/tracing; [ -d $kt/events ] || kt=/sys/kernel/debug/tracing
+kt_start() {
+    [ -d $kt/events/kvm ] || return 0
+    echo 65536 > $kt/buffer_size_kb; echo > $kt/trace
+    for e in kvm_exit kvm_msr kvm_mmio kvm_fast_mmio kvm_pio kvm_inj_virq; do
+        [ -e $kt/events/kvm/$e/enable ] && echo 1 > $kt/events/kvm/$e/enable
+    done
+    echo 1 > $kt/tracing_on
+}
+kt_dump() {
+    [ -d $kt/events/kvm ] || return 0
+    echo 0 > $kt/tracing_on
+    awk -v s=$MODS -v r=$ROUND '
+        / kvm_exit: / { for (i = 1; i < NF; i++) if ($i == "reason") { n["exit " $(i + 1)]++; break } }
+        / kvm_msr: / { for (i = 1; i <= NF; i++) if ($i ~ /^msr_(read|write)$/) { n[$i " " $(i + 1)]++; break } }
+        / kvm_(fast_)?mmio: / { for (i = 1; i <= NF; i++) if ($i == "gpa") { n["mmio " $(i + 1)]++; break } }
+        / kvm_pio: / { for (i = 1; i <= NF; i++) if ($i == "at") { n["pio " $(i + 1) " " $NF]++; break } }
+        / kvm_inj_virq: / { n["inj_virq"]++ }
+        END { for (k in n) print "RVSOCK-BENCH-KVMTRACE " s " " r " " k " " n[k] }' $kt/trace | sort -k5
+}
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     l2=$qemu
+    [ "$KVMTRACE" = h2g ] && kt_start
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
         sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND h2g /" -e "s/^# flood /# flood h2g /" \
             -e "s/^# zc_completion: /# zc_completion $MODS h2g: /"
+    [ "$KVMTRACE" = h2g ] && kt_dump
     want_perf && vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
-    # KVMTRACE=1 (scripts/bench.sh): why the L2 exits during the g2h metrics, from KVM's
-    # trace events here: exits by reason, MSRs written or read, MMIO/PIO addresses, as
-    # "RVSOCK-BENCH-KVMTRACE stack round what count" (a diagnosis, not a metric).
-    kt=/sys/kernel/tracing; [ -d $kt/events ] || kt=/sys/kernel/debug/tracing
-    if [ "$(arg rvsock_kvmtrace)" = 1 ] && [ -d $kt/events/kvm ]; then
-        echo 65536 > $kt/buffer_size_kb; echo > $kt/trace
-        for e in kvm_exit kvm_msr kvm_mmio kvm_fast_mmio kvm_pio kvm_inj_virq; do
-            [ -e $kt/events/kvm/$e/enable ] && echo 1 > $kt/events/kvm/$e/enable
-        done
-        echo 1 > $kt/tracing_on
+    if [ "$KVMTRACE" = 1 ]; then
+        kt_start
     fi
     # Tell the guest to run its half (the g2h clients): a 1-byte stream to its port 7399.
     rvsock-tests stream-send --cid 3 --port 7399 --bytes 1 --name bench-go > /dev/null
-    if [ "$(arg rvsock_kvmtrace)" = 1 ] && [ -d $kt/events/kvm ]; then
+    if [ "$KVMTRACE" = 1 ]; then
         wait_log /tmp/l2.log RVSOCK-BENCH-DONE $((600 * $(l2_scale)))
-        echo 0 > $kt/tracing_on
-        awk -v s=$MODS -v r=$ROUND '
-            / kvm_exit: / { for (i = 1; i < NF; i++) if ($i == "reason") { n["exit " $(i + 1)]++; break } }
-            / kvm_msr: / { for (i = 1; i <= NF; i++) if ($i ~ /^msr_(read|write)$/) { n[$i " " $(i + 1)]++; break } }
-            / kvm_(fast_)?mmio: / { for (i = 1; i <= NF; i++) if ($i == "gpa") { n["mmio " $(i + 1)]++; break } }
-            / kvm_pio: / { for (i = 1; i <= NF; i++) if ($i == "at") { n["pio " $(i + 1) " " $NF]++; break } }
-            / kvm_inj_virq: / { n["inj_virq"]++ }
-            END { for (k in n) print "RVSOCK-BENCH-KVMTRACE " s " " r " " k " " n[k] }' $kt/trace | sort -k5
+        kt_dump
     fi
     [ $TWO = 1 ] && two_guests
     reap "$l2" $((1800 * $(l2_scale)))
