@@ -63,6 +63,14 @@ pub(crate) const SMALL_CAP: u32 = (4096 - core::mem::size_of::<RawPkt>()) as u32
 const RX_COPYBREAK: u32 = SMALL_CAP;
 /// Largest payload the core accepts in one packet (`MAX_PKT_BUF_SIZE`).
 pub(crate) const MAX_CAP: u32 = 64 * 1024;
+/// Large rx buffers kept posted: at most this many bytes of them (32 of 64 KiB), whatever the
+/// ring size. That is eight full credit windows (256 KiB), so a device never waits for
+/// buffers a stream could fill; a ring of 128 large ones (8 MiB) cost a guest that had not
+/// touched that memory yet one fault into its hypervisor per page as the device first wrote
+/// the buffers and the guest read them: 2,200 of them during a 2 s host-to-guest stream of 4 KiB
+/// writes in a nested guest (in-tree's, 128 buffers of 4 KiB: 165), which then took twice
+/// in-tree's vCPU time per MiB (issue 17).
+const RX_LARGE_BYTES: u32 = 2 << 20;
 
 /// Counters of what the driver did and refused; logged when the device goes away.
 #[derive(Default)]
@@ -465,12 +473,22 @@ impl Shared {
         Pkt::alloc(SMALL_CAP, false).ok()
     }
 
-    /// Tops the rx ring up to its size (recycled buffers first) and notifies the device.
+    /// Buffers to keep posted: the ring size, or fewer if they are large (`RX_LARGE_BYTES`).
+    fn rx_target(&self, rx: &Rx) -> u32 {
+        if rx.bufs.large {
+            rx.size.min((RX_LARGE_BYTES / self.rx_cap.max(1)).max(8))
+        } else {
+            rx.size
+        }
+    }
+
+    /// Tops the rx ring up to `rx_target` (recycled buffers first) and notifies the device.
     fn rx_fill(&self, rx: &mut Rx) {
-        let Rx { vq, size, posted, bufs } = rx;
+        let target = self.rx_target(rx);
+        let Rx { vq, size: _, posted, bufs } = rx;
         let Some(vq) = vq.as_mut() else { return };
         let mut added = false;
-        while *posted < *size {
+        while *posted < target {
             let Some(p) = bufs.recycle.pop_front().or_else(|| self.rx_alloc(bufs.large)) else {
                 inc(&self.stats.rx_alloc_fail);
                 break;
@@ -495,9 +513,9 @@ impl Shared {
     /// small (one 4 KiB allocation) while the peer sends small packets, large (`rx_cap`, 64 KiB
     /// by default) once a buffer comes back full (the device split a larger packet over
     /// several of ours), small again after two rings' worth in a row held at most a small
-    /// buffer's payload. A ring of 128 large buffers pins 8 MiB of guest memory; of small
-    /// ones, 512 KiB (in-tree posts 4 KiB buffers always: more packets per byte under bulk
-    /// traffic). Buffers of the other size are freed as they come back instead of reposted.
+    /// buffer's payload. At most 2 MiB of large buffers are posted (`RX_LARGE_BYTES`); a ring of
+    /// 128 small ones pins 512 KiB (in-tree posts 4 KiB buffers always: more packets per byte
+    /// under bulk traffic). Buffers of the other size are freed as they come back instead of reposted.
     fn rx_size(&self, b: &mut RxBufs, size: u32, cap: u32, len: u32) {
         if self.rx_cap <= SMALL_CAP {
             return;
@@ -629,7 +647,7 @@ impl Shared {
                 // on every buffer added. Safe against a stall: every refill notifies, so the
                 // device knows all posted buffers, and a starved device means `posted` is 0
                 // once its used buffers are taken.
-                if rx.posted * 2 < rx.size {
+                if rx.posted * 2 < self.rx_target(rx) {
                     self.rx_fill(rx);
                 }
             }
