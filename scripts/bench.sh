@@ -37,7 +37,9 @@ PIN=${PIN:-0}
 THREADS=${THREADS:-free}
 # KVMTRACE=1 (nested): each L1 records why its L2 exited during the guest-to-host metrics
 # (KVM trace events: exit reasons, MSRs, MMIO/PIO addresses and values, injected interrupts;
-# and the L2's own vsock interrupts and rvsock_virtio counters) as RVSOCK-BENCH-KVMTRACE lines
+# the L1's scheduler: which task preempted which ("preempt A by B") and woke which ("wake
+# A -> B"), by name without numbers, so "CPU_0" is the L2's vCPU thread and "vhost" the vhost
+# worker; and the L2's own vsock interrupts and rvsock_virtio counters) as RVSOCK-BENCH-KVMTRACE lines
 # in the VM logs. A diagnosis (tracing costs time): use with ONLY= one metric. KVMTRACE=h2g
 # traces the host-to-guest metrics instead (the L2's counters then over its serving half).
 KVMTRACE=${KVMTRACE:-}

@@ -57,6 +57,9 @@ kt_start() {
     for e in kvm_exit kvm_msr kvm_mmio kvm_fast_mmio kvm_pio kvm_inj_virq; do
         [ -e $kt/events/kvm/$e/enable ] && echo 1 > $kt/events/kvm/$e/enable
     done
+    for e in sched_switch sched_wakeup; do
+        [ -e $kt/events/sched/$e/enable ] && echo 1 > $kt/events/sched/$e/enable
+    done
     echo 1 > $kt/tracing_on
 }
 kt_dump() {
@@ -68,6 +71,21 @@ kt_dump() {
         / kvm_(fast_)?mmio: / { for (i = 1; i <= NF; i++) if ($i == "gpa") { n["mmio " $(i + 1)]++; break } }
         / kvm_pio: / { for (i = 1; i <= NF; i++) if ($i == "at") { n["pio " $(i + 1) " " $NF]++; break } }
         / kvm_inj_virq: / { n["inj_virq"]++ }
+        # Who preempts whom (a switch away from a still-runnable task) and who wakes whom,
+        # task names without their numbers ("vhost-123" -> "vhost", "kworker/0:1H" -> "kworker").
+        function task(s) { sub(/[-\/].*$/, "", s); gsub(/ /, "_", s); return s }
+        / sched_switch: / && match($0, /prev_comm=.* prev_pid=/) {
+            p = substr($0, RSTART + 10, RLENGTH - 20)
+            if (match($0, /prev_state=R\+? ==> next_comm=.* next_pid=/)) {
+                x = substr($0, RSTART, RLENGTH - 10); sub(/^.*next_comm=/, "", x)
+                n["preempt " task(p) " by " task(x)]++
+            }
+        }
+        / sched_wakeup: / && match($0, /comm=.* pid=/) {
+            w = substr($0, RSTART + 5, RLENGTH - 10)
+            y = $0; sub(/ +\[[0-9]+\].*$/, "", y); sub(/^ +/, "", y); sub(/-[0-9]+$/, "", y)
+            n["wake " task(y) " -> " task(w)]++
+        }
         END { for (k in n) print "RVSOCK-BENCH-KVMTRACE " s " " r " " k " " n[k] }' $kt/trace | sort -k5
 }
 if boot_l2 /tmp/l2.log 3 1G bench-l2; then
