@@ -151,8 +151,9 @@ fn shutdown_both_with_and_without_data() {
     assert_eq!(a.send, Some(Ctl::Rst));
     assert!(a.unhash && a.done);
     assert_eq!(c.state(), State::Closing);
+    // Our RST went already: the close sends nothing more (upstream sends a second RST).
     let r = c.release();
-    assert_eq!((r.send, r.wait_for_peer), (Some(Ctl::Rst), false));
+    assert_eq!((r.send, r.wait_for_peer), (None, false));
 
     let mut c = established(SockType::Stream);
     let _ = feed(&mut c, Op::Rw, 10, 0);
@@ -197,6 +198,14 @@ fn peer_rst_before_close_removes_immediately() {
     let mut c = established(SockType::Stream);
     let a = feed(&mut c, Op::Rst, 0, 0);
     assert!(a.done && !a.finish_close);
+    // The peer is gone: nothing to answer (upstream sends an RST nobody takes).
+    let r = c.release();
+    assert_eq!((r.send, r.wait_for_peer), (None, false));
+
+    // Unless a shutdown(2) since reopened it (`done` cleared, as upstream): then the RST.
+    let mut c = established(SockType::Stream);
+    let _ = feed(&mut c, Op::Rst, 0, 0);
+    let _ = c.shutdown(SHUTDOWN_SEND);
     let r = c.release();
     assert_eq!((r.send, r.wait_for_peer), (Some(Ctl::Rst), false));
 }
