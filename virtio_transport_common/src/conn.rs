@@ -557,7 +557,7 @@ impl Conn {
             },
             State::Established | State::Closing if self.peer_shutdown != SHUTDOWN_BOTH => Release {
                 send: (self.shutdown != SHUTDOWN_BOTH).then_some(Ctl::Shutdown(SHUTDOWN_BOTH)),
-                wait_for_peer: !self.done,
+                wait_for_peer: true,
             },
             State::Established | State::Closing => Release {
                 send: Some(Ctl::Rst),
