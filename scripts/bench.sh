@@ -39,7 +39,8 @@ THREADS=${THREADS:-free}
 # (KVM trace events: exit reasons, MSRs, MMIO/PIO addresses and values, injected interrupts;
 # the L1's scheduler: which task preempted which ("preempt A by B") and woke which ("wake
 # A -> B"), by name without numbers, so "CPU_0" is the L2's vCPU thread and "vhost" the vhost
-# worker; and the L2's own vsock interrupts and rvsock_virtio counters) as RVSOCK-BENCH-KVMTRACE lines
+# worker; the L2's own vsock interrupts and rvsock_virtio counters; the L1's rvsock counters
+# as "l1-count dir/name delta", e.g. rvsock_vhost/rx_held) as RVSOCK-BENCH-KVMTRACE lines
 # in the VM logs. A diagnosis (tracing costs time): use with ONLY= one metric. KVMTRACE=h2g
 # traces the host-to-guest metrics instead (the L2's counters then over its serving half).
 KVMTRACE=${KVMTRACE:-}

@@ -51,7 +51,11 @@ two_guests() { # the host's half of the two-guests phase (bench-common.sh has th
 # "RVSOCK-BENCH-KVMTRACE stack round what count" (a diagnosis, not a metric). `1` traces the
 # g2h metrics, `h2g` the h2g ones.
 kt=/sys/kernel/tracing; [ -d $kt/events ] || kt=/sys/kernel/debug/tracing
+# This side's rvsock counters (vhost driver and core, debugfs; none for the in-tree stack),
+# reported as deltas over the traced metrics: "l1-count dir/name delta".
+l1_cnt() { for f in /sys/kernel/debug/rvsock_vhost/* /sys/kernel/debug/rvsock/*/*; do [ -f "$f" ] && read -r v < "$f" && echo "${f#/sys/kernel/debug/} $v"; done 2>/dev/null; }
 kt_start() {
+    l1_cnt > /tmp/l1cnt0
     [ -d $kt/events/kvm ] || return 0
     echo 65536 > $kt/buffer_size_kb; echo > $kt/trace
     for e in kvm_exit kvm_msr kvm_mmio kvm_fast_mmio kvm_pio kvm_inj_virq; do
@@ -63,6 +67,7 @@ kt_start() {
     echo 1 > $kt/tracing_on
 }
 kt_dump() {
+    l1_cnt | awk -v s=$MODS -v r=$ROUND 'NR == FNR { a[$1] = $2; next } $2 ~ /^[0-9]+$/ && $2 != a[$1] { print "RVSOCK-BENCH-KVMTRACE " s " " r " l1-count " $1 " " $2 - a[$1] }' /tmp/l1cnt0 -
     [ -d $kt/events/kvm ] || return 0
     echo 0 > $kt/tracing_on
     awk -v s=$MODS -v r=$ROUND '
