@@ -354,14 +354,14 @@ impl Out {
 /// transport stays busy while a woken writer fills it again.
 const TX_WAKE_AT: u32 = 64 * 1024;
 
-/// Charges a data packet (or a REQUEST, `Out::send`) to `sk` while a queueing transport holds
-/// it: `alloc_size(cap)` bytes of the socket's `sk_wmem_alloc` (which also keeps the socket's
-/// memory until the transport frees the packet, as `skb_set_owner_w` does), released by
-/// `rvsock_pkt_free` through [`uncharge_tx`]. Writers wait while the charge is at the credit window
-/// ([`tx_mem_ok`]): credit bounds the payload bytes in flight, this bounds the memory of the
-/// packets carrying them, which a flood of one-byte writes towards a peer that reads slowly
-/// (or a guest that does not take its receive buffers) would otherwise make ~128 times the
-/// credit (a one-byte write is a 128-byte packet), all of it waiting in the transport.
+/// Charges a data packet (or a REQUEST, `Out::send`) to `sk` while a queueing transport holds it:
+/// `alloc_size(cap)` bytes of the socket's `sk_wmem_alloc` (which also keeps the socket's memory
+/// until the transport frees the packet, as `skb_set_owner_w` does), released by `rvsock_pkt_free`
+/// through [`uncharge_tx`]. Writers wait while the charge is at the credit window ([`tx_mem_ok`]):
+/// credit bounds the payload bytes in flight, this bounds the memory of the packets carrying them,
+/// which a flood of one-byte writes towards a peer that reads slowly (or a guest that does not
+/// take its receive buffers) would otherwise make ~128 times the credit (a one-byte write is a
+/// 128-byte packet), all of it waiting in the transport.
 pub(crate) fn charge_tx(sk: Sk, p: &mut Pkt) {
     let cost = crate::pkt::alloc_size(p.cap());
     // SAFETY: live socket (the caller holds a reference); the charge is released exactly once,
