@@ -129,8 +129,9 @@ done
 # (SEQPACKET) (mean over the rounds, C / rvsock; client and sink side: nested, one of them is
 # the L1 host, whose `qemu` class is the L2 guest's whole vCPU time): bench (the client or sink
 # process), vhost workers, qemu, kworkers, ksoftirqd, other threads, unattributed (busy time
-# no thread was charged); on the L1 host also KVM's counts of the L2's exits, the interrupts
-# injected into it and its halts (l2-*, counts per unit, not microseconds). Every metric's
+# no thread was charged), bench-runs (how many times the bench process's threads got a CPU:
+# wakeups, mostly; a count per unit); on the L1 host also KVM's counts of the L2's exits, the
+# interrupts injected into it and its halts (l2-*, counts per unit). Every metric's
 # lines are in the log (RVSOCK-BENCH-CPU).
 { grep -a '^RVSOCK-BENCH-CPU ' "$LOG" || true; } | tr -d '\r' | awk '
     NF == 8 && ($5 ~ /^stream_tput_/ || $5 == "sendfile_tput" || $5 ~ /^seqpacket_rate_/) {

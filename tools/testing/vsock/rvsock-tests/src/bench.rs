@@ -637,8 +637,12 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
 }
 
 /// Memory under a 1-byte flood: one connection to a peer that never reads, written a byte at
-/// a time (non-blocking) until the peer's buffer is full or three times `dur` has passed (a
-/// send per byte is slow under TCG; the more bytes, the less Slab noise counts). Returns the
+/// a time (non-blocking) until the peer's buffer is full or ten times `dur` has passed (a send
+/// per byte is slow under TCG: nested, the 256 KiB of a default buffer take 3-12 s). Filling
+/// the buffer measures both stacks over the same bytes, so that what a stack keeps whatever
+/// the count (merge buffers, cached slab pages) is divided by the same bytes, not by what a
+/// faster or slower flood got through in a fixed time (the first half of a 256 KiB flood
+/// varied by 100-200 KB of Slab between rounds of one stack). Returns the
 /// growth of `Slab:` (large kmallocs included) of both machines (one over loopback) per byte
 /// queued after a warm-up of `FLOOD_WARMUP` bytes: the steady state, not the switch a stack
 /// makes when small packets start (an rvsock guest trades its 64 KiB rx buffers for 4 KiB
@@ -669,7 +673,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
     let mut queued = 0u64;
     let t0 = Instant::now();
-    while t0.elapsed() < 3 * dur {
+    while t0.elapsed() < 10 * dur {
         if before.is_none() && queued >= FLOOD_WARMUP {
             thread::sleep(Duration::from_millis(300));
             before = Some((slab()?, queued));

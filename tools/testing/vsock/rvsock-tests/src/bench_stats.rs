@@ -205,6 +205,9 @@ pub(crate) fn report_flood_slab(side: &str, n: u32, last: Option<&SlabSnap>, now
 /// of what the L2 runs.
 pub(crate) struct CpuSplit {
     classes: [u64; CPU_CLASSES.len()],
+    /// How many times this process's threads got a CPU (schedstat's third field): mostly
+    /// wakeups from a wait, what a stack that wakes its reader or writer less often saves.
+    bench_runs: u64,
     busy_ticks: u64,
     kvm: Option<[u64; KVM_STATS.len()]>,
 }
@@ -244,6 +247,7 @@ fn cpu_class(me: bool, proc_comm: &str, comm: &str) -> usize {
 pub(crate) fn cpu_split() -> CpuSplit {
     let me = std::process::id().to_string();
     let mut classes = [0u64; CPU_CLASSES.len()];
+    let mut bench_runs = 0;
     for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = p.file_name().to_string_lossy().into_owned();
         if !name.bytes().all(|b| b.is_ascii_digit()) {
@@ -253,11 +257,15 @@ pub(crate) fn cpu_split() -> CpuSplit {
         for t in std::fs::read_dir(p.path().join("task")).into_iter().flatten().flatten() {
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
             let st = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            let run: u64 = st.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
-            classes[cpu_class(name == me, &proc_comm, &comm)] += run;
+            let mut f = st.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+            let class = cpu_class(name == me, &proc_comm, &comm);
+            classes[class] += f.next().unwrap_or(0);
+            if class == 0 {
+                bench_runs += f.nth(1).unwrap_or(0);
+            }
         }
     }
-    CpuSplit { classes, busy_ticks: busy_ticks(), kvm: kvm_counts() }
+    CpuSplit { classes, bench_runs, busy_ticks: busy_ticks(), kvm: kvm_counts() }
 }
 
 /// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per unit>` for each class (and
@@ -279,6 +287,7 @@ pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, afte
         println!("RVSOCK-BENCH-CPU {metric} {side} {class} {:.1}", ns / 1e3 / units);
     }
     println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / units);
+    println!("RVSOCK-BENCH-CPU {metric} {side} bench-runs {:.1}", after.bench_runs.saturating_sub(before.bench_runs) as f64 / units);
     if let (Some(b), Some(a)) = (before.kvm, after.kvm) {
         for (i, name) in KVM_STATS.iter().enumerate() {
             println!("RVSOCK-BENCH-CPU {metric} {side} l2-{name} {:.1}", a[i].saturating_sub(b[i]) as f64 / units);
