@@ -182,27 +182,25 @@ fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
             ffi::rvsock_skb_put_data(skb, inline.as_ptr().cast(), plen);
         } else {
             let dst = ffi::rvsock_skb_put(skb, plen) as *mut u8;
-            copy_ext(ext, dst, plen as usize);
+            copy_ext(p, ext, dst, plen as usize);
         }
     }
     Some(skb)
 }
 
-/// Copies the first `n` bytes of a page payload to `dst`.
+/// Copies the first `n` unread bytes of `p`'s page payload `ext` to `dst`.
 ///
 /// # Safety
-/// `ext` belongs to a live packet of at least `n` payload bytes; `dst` has room for `n`.
-unsafe fn copy_ext(ext: *mut core::ffi::c_void, dst: *mut u8, n: usize) {
+/// `ext` is the payload of `p`, which has at least `n` unread bytes; `dst` has room for `n`.
+unsafe fn copy_ext(p: &Pkt, ext: *mut core::ffi::c_void, dst: *mut u8, n: usize) {
     let mut done = 0usize;
-    let mut i = 0;
-    while done < n {
-        let Some((page, off, len)) = crate::zerocopy::frag(ext, i) else { break };
-        let k = (len as usize).min(n - done);
-        // SAFETY: the page is pinned by the packet; `dst + done` has room for `k` bytes.
-        unsafe { ffi::rvsock_memcpy_from_page(dst.add(done).cast(), page, off as usize, k) };
+    crate::zerocopy::for_each_piece(p, ext, 0, n, |page, off, k| {
+        // SAFETY: the page is pinned by the packet and the piece lies within it
+        // (`for_each_piece`); `dst + done` has room for `k` bytes (`done + k <= n`).
+        unsafe { ffi::rvsock_memcpy_from_page(dst.add(done).cast(), page, off, k) };
         done += k;
-        i += 1;
-    }
+        true
+    });
     if done < n {
         // SAFETY: within `dst`'s `n` bytes; what the pages did not cover reads as zeros.
         unsafe { core::ptr::write_bytes(dst.add(done), 0, n - done) };

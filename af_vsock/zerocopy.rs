@@ -10,11 +10,12 @@
 //! takes a reference on it, the caller keeps and drops its own.
 //!
 //! The same page payload also carries large copied sends (`fill_pages`): a packet whose
-//! payload is order-0 pages the kernel allocated and copied into, with no completion. An
-//! inline payload shares one allocation with the 96-byte packet header, so a full 64 KiB
-//! packet would need a 128 KiB allocation; such sends went out as 65,440 + 96 bytes, two
-//! packets per 64 KiB write, the first from an order-4 allocation that the page allocator's
-//! per-CPU lists do not keep.
+//! payload is pages the kernel allocated and copied into, with no completion. An inline
+//! payload shares one allocation with the 96-byte packet header, so a full 64 KiB packet
+//! would need a 128 KiB allocation; such sends went out as 65,440 + 96 bytes, two packets per
+//! 64 KiB write, the first from an order-4 allocation that the page allocator's per-CPU lists
+//! do not keep. `fill_pages` takes compound pages of up to order 3 (`FILL_MAX_ORDER`), which
+//! those lists do keep: a full packet is two allocations and two frees, not sixteen.
 
 use crate::ffi;
 use crate::net::{DelayedWork, Msg, Sk};
@@ -25,10 +26,16 @@ use kernel::sync::{new_condvar, new_spinlock, Arc, CondVar, CondVarTimeoutResult
 
 const PAGE_SIZE: usize = 4096;
 const MAX_FRAGS: usize = 32;
+/// The largest compound page `fill_pages` allocates (32 KiB): PAGE_ALLOC_COSTLY_ORDER, the
+/// largest order the page allocator's per-CPU lists keep, and the order in-tree's
+/// `alloc_skb_with_frags` asks for first.
+const FILL_MAX_ORDER: u32 = 3;
 
-/// One piece of a page payload (at most a page). `page` and `off` change after the payload
-/// is built only when a sync send's pinned pages are swapped for copies (`SyncPin`), under
-/// that send's lock while no copy-out reads them; atomics, as readers hold shared references.
+/// One piece of a page payload: within one page, or (`fill_pages`) within one compound page
+/// of up to `FILL_MAX_ORDER`; `page` is then its head. `page` and `off` change after the
+/// payload is built only when a sync send's pinned pages (order 0) are swapped for copies
+/// (`SyncPin`), under that send's lock while no copy-out reads them; atomics, as readers
+/// hold shared references.
 struct Frag {
     page: AtomicPtr<ffi::page>,
     off: AtomicU32,
@@ -147,24 +154,42 @@ pub(crate) fn user_pages(ext: *mut core::ffi::c_void) -> bool {
     !z.uarg.is_null() || z.sync.is_some()
 }
 
-/// Copies `n` bytes (at most `MAX_FRAGS` pages) from `iter` (a live iterator: the sender's
+/// Copies `n` bytes (at most `MAX_FRAGS` pieces) from `iter` (a live iterator: the sender's
 /// message, or a guest's buffer) into fresh pages that become `p`'s payload; returns the
-/// bytes taken. On failure nothing is kept (the iterator may have moved, as with an inline
-/// copy that faults).
+/// bytes taken. Each piece is the largest compound page the rest of the bytes fill, up to
+/// `FILL_MAX_ORDER` (so nothing is left unused but the last page's tail), taken only if
+/// free at once (no reclaim), else order-0 pages for the rest. On failure nothing is kept
+/// (the iterator may have moved, as with an inline copy that faults).
 pub(crate) fn fill_pages(p: &mut Pkt, iter: *mut ffi::iov_iter, n: usize) -> Result<usize> {
     // On an error return `z` is dropped, which frees the pages taken so far.
     let mut z = ZcPages::new()?;
     let mut got = 0usize;
+    // After a compound page was not free at once, the rest is order 0 (as in-tree).
+    let mut max_order = FILL_MAX_ORDER;
     while got < n {
         let i = z.n;
         let Some(f) = z.frags.get_mut(i) else { break };
-        // SAFETY: plain page allocation; null is handled.
-        let page = unsafe { ffi::rvsock_alloc_page(kernel::bindings::GFP_KERNEL) };
+        let pages = (n - got).div_ceil(PAGE_SIZE);
+        // floor(log2(pages)): `pages` >= 1 here.
+        let mut order = (usize::BITS - 1 - pages.leading_zeros()).min(max_order);
+        let mut page = core::ptr::null_mut();
+        if order > 0 {
+            // SAFETY: plain page allocation (compound, no reclaim, no warning); null is handled.
+            page = unsafe { ffi::rvsock_alloc_compound(kernel::bindings::GFP_KERNEL, order) };
+        }
+        if page.is_null() {
+            order = 0;
+            max_order = 0;
+            // SAFETY: plain page allocation; null is handled.
+            page = unsafe { ffi::rvsock_alloc_page(kernel::bindings::GFP_KERNEL) };
+        }
         if page.is_null() {
             return Err(ENOMEM);
         }
-        let len = (n - got).min(PAGE_SIZE);
-        // SAFETY: `page` is ours and holds PAGE_SIZE bytes; `iter` is the caller's live iterator.
+        let len = (n - got).min(PAGE_SIZE << order);
+        // SAFETY: `page` is ours and holds PAGE_SIZE << order bytes (a compound page above
+        // order 0, which copy_page_from_iter walks subpage by subpage); `iter` is the
+        // caller's live iterator.
         let done = unsafe { ffi::copy_page_from_iter(page, 0, len, iter) };
         *f = Frag::new(page, 0, done as u32);
         z.n += 1;
@@ -243,7 +268,8 @@ pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n
 }
 
 /// Calls `f(page, offset, len)` for each pinned piece of the `n` unread payload bytes that
-/// start `skip` bytes in, in order, while `f` returns true.
+/// start `skip` bytes in, in order, while `f` returns true. A piece is at most a page (one
+/// subpage of a compound page: `f` may kmap it and copy within it).
 pub(crate) fn for_each_piece(
     p: &Pkt,
     ext: *mut core::ffi::c_void,
@@ -266,8 +292,17 @@ pub(crate) fn for_each_piece(
             continue;
         }
         let take = (flen - pos).min(left);
-        if !f(page, off as usize + pos, take) {
-            break;
+        let (mut at, mut rest) = (off as usize + pos, take);
+        while rest > 0 {
+            let k = (PAGE_SIZE - at % PAGE_SIZE).min(rest);
+            // SAFETY: `at / PAGE_SIZE` is a subpage of the piece's page: the piece lies within
+            // one page or one compound page (`Frag`), whose struct pages are contiguous.
+            let sub = unsafe { page.add(at / PAGE_SIZE) };
+            if !f(sub, at % PAGE_SIZE, k) {
+                return;
+            }
+            at += k;
+            rest -= k;
         }
         left -= take;
         pos = 0;
@@ -275,7 +310,8 @@ pub(crate) fn for_each_piece(
 }
 
 /// The `i`-th piece of a zerocopy packet's payload: page, offset in it, length (virtio_transport:
-/// a guest driver hands these pages to its device).
+/// a guest driver hands these pages to its device). The piece may span a compound page
+/// (`Frag`): physically contiguous, one scatterlist entry.
 pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::page, u32, u32)> {
     // SAFETY: `ext` belongs to a live packet the caller holds.
     let z = unsafe { &*(ext as *const ZcPages) };

@@ -79,6 +79,14 @@ void rvsock_zcopy_set_copied(struct ubuf_info *uarg) { uarg_to_msgzc(uarg)->zero
 size_t rvsock_iov_iter_offset(const struct iov_iter *i) { return i->iov_offset; }
 void rvsock_put_page(struct page *page) { put_page(page); }
 struct page *rvsock_alloc_page(gfp_t gfp) { return alloc_page(gfp); }
+/*
+ * A compound page of 2^order pages, without reclaim or compaction and quietly: callers fall
+ * back to order 0 (the flags of in-tree's alloc_skb_with_frags and skb_page_frag_refill).
+ */
+struct page *rvsock_alloc_compound(gfp_t gfp, unsigned int order)
+{
+	return alloc_pages((gfp & ~__GFP_DIRECT_RECLAIM) | __GFP_COMP | __GFP_NOWARN | __GFP_NORETRY, order);
+}
 void rvsock_get_page(struct page *page) { get_page(page); }
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len) { memcpy_page(dst, 0, src, off, len); }
 bool rvsock_iter_user_backed(const struct iov_iter *i) { return user_backed_iter(i); }

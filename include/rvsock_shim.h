@@ -63,6 +63,7 @@ void rvsock_zcopy_set_copied(struct ubuf_info *uarg);
 size_t rvsock_iov_iter_offset(const struct iov_iter *i);
 void rvsock_put_page(struct page *page);
 struct page *rvsock_alloc_page(gfp_t gfp);
+struct page *rvsock_alloc_compound(gfp_t gfp, unsigned int order);
 void rvsock_get_page(struct page *page);
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len);
 bool rvsock_iter_user_backed(const struct iov_iter *i);
