@@ -81,7 +81,7 @@ void rvsock_put_page(struct page *page) { put_page(page); }
 struct page *rvsock_alloc_page(gfp_t gfp) { return alloc_page(gfp); }
 /*
  * A compound page of 2^order pages, without reclaim or compaction and quietly: callers fall
- * back to order 0 (the flags of in-tree's alloc_skb_with_frags and skb_page_frag_refill).
+ * back to order 0 (skb_page_frag_refill's flags; alloc_skb_with_frags leaves out NORETRY).
  */
 struct page *rvsock_alloc_compound(gfp_t gfp, unsigned int order)
 {
