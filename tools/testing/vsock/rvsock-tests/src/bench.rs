@@ -34,8 +34,11 @@ const OFF_IDLE: u32 = 40;
 const OFF_SPLICE: u32 = 50; // a stream sink that splice(2)s into a pipe
 const OFF_FAIR: u32 = 60; // +0: stream sinks, a thread per connection; +1: echo (SCHED_FIFO)
 const OFF_FLOOD: u32 = 70; // +0: holds connections without reading; +1: answers its Slab
-/// Bytes the flood queues before `flood_mem` starts counting (a few rings of packets).
-const FLOOD_WARMUP: u64 = 2048;
+/// Bytes the flood queues before `flood_mem` starts counting: a quarter of a default buffer,
+/// past the switch an rvsock guest makes to small receive buffers (three rings of small
+/// packets: after 2 KiB, with the host merging 1-byte sends into fewer packets, it had not
+/// begun, and its guest's Slab then shrank by 1.4-2 MB during the counted part).
+const FLOOD_WARMUP: u64 = 65536;
 /// Bulk streams of the fairness metric.
 const FAIR_STREAMS: usize = 8;
 /// The pause between the fairness flow's round trips: a latency probe, not a load (a
@@ -341,7 +344,7 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's Slab bytes, 0), and prints the caches that
+/// Answers each byte received with (this machine's `SlabSnap::live` bytes, 0), and prints the caches that
 /// moved since the query before (`report_flood_slab`). The client's queries are a whole flood
 /// apart: longer than `IO_TIMEOUT` on a slow stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
@@ -352,7 +355,7 @@ fn slab_query(c: OwnedFd) -> io::Result<()> {
     while recv_exact(&c, &mut b)? {
         let now = slab_snap();
         report_flood_slab("peer", n, last.as_ref(), &now);
-        send_all(&c, &u64s(now.total, 0))?;
+        send_all(&c, &u64s(now.live(), 0))?;
         last = Some(now);
         n += 1;
     }
@@ -642,11 +645,11 @@ fn fairness(cid: u32, port: u32, dur: Duration) -> Result<(f64, f64, f64, f64), 
 /// the buffer measures both stacks over the same bytes, so that what a stack keeps whatever
 /// the count (merge buffers, cached slab pages) is divided by the same bytes, not by what a
 /// faster or slower flood got through in a fixed time (the first half of a 256 KiB flood
-/// varied by 100-200 KB of Slab between rounds of one stack). Returns the
-/// growth of `Slab:` (large kmallocs included) of both machines (one over loopback) per byte
-/// queued after a warm-up of `FLOOD_WARMUP` bytes: the steady state, not the switch a stack
-/// makes when small packets start (an rvsock guest trades its 64 KiB rx buffers for 4 KiB
-/// ones, freeing MBs).
+/// varied by 100-200 KB of Slab between rounds of one stack). Returns the growth of the
+/// slab objects in use and the large kmallocs (`SlabSnap::live`) of both machines (one over
+/// loopback) per byte queued after a warm-up of `FLOOD_WARMUP` bytes: the steady state, not
+/// the switch a stack makes when small packets start (an rvsock guest trades its 64 KiB rx
+/// buffers for 4 KiB ones, freeing MBs).
 fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, String> {
     let q = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD + 1).map_err(|e| io_err("connect", e))?;
     let mut here: Option<SlabSnap> = None;
@@ -661,7 +664,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
         if remote {
             let now = slab_snap();
             report_flood_slab("here", n, here.as_ref(), &now);
-            total += now.total;
+            total += now.live();
             here = Some(now);
         }
         n += 1;
@@ -698,7 +701,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     let after = slab()?;
     drop(s);
     let Some((before, warm)) = before else { return Err(format!("only {queued} bytes queued")) };
-    println!("# flood: {queued} bytes queued in {secs:.1} s, Slab {before} -> {after} after the first {warm}");
+    println!("# flood: {queued} bytes queued in {secs:.1} s, slab in use {before} -> {after} after the first {warm}");
     Ok(after.saturating_sub(before) as f64 / (queued - warm).max(1) as f64)
 }
 
