@@ -695,7 +695,7 @@ impl Shared {
     /// the interrupt runs), a full ring and a waiting MSG_ZEROCOPY sender reclaim, as in-tree
     /// reclaims in its tx work only. `send` reclaiming every time (and the rx work enabling its
     /// callback before delivering) cost an rvsock guest 2.6 interrupts per host-to-guest
-    /// connection against in-tree's 0.73; with both changed, 0.60 (issue 17, README "Benchmark").
+    /// connection against in-tree's 0.73; with both changed, 0.60 (issue 17, docs/benchmarks.md).
     fn tx_reclaim(tx: &mut Tx, done: &mut PktQueue) {
         let Tx { vq, inflight, zc_inflight, .. } = tx;
         let Some(vq) = vq.as_mut() else { return };
