@@ -39,6 +39,9 @@ const OFF_FLOOD: u32 = 70; // +0: holds connections without reading; +1: answers
 /// packets: after 2 KiB, with the host merging 1-byte sends into fewer packets, it had not
 /// begun, and its guest's Slab then shrank by 1.4-2 MB during the counted part).
 const FLOOD_WARMUP: u64 = 65536;
+/// How long a flood waits for its peer to free what it queued (the peer's close timeout is
+/// 8 s on both stacks).
+const FLOOD_FREE_WAIT: Duration = Duration::from_secs(12);
 /// Bulk streams of the fairness metric.
 const FAIR_STREAMS: usize = 8;
 /// The pause between the fairness flow's round trips: a latency probe, not a load (a
@@ -344,9 +347,9 @@ fn hoarder(l: OwnedFd, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Answers each byte received with (this machine's `SlabSnap::live` bytes, 0), and prints the caches that
-/// moved since the query before (`report_flood_slab`). The client's queries are a whole flood
-/// apart: longer than `IO_TIMEOUT` on a slow stack.
+/// Answers each byte received with (this machine's `SlabSnap::live` bytes, 0); for a 1, also
+/// prints the caches that moved since the 1 before (`report_flood_slab`), a 0 only asks. The
+/// client's queries are a whole flood apart: longer than `IO_TIMEOUT` on a slow stack.
 fn slab_query(c: OwnedFd) -> io::Result<()> {
     sys::set_io_timeout(&c, Duration::from_secs(120))?;
     let mut b = [0u8; 1];
@@ -354,10 +357,12 @@ fn slab_query(c: OwnedFd) -> io::Result<()> {
     let mut n = 0;
     while recv_exact(&c, &mut b)? {
         let now = slab_snap();
-        report_flood_slab("peer", n, last.as_ref(), &now);
         send_all(&c, &u64s(now.live(), 0))?;
-        last = Some(now);
-        n += 1;
+        if b[0] != 0 {
+            report_flood_slab("peer", n, last.as_ref(), &now);
+            last = Some(now);
+            n += 1;
+        }
     }
     Ok(())
 }
@@ -654,24 +659,29 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     let q = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD + 1).map_err(|e| io_err("connect", e))?;
     let mut here: Option<SlabSnap> = None;
     let mut n = 0;
-    let mut slab = || -> Result<u64, String> {
+    // Both machines' slab in use; `report`: also the `# flood slab` lines of this snapshot.
+    let mut slab = |report: bool| -> Result<u64, String> {
         let mut r = [0u8; 16];
-        sys::send(&q, &[1], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
+        sys::send(&q, &[report as u8], libc::MSG_NOSIGNAL).map_err(|e| io_err("send", e))?;
         if !recv_exact(&q, &mut r).map_err(|e| io_err("recv", e))? {
             return Err("slab query closed".into());
         }
         let mut total = from_u64s(&r).0;
         if remote {
             let now = slab_snap();
-            report_flood_slab("here", n, here.as_ref(), &now);
             total += now.live();
-            here = Some(now);
+            if report {
+                report_flood_slab("here", n, here.as_ref(), &now);
+                here = Some(now);
+            }
         }
-        n += 1;
+        if report {
+            n += 1;
+        }
         Ok(total)
     };
     thread::sleep(Duration::from_millis(200));
-    slab()?;
+    slab(true)?;
     let mut before = None;
     let s = connect(libc::SOCK_STREAM, cid, port + OFF_FLOOD).map_err(|e| io_err("connect", e))?;
     let mut queued = 0u64;
@@ -679,7 +689,7 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     while t0.elapsed() < 10 * dur {
         if before.is_none() && queued >= FLOOD_WARMUP {
             thread::sleep(Duration::from_millis(300));
-            before = Some((slab()?, queued));
+            before = Some((slab(true)?, queued));
         }
         match sys::send(&s, &[0x46], libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
             Ok(n) => queued += n as u64,
@@ -698,10 +708,24 @@ fn flood_mem(cid: u32, port: u32, dur: Duration, remote: bool) -> Result<f64, St
     let secs = t0.elapsed().as_secs_f64();
     // Let the transport deliver what it has in flight.
     thread::sleep(Duration::from_millis(300));
-    let after = slab()?;
+    let after = slab(true)?;
     drop(s);
+    // Wait (at most FLOOD_FREE_WAIT) until the peer has freed what the flood queued, so that
+    // the next flood does not count it going: a receiver closing with unread data frees it
+    // only once its close completes, which took seconds nested (the h2g flood's 70-odd
+    // receive buffers came off the g2h flood's figure of the same run, both stacks).
+    let t1 = Instant::now();
+    let mut freed = false;
+    while !freed && t1.elapsed() < FLOOD_FREE_WAIT {
+        thread::sleep(Duration::from_millis(250));
+        freed = after.saturating_sub(slab(false)?) >= queued / 2;
+    }
     let Some((before, warm)) = before else { return Err(format!("only {queued} bytes queued")) };
-    println!("# flood: {queued} bytes queued in {secs:.1} s, slab in use {before} -> {after} after the first {warm}");
+    println!(
+        "# flood: {queued} bytes queued in {secs:.1} s, slab in use {before} -> {after} after the first {warm}; {} in {:.1} s",
+        if freed { "freed" } else { "not freed" },
+        t1.elapsed().as_secs_f64()
+    );
     Ok(after.saturating_sub(before) as f64 / (queued - warm).max(1) as f64)
 }
 

@@ -41,47 +41,43 @@ pub(crate) fn slab_caches() -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Objects in use of each slab cache (`/proc/slabinfo` active_objs), by name: a cache's
-/// memory moves a whole slab at a time, its objects one by one.
-pub(crate) fn slab_objs() -> Vec<(String, u64)> {
-    let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
-    s.lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let name = f.next()?.to_string();
-            Some((name, f.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Bytes of the objects in use over all slab caches (`/proc/slabinfo`: active_objs x
-/// objsize): what is allocated, not the slab pages holding it, which the allocator keeps or
-/// gives back a whole slab at a time.
-pub(crate) fn slab_live() -> u64 {
+/// Objects in use of each slab cache (`/proc/slabinfo` active_objs) and their size, by name:
+/// a cache's memory moves a whole slab at a time, its objects one by one.
+pub(crate) fn slab_objs() -> Vec<(String, u64, u64)> {
     let s = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
     s.lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("slabinfo"))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            Some(f.get(1)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?)
+            Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
         })
-        .sum()
+        .collect()
 }
 
 /// A machine's slab memory: every cache's, and meminfo's `Slab:` (which also counts kmalloc
 /// allocations past 8 KiB, served by the page allocator and in no cache).
 pub(crate) struct SlabSnap {
     pub(crate) caches: Vec<(String, u64)>,
-    pub(crate) objs: Vec<(String, u64)>,
+    /// (name, objects in use, object size) of every cache.
+    pub(crate) objs: Vec<(String, u64, u64)>,
     pub(crate) total: u64,
-    /// `slab_live` at the same moment.
-    live_objs: u64,
+}
+
+/// Has every slab cache give its CPUs' cached free objects back to its slabs (sysfs
+/// `/sys/kernel/slab/<cache>/shrink`, kmem_cache_shrink): slabinfo counts an object freed into
+/// a CPU's slab, partial list or sheaf as in use until then.
+fn slab_flush() {
+    for e in std::fs::read_dir("/sys/kernel/slab").into_iter().flatten().flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+            let _ = std::fs::write(e.path().join("shrink"), b"1");
+        }
+    }
 }
 
 pub(crate) fn slab_snap() -> SlabSnap {
+    slab_flush();
     let caches = slab_caches();
-    SlabSnap { total: slab_bytes(), objs: slab_objs(), live_objs: slab_live(), caches }
+    SlabSnap { total: slab_bytes(), objs: slab_objs(), caches }
 }
 
 impl SlabSnap {
@@ -95,7 +91,12 @@ impl SlabSnap {
     /// its objects in use did not move at all (SLUB freeing empty slabs of its partial lists),
     /// which made a flood's figure of `Slab:` swing by a byte per byte of it.
     pub(crate) fn live(&self) -> u64 {
-        self.live_objs + self.large()
+        self.objs.iter().map(|o| o.1 * o.2).sum::<u64>() + self.large()
+    }
+
+    /// A cache's objects in use and their bytes (0 for a cache not in the snapshot).
+    fn in_use(&self, name: &str) -> (i64, i64) {
+        self.objs.iter().find(|o| o.0 == name).map_or((0, 0), |o| (o.1 as i64, (o.1 * o.2) as i64))
     }
 }
 
@@ -178,15 +179,17 @@ pub(crate) fn report_slab_growth(before: &[(String, u64)], after: &[(String, u64
     }
 }
 
-/// Prints `# flood slab <side> <cache> <+-bytes> objects <+-n>` for every cache whose memory
-/// moved by at least 16 KiB between `before` and `after`: where `flood_mem_per_byte` goes.
+/// Prints `# flood slab <side> <cache> <+-bytes> objects <+-n> in use <+-bytes>` for every
+/// cache whose memory or whose objects in use moved by at least 16 KiB between `before` and
+/// `after`: where `flood_mem_per_byte` goes.
 fn report_slab_moves(side: &str, before: &SlabSnap, after: &SlabSnap) {
     let get = |v: &[(String, u64)], name: &str| v.iter().find(|(m, _)| m == name).map_or(0, |x| x.1) as i64;
     for (name, a) in &after.caches {
         let d = *a as i64 - get(&before.caches, name);
-        if d.abs() >= 16 << 10 {
-            let o = get(&after.objs, name) - get(&before.objs, name);
-            println!("# flood slab {side} {name} {d:+} objects {o:+}");
+        let (o1, b1) = after.in_use(name);
+        let (o0, b0) = before.in_use(name);
+        if d.abs() >= 16 << 10 || (b1 - b0).abs() >= 16 << 10 {
+            println!("# flood slab {side} {name} {d:+} objects {:+} in use {:+}", o1 - o0, b1 - b0);
         }
     }
 }
