@@ -257,8 +257,11 @@ pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
     let _copy = CopyOut::begin(unsafe { &*(ext as *const ZcPages) });
     let mut copied = 0usize;
-    for_each_piece(p, ext, skip, n, |page, off, len| {
-        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it;
+    // Whole pieces: copy_page_to_iter maps a compound page's subpages itself, one call per
+    // piece instead of one per 4 KiB.
+    for_each_run(p, ext, skip, n, false, |page, off, len| {
+        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it (a
+        // piece of one page or one compound page, which copy_page_to_iter accepts whole);
         // `iter` is the caller's live iterator.
         let done = unsafe { ffi::copy_page_to_iter(page, off, len, iter) };
         copied += done;
@@ -275,6 +278,19 @@ pub(crate) fn for_each_piece(
     ext: *mut core::ffi::c_void,
     skip: usize,
     n: usize,
+    f: impl FnMut(*mut ffi::page, usize, usize) -> bool,
+) {
+    for_each_run(p, ext, skip, n, true, f);
+}
+
+/// [`for_each_piece`], with `split` false handing `f` each piece whole: a range of one page or
+/// one compound page (`Frag`), at an offset from its first page that may exceed a page.
+fn for_each_run(
+    p: &Pkt,
+    ext: *mut core::ffi::c_void,
+    skip: usize,
+    n: usize,
+    split: bool,
     mut f: impl FnMut(*mut ffi::page, usize, usize) -> bool,
 ) {
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
@@ -293,6 +309,12 @@ pub(crate) fn for_each_piece(
         }
         let take = (flen - pos).min(left);
         let (mut at, mut rest) = (off as usize + pos, take);
+        if !split {
+            if !f(page, at, rest) {
+                return;
+            }
+            rest = 0;
+        }
         while rest > 0 {
             let k = (PAGE_SIZE - at % PAGE_SIZE).min(rest);
             // SAFETY: `at / PAGE_SIZE` is a subpage of the piece's page: the piece lies within
