@@ -25,7 +25,10 @@ use kernel::prelude::*;
 use kernel::sync::{new_condvar, new_spinlock, Arc, CondVar, CondVarTimeoutResult, SpinLock};
 
 const PAGE_SIZE: usize = 4096;
-const MAX_FRAGS: usize = 32;
+/// Pieces of one page payload at most: a 64 KiB payload takes 17 pinned pages when unaligned,
+/// 16 order-0 pages when `fill_pages` gets no compound one. 30 keeps `ZcPages` within a
+/// 512-byte object (`abi::EXT_DESC_SIZE`; 32 made it a 1 KiB one).
+const MAX_FRAGS: usize = 30;
 /// The largest compound page `fill_pages` allocates (32 KiB): PAGE_ALLOC_COSTLY_ORDER, the
 /// largest order the page allocator's per-CPU lists keep, and the order in-tree's
 /// `alloc_skb_with_frags` asks for first.
@@ -74,6 +77,8 @@ pub(crate) struct ZcPages {
     n: usize,
     frags: [Frag; MAX_FRAGS],
 }
+
+const _: () = assert!(core::mem::size_of::<ZcPages>() <= crate::abi::EXT_DESC_SIZE as usize);
 
 impl ZcPages {
     /// An empty payload, with no pages and no completion yet.

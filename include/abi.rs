@@ -83,6 +83,9 @@ pub const TRANSPORT_F_SEQPACKET: u32 = 1;
 /// pinned user pages, or a large copied payload). Without it the core only ever hands the
 /// transport inline payloads.
 pub const TRANSPORT_F_ZEROCOPY: u32 = 2;
+/// Memory of the core's descriptor of a page payload (`zerocopy::ZcPages`, which asserts it
+/// fits): part of a page-payload packet's `Pkt::mem_cost`.
+pub const EXT_DESC_SIZE: u32 = 512;
 /// Transport feature (with `TRANSPORT_F_ZEROCOPY`): the transport reads page payloads only
 /// through `rvsock_pkt_copy_to_iter` (it never hands the pages on, to a device or a reader)
 /// and frees each packet once it has copied it out, without waiting for its peer's reader
@@ -152,7 +155,7 @@ extern "C" {
     pub fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut crate::ffi::iov_iter) -> usize;
     /// The `i`-th piece (page, offset, length) of a page payload (lent, not consumed); false
     /// past the last piece or for an inline payload. At
-    /// most 32 pieces per packet (`zerocopy::MAX_FRAGS` in the core): a transport that gives
+    /// most 30 pieces per packet (`zerocopy::MAX_FRAGS` in the core): a transport that gives
     /// each piece its own descriptor (virtio) needs that many plus one for the header.
     pub fn rvsock_pkt_ext_frag(
         pkt: *const RawPkt,

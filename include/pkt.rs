@@ -194,10 +194,10 @@ impl Pkt {
     }
 
     /// Kernel memory this packet holds: its allocation as the allocator rounds it, plus the
-    /// pages of a page payload.
+    /// bytes and the descriptor of a page payload.
     pub fn mem_cost(&self) -> u32 {
         let r = self.raw();
-        let ext = if r.ext.is_null() { 0 } else { r.len };
+        let ext = if r.ext.is_null() { 0 } else { r.len.saturating_add(abi::EXT_DESC_SIZE) };
         alloc_size(r.cap).saturating_add(ext)
     }
 }
