@@ -139,7 +139,8 @@ struct Tx {
     pending: PktQueue,
     /// How many of `pending` are replies (RESPONSE/RST), the packets the rx path generates.
     replies: u32,
-    /// Buffers were added without notifying the device; the tx work owes it a kick.
+    /// The device asked to be notified of buffers added since (`Vq::kick_prepare`) and has
+    /// not been yet: the tx work (or an urgent send) owes it a notification.
     kick_owed: bool,
 }
 
@@ -773,12 +774,18 @@ impl Shared {
                 tx.replies = tx.replies.saturating_sub(1);
             }
         }
+        // Publish what was added. A device at work on the ring (it asked not to be notified)
+        // finds it before it sleeps again: nothing is owed, and `send` wakes no tx work for it
+        // (in-tree's fast path, too, notifies only a device that asked). A device that asked is
+        // owed one notification for everything posted until it is given.
         if added {
-            tx.kick_owed = true;
+            if let Some(vq) = tx.vq.as_mut() {
+                tx.kick_owed |= vq.0.kick_prepare();
+            }
         }
         if tx.kick_owed && kick_now {
             if let Some(vq) = tx.vq.as_mut() {
-                vq.0.kick();
+                vq.0.notify();
                 tx.kick_owed = false;
             }
         }
@@ -811,8 +818,9 @@ impl Shared {
             tx.replies += 1;
         }
         // Kick batching: the packet goes on the ring now (no copy, no queueing when there is
-        // room) but the device is notified by the tx work, once for every packet posted
-        // until it runs. A notification is a trap to the hypervisor, far dearer than the work
+        // room); a device that is at work on the ring needs no notification (`tx_flush`), one
+        // that asked for it is notified by the tx work, once for every packet posted until it
+        // runs. A notification is a trap to the hypervisor, far dearer than the work
         // hop: measured in the nested topology, kicking here for each packet halved the
         // SEQPACKET 64 B rate and cut the connect rate by a third, even when kicking only an
         // idle ring; request/response latency did not change. SHUTDOWN and RST are kicked at

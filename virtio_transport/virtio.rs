@@ -99,6 +99,21 @@ impl Vq {
         unsafe { ffi::virtqueue_kick(self.0.as_ptr()) };
     }
 
+    /// Publishes the buffers added since the last call; true if the device asked to be
+    /// notified of them, and then `notify` must follow (a later call does not say so again).
+    /// False while the device is at work on the ring: it finds them before it sleeps again.
+    pub(crate) fn kick_prepare(&mut self) -> bool {
+        // SAFETY: as in `kick`.
+        unsafe { ffi::virtqueue_kick_prepare(self.0.as_ptr()) }
+    }
+
+    /// Notifies the device (after `kick_prepare` said it wants to be).
+    pub(crate) fn notify(&mut self) {
+        // SAFETY: as in `kick`. False means a broken device, which the next ring operation
+        // reports.
+        let _ = unsafe { ffi::virtqueue_notify(self.0.as_ptr()) };
+    }
+
     /// Suppresses used-buffer callbacks (a hint).
     pub(crate) fn disable_cb(&mut self) {
         // SAFETY: as in `kick`.
