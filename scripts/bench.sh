@@ -44,6 +44,23 @@ THREADS=${THREADS:-free}
 # in the VM logs. A diagnosis (tracing costs time): use with ONLY= one metric. KVMTRACE=h2g
 # traces the host-to-guest metrics instead (the L2's counters then over its serving half).
 KVMTRACE=${KVMTRACE:-}
+# ICOUNT=N: the VMs keep time by the instructions they execute (QEMU `-icount shift=N,sleep=off`:
+# one instruction is 2^N ns, an idle VM's clock jumps to its next timer), so a metric counts
+# the instructions both stacks need for it, unmoved by the load on this machine: spreads of
+# 0-3 % where the default's are 10-60 %. The vCPUs then take turns on one thread (no two run
+# at once): what it measures is the work per byte, message or connection, not how well two
+# CPUs overlap; decide with it, report both. The guest TSC runs at the virtual clock's rate.
+# Nothing else may differ between two runs of one VM: no RDRAND/RDSEED (QEMU answers them from
+# this machine's random source; the guest kernel then seeds its own from the TSC and interrupt
+# timings, now reproducible) and a fixed real-time clock (the kernel mixes the boot time in).
+ICOUNT=${ICOUNT:-}
+ACCEL="-accel tcg -cpu max"
+TSCK=$(l1_tsc_karg)
+if [ -n "$ICOUNT" ]; then
+    case "$ICOUNT" in [0-9]|10) ;; *) die "ICOUNT=$ICOUNT: a shift of 0-10" ;; esac
+    ACCEL="-accel tcg,thread=single -icount shift=$ICOUNT,sleep=off -cpu max,-rdrand,-rdseed -rtc base=2026-01-01T00:00:00,clock=vm"
+    TSCK="tsc_early_khz=$((1000000 >> ICOUNT))"
+fi
 NCPU=$(nproc)
 pin_vcpus() { # PID of `timeout` running QEMU
     local q="" tid comm i
@@ -72,7 +89,7 @@ bench_vm() { # LOG MEM IMAGE SCRIPT KERNEL-ARGS...
     # A nested L2 boot sometimes stalls before its init runs (boot_l2 retries it 3 times in
     # the same L1); then try a fresh L1 VM, up to 3 times.
     for try in 1 2 3; do
-        timeout -s KILL 7200 qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" -nodefaults -no-user-config \
+        timeout -s KILL 7200 qemu-system-x86_64 $ACCEL -m "$mem" -smp "$smp" -nodefaults -no-user-config \
             -name bench,debug-threads=on -display none -nic none -no-reboot -serial "file:$tlog" \
             -kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" \
             -append "console=ttyS0 quiet panic=-1 rvsock_scenario=bench rvsock_role=l1 rvsock_script=$script $tsc rvsock_ms=$MS ${IDLE:+rvsock_idle=$IDLE} ${ONLY:+rvsock_only=$ONLY} $*" \
@@ -98,7 +115,7 @@ for t in $TRANSPORTS; do
             # One VM; the stacks are swapped in it round by round.
             log "benchmark ($t, $FLAVOUR kernel): $ROUNDS rounds of C and rvsock (odd rounds C first), ${MS} ms per metric"
             bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t.log" 2G "$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" both)" bench \
-                rvsock_mods=both rvsock_rounds=$ROUNDS rvsock_threads=$THREADS $(l1_tsc_karg) ;;
+                rvsock_mods=both rvsock_rounds=$ROUNDS rvsock_threads=$THREADS $TSCK ;;
         nested)
             # An L1 host VM and its L2 guest per stack and round, C and rvsock alternating.
             imgc=$("$TOP/scripts/mkinitramfs.sh" "$FLAVOUR" c c)
@@ -109,7 +126,7 @@ for t in $TRANSPORTS; do
                     log "benchmark (g2h, h2g): round $r, $st, ${MS} ms per metric"
                     img=$imgc l2=; [ $st = rvsock ] && img=$imgr l2=${L2:+rvsock_l2mods=$L2}
                     bench_vm "$TOP/build/logs$BUILD_TAG/bench-$t-$st-$r.log" 3G "$img" bench-nested \
-                        rvsock_mods=$st rvsock_round=$r $(l1_tsc_karg) $L2_SLOW $l2 ${KVMTRACE:+rvsock_kvmtrace=$KVMTRACE}
+                        rvsock_mods=$st rvsock_round=$r $TSCK ${ICOUNT:+rvsock_icount=$ICOUNT rvsock_l2_accel=tcg} $L2_SLOW $l2 ${KVMTRACE:+rvsock_kvmtrace=$KVMTRACE}
                 done
             done ;;
         *) echo "unknown transport $t"; exit 2 ;;
@@ -152,6 +169,10 @@ done
 { grep -a '^# zc_completion ' "$LOG" || true; } | tr -d '\r' | awk '
     { k = $4 " " $3; sub(":", "", k); c[k] += $5; n[k] += $7 }
     END { for (k in n) printf "zc completions copied (%s): %d of %d\n", k, c[k], n[k] }' | sort
+# connect_rate's refused connects (the listener's backlog was full; summed over the rounds).
+{ grep -a '^# connect_rate ' "$LOG" || true; } | tr -d '\r' | awk '
+    { k = $4 " " $3; sub(":", "", k); r[k] += $5; n[k] += $10 }
+    END { for (k in n) printf "connect_rate resets (%s): %d for %d connections\n", k, r[k], n[k] }' | sort
 # Where idle_mem_per_conn goes: the slab caches that grew by >= 4 bytes per connection
 # (mean over the rounds that reported the cache), C against rvsock.
 { grep -a '^RVSOCK-BENCH-SLAB ' "$LOG" || true; } | tr -d '\r' | awk '

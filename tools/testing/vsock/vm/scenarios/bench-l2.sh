@@ -35,7 +35,7 @@ if [ "$KVMTRACE" = 1 ]; then
     irq_snap > /tmp/irq1
     cnt_snap > /tmp/cnt1
 fi
-rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" ${ONLY:+--only "$ONLY"} | sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND g2h /" -e "s/^# flood /# flood g2h /" -e "s/^# zc_completion: /# zc_completion $MODS g2h: /"
+rvsock-tests bench --remote --peer-cid 2 --port 7300 --ms "$MS" --idle-conns "$IDLE" ${ONLY:+--only "$ONLY"} | sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND g2h /" -e "s/^# flood /# flood g2h /" -e "s/^# zc_completion: /# zc_completion $MODS g2h: /" -e "s/^# connect_rate: /# connect_rate $MODS g2h: /"
 want_perf && vsock_perf --sender 2 --port 7401 --bytes 256M > /tmp/perf-g2h.tx 2>&1
 kill "$serve" 2>/dev/null
 # The server's own lines (the h2g flood's slab caches and the stream sinks' CPU on this side).

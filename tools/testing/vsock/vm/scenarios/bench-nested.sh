@@ -19,6 +19,11 @@ want_perf && { vsock_perf --port 7401 --bytes 256M > /tmp/perf-g2h.rx 2>&1 & per
 # guest (CID 4), two_guests_tput_64k their sum (unless ONLY leaves it out).
 TWO=0; case "${ONLY:-two_guests}" in *two_guests*) TWO=1 ;; esac
 L2MODS=$(arg rvsock_l2mods); L2MODS=${L2MODS:-$MODS} L2_APPEND="rvsock_stack=$MODS rvsock_round=$ROUND rvsock_ms=$MS rvsock_idle=$IDLE${ONLY:+ rvsock_only=$ONLY} rvsock_two=$TWO${KVMTRACE:+ rvsock_kvmtrace=$KVMTRACE}"
+# ICOUNT (scripts/bench.sh, rvsock_icount): the L2 runs under TCG here (a KVM L2 hung at its
+# first vsock round trip when the L1 counted instructions), and its TSC is ours, at the rate
+# scripts/bench.sh gave this L1: it needs no calibration either (it fails in a TCG L2, which
+# then keeps time in 4 ms jiffies).
+[ -n "$(arg rvsock_icount)" ] && L2_APPEND="$L2_APPEND tsc=reliable tsc_early_khz=$(arg tsc_early_khz)"
 # No TCG fallback when a KVM L2 stalls (boot_l2): the C and rvsock VMs of a round must run
 # their guests under the same accelerator for the ratios to mean anything; scripts/bench.sh
 # starts a fresh VM instead. rvsock_l2_accel=tcg still forces TCG for every VM.
@@ -98,7 +103,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     [ "$KVMTRACE" = h2g ] && kt_start
     rvsock-tests bench --remote --peer-cid 3 --port 7200 --ms "$MS" --idle-conns "$IDLE" --cpu-here ${ONLY:+--only "$ONLY"} |
         sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $MODS $ROUND h2g /" -e "s/^# flood /# flood h2g /" \
-            -e "s/^# zc_completion: /# zc_completion $MODS h2g: /"
+            -e "s/^# zc_completion: /# zc_completion $MODS h2g: /" -e "s/^# connect_rate: /# connect_rate $MODS h2g: /"
     [ "$KVMTRACE" = h2g ] && kt_dump
     want_perf && vsock_perf --sender 3 --port 7400 --bytes 256M > /tmp/perf-h2g.tx 2>&1
     if [ "$KVMTRACE" = 1 ]; then
@@ -116,7 +121,7 @@ if boot_l2 /tmp/l2.log 3 1G bench-l2; then
     touch /tmp/perf-g2h.rx
     awk -v s=$MODS -v r=$ROUND '/rx performance/ {print "RVSOCK-BENCH " s " " r " g2h vsock_perf_rx " $3 " Gbit/s higher"}' /tmp/perf-g2h.rx
     # The guest's lines (its metrics are tagged already).
-    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^RVSOCK-BENCH-SLAB \|^RVSOCK-BENCH-SCHED \|^RVSOCK-BENCH-CPU \|^RVSOCK-BENCH-IRQ \|^RVSOCK-BENCH-KVMTRACE \|^# bench\|^# flood\|^# zc_completion'
+    tr -d '\r' < /tmp/l2.log | grep -a '^RVSOCK-BENCH \|^RVSOCK-BENCH-SLAB \|^RVSOCK-BENCH-SCHED \|^RVSOCK-BENCH-CPU \|^RVSOCK-BENCH-IRQ \|^RVSOCK-BENCH-KVMTRACE \|^# bench\|^# flood\|^# zc_completion\|^# connect_rate'
     if grep -aq RVSOCK-BENCH-DONE /tmp/l2.log; then
         result ok bench-complete
     else

@@ -15,7 +15,7 @@ swap_out() { # module... : unload, retrying while closed sockets linger (close t
 }
 run_stack() { # stack round
     rvsock-tests bench --peer-cid 1 --ms "$MS" --idle-conns 10000 $PINT ${ONLY:+--only "$ONLY"} |
-        sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $1 $2 loopback /" -e "s/^# zc_completion: /# zc_completion $1 loopback: /"
+        sed -e "s/^RVSOCK-BENCH\(-SLAB\|-SCHED\|-CPU\)\{0,1\} /RVSOCK-BENCH\1 $1 $2 loopback /" -e "s/^# zc_completion: /# zc_completion $1 loopback: /" -e "s/^# connect_rate: /# connect_rate $1 loopback: /"
     want_perf || return 0
     vsock_perf --port 7100 --bytes 256M > /tmp/perf.rx 2>&1 &
     sleep 0.3
