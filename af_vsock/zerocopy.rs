@@ -28,7 +28,7 @@ const PAGE_SIZE: usize = 4096;
 /// Pieces of one page payload at most: a 64 KiB payload takes 17 pinned pages when unaligned,
 /// 16 order-0 pages when `fill_pages` gets no compound one. 30 keeps `ZcPages` within a
 /// 512-byte object (`abi::EXT_DESC_SIZE`; 32 made it a 1 KiB one).
-const MAX_FRAGS: usize = 30;
+const MAX_FRAGS: usize = crate::abi::EXT_MAX_FRAGS;
 /// The largest compound page `fill_pages` allocates (32 KiB): PAGE_ALLOC_COSTLY_ORDER, the
 /// largest order the page allocator's per-CPU lists keep, and the order in-tree's
 /// `alloc_skb_with_frags` asks for first.

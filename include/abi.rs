@@ -86,6 +86,9 @@ pub const TRANSPORT_F_ZEROCOPY: u32 = 2;
 /// Memory of the core's descriptor of a page payload (`zerocopy::ZcPages`, which asserts it
 /// fits): part of a page-payload packet's `Pkt::mem_cost`.
 pub const EXT_DESC_SIZE: u32 = 512;
+/// Pieces of one page payload at most (`rvsock_pkt_ext_frag`): the core fills no more, and a
+/// transport giving each piece a descriptor of its own sizes its tables by it.
+pub const EXT_MAX_FRAGS: usize = 30;
 /// Transport feature (with `TRANSPORT_F_ZEROCOPY`): the transport reads page payloads only
 /// through `rvsock_pkt_copy_to_iter` (it never hands the pages on, to a device or a reader)
 /// and frees each packet once it has copied it out, without waiting for its peer's reader
@@ -155,7 +158,7 @@ extern "C" {
     pub fn rvsock_pkt_copy_to_iter(pkt: *mut RawPkt, skip: u32, n: usize, iter: *mut crate::ffi::iov_iter) -> usize;
     /// The `i`-th piece (page, offset, length) of a page payload (lent, not consumed); false
     /// past the last piece or for an inline payload. At
-    /// most 30 pieces per packet (`zerocopy::MAX_FRAGS` in the core): a transport that gives
+    /// most `EXT_MAX_FRAGS` pieces per packet: a transport that gives
     /// each piece its own descriptor (virtio) needs that many plus one for the header.
     pub fn rvsock_pkt_ext_frag(
         pkt: *const RawPkt,

@@ -277,8 +277,8 @@ impl TxVq {
 }
 
 /// Most descriptors one tx packet takes: the header plus the pieces of a MSG_ZEROCOPY payload
-/// (at most 30 pieces per packet: `rvsock_pkt_ext_frag`).
-pub(crate) const TX_MAX_SG: usize = 1 + 30;
+/// (`abi::EXT_MAX_FRAGS`).
+pub(crate) const TX_MAX_SG: usize = 1 + crate::abi::EXT_MAX_FRAGS;
 
 /// Scatterlist entries for posting one zerocopy packet (kept in the tx state, not on the stack).
 pub(crate) struct SgTable([ffi::scatterlist; TX_MAX_SG]);
