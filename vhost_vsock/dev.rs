@@ -4,8 +4,9 @@
 //! and the two data paths.
 //!
 //! - Host to guest: `queue` (called by `send_pkt`, under the CID table lock) appends to
-//!   `pending` and queues `send_work` on the vhost worker; `do_send` (worker, RX virtqueue
-//!   mutex) copies header and payload into guest receive buffers, splitting a payload over
+//!   `pending` (one FIFO per flow, [`Pending`]) and queues `send_work` on the vhost worker;
+//!   `do_send` (worker, RX virtqueue mutex) takes packets flow by flow, new flows first, and
+//!   copies header and payload into guest receive buffers, splitting a payload over
 //!   several buffers when the guest posted small ones, and filling the rest of a buffer with
 //!   the STREAM payloads of the same connection queued right behind (one header with their
 //!   summed length, `hdr::join`).
@@ -34,6 +35,7 @@
 use crate::abi::{RawHold, RawPkt, HDR_LEN};
 use crate::ffi;
 use crate::pkt::{Pkt, PktQueue};
+use crate::proto::fq::{FlowSched, FlowState, Flows, FQ_BUCKETS};
 use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::stats::{Count, Reject, Stats};
@@ -103,8 +105,8 @@ pub(crate) struct VhostVsock {
     outstanding: AtomicU32,
     /// CID table link (under the table lock).
     pub(crate) next: AtomicPtr<VhostVsock>,
-    /// Host-to-guest packets waiting for guest receive buffers.
-    pending: SpinLock<PktQueue>,
+    /// Host-to-guest packets waiting for guest receive buffers, queued per flow.
+    pending: SpinLock<Pending>,
     /// Guest CID (0: none yet); written under the table lock.
     guest_cid: AtomicU32,
     /// The vsock namespace tag of the opener's network namespace (in-tree 7.x: the opener's
@@ -118,6 +120,97 @@ pub(crate) struct VhostVsock {
     /// The worker task while it delivers a guest packet to the core (replies recognition).
     rx_task: AtomicPtr<c_void>,
     stats: Stats,
+}
+
+/// One flow bucket of [`Pending`]: its packets, in order, and its place in the schedule.
+struct Bucket {
+    q: PktQueue,
+    st: FlowState,
+}
+
+/// Flows of `FlowSched` over the buckets of [`Pending`].
+struct Buckets(KVec<Bucket>);
+
+impl Flows for Buckets {
+    fn state(&mut self, i: usize) -> Option<&mut FlowState> {
+        self.0.get_mut(i).map(|b| &mut b.st)
+    }
+    fn has_pkts(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(|b| !b.q.is_empty())
+    }
+}
+
+/// Host-to-guest packets waiting for guest receive buffers: one FIFO per flow bucket (a hash
+/// of the packet's addresses, so a connection's packets stay in order), sent by deficit round
+/// robin with idle flows first (`proto::fq`): a request queued behind bulk streams waits for
+/// the packet being copied, not for their whole backlog.
+///
+/// # Invariants
+/// `b` holds `FQ_BUCKETS` buckets (made in [`Pending::new`], never resized).
+struct Pending {
+    sched: FlowSched,
+    b: Buckets,
+}
+
+impl Pending {
+    fn new() -> Result<Pending> {
+        let mut b = KVec::with_capacity(FQ_BUCKETS, GFP_KERNEL)?;
+        for _ in 0..FQ_BUCKETS {
+            b.push(Bucket { q: PktQueue::new(), st: FlowState::new() }, GFP_KERNEL)?;
+        }
+        // SAFETY: plain call, returns a random number.
+        let seed = unsafe { ffi::get_random_u32() };
+        Ok(Pending { sched: FlowSched::new(seed), b: Buckets(b) })
+    }
+
+    /// Appends `p` to its flow's FIFO.
+    fn push_back(&mut self, p: Pkt) {
+        let i = self.sched.bucket(&p.hdr());
+        // Always a bucket (the invariant): the hash is below `FQ_BUCKETS`.
+        if let Some(b) = self.b.0.get_mut(i) {
+            b.q.push_back(p);
+            self.sched.activate(&mut self.b, i);
+        }
+    }
+
+    /// Charges what the last packet sent (`sent`: its bucket and bytes, headers included),
+    /// then gives the next packet to send and its bucket.
+    fn pop(&mut self, sent: Option<(usize, usize)>) -> Option<(usize, Pkt)> {
+        if let Some((i, n)) = sent {
+            self.charge(i, n);
+        }
+        let i = self.sched.next(&mut self.b)?;
+        let p = self.b.0.get_mut(i)?.q.pop_front()?;
+        Some((i, p))
+    }
+
+    /// The front packet of bucket `i` if `f` accepts it (joining a buffer).
+    fn pop_if(&mut self, i: usize, f: impl FnOnce(&Pkt) -> bool) -> Option<Pkt> {
+        self.b.0.get_mut(i)?.q.pop_front_if(f)
+    }
+
+    /// Puts packets taken from bucket `i` back at its front, unsent.
+    fn put_back(&mut self, i: usize, q: PktQueue) {
+        if let Some(b) = self.b.0.get_mut(i) {
+            b.q.prepend(q);
+            self.sched.put_back(&mut self.b, i);
+        }
+    }
+
+    /// Bucket `i` sent `bytes` (headers included).
+    fn charge(&mut self, i: usize, bytes: usize) {
+        self.sched.charge(&mut self.b, i, u32::try_from(bytes).unwrap_or(u32::MAX));
+    }
+
+    /// Every queued packet (the device is going away).
+    fn take_all(&mut self) -> PktQueue {
+        let mut all = PktQueue::new();
+        for b in self.b.0.iter_mut() {
+            all.prepend(core::mem::replace(&mut b.q, PktQueue::new()));
+        }
+        self.sched.clear(&mut self.b);
+        all
+    }
 }
 
 /// Heads of held TX chains whose payload let go of the guest's pages.
@@ -231,7 +324,14 @@ impl VhostVsock {
         // the memory they will live in until `release`.
         unsafe {
             let pending = core::ptr::addr_of_mut!((*d).pending);
-            let r = ffi::pin_init_at(kernel::new_spinlock!(PktQueue::new(), "rvsock_vhost_pending"), pending);
+            let q = match Pending::new() {
+                Ok(q) => q,
+                Err(e) => {
+                    vhost::kvfree(d.cast());
+                    return Err(e);
+                }
+            };
+            let r = ffi::pin_init_at(kernel::new_spinlock!(q, "rvsock_vhost_pending"), pending);
             if r.is_err() {
                 vhost::kvfree(d.cast());
                 return Err(ENOMEM);
@@ -305,8 +405,11 @@ impl VhostVsock {
         unsafe { self.rx().work_queue(self.send_work.get()) };
     }
 
-    fn requeue(&self, p: Pkt) {
-        self.pending.lock().push_front(p);
+    /// Puts `p`, taken from bucket `i`, back at the front of it.
+    fn requeue(&self, i: usize, p: Pkt) {
+        let mut q = PktQueue::new();
+        q.push_back(p);
+        self.pending.lock().put_back(i, q);
     }
 
     /// Whether the guest may send more: fewer than a TX ring's worth of replies pending.
@@ -335,19 +438,21 @@ impl VhostVsock {
             }
             g.disable_notify();
             let (mut pkts, mut bytes, mut added) = (0i32, 0i32, false);
+            // What the last buffer filled took from its flow's turn: charged with the next pop.
+            let mut sent: Option<(usize, usize)> = None;
             loop {
-                let Some(mut p) = self.pending.lock().pop_front() else {
+                let Some((flow, mut p)) = self.pending.lock().pop(sent.take()) else {
                     g.enable_notify();
                     break;
                 };
                 let (head, out, inn, log) = match g.get_desc() {
                     Desc::Chain { head, out, inn, log } => (head, out, inn, log),
                     Desc::Broken => {
-                        self.requeue(p);
+                        self.requeue(flow, p);
                         break;
                     }
                     Desc::Empty => {
-                        self.requeue(p);
+                        self.requeue(flow, p);
                         if g.enable_notify() {
                             g.disable_notify();
                             continue;
@@ -362,7 +467,7 @@ impl VhostVsock {
                     g.err();
                     g.add_used(head, 0);
                     added = true;
-                    self.requeue(p);
+                    self.requeue(flow, p);
                     pkts += 1;
                     if g.exceeds_weight(pkts, bytes) {
                         break;
@@ -390,7 +495,7 @@ impl VhostVsock {
                         if space == 0 {
                             break;
                         }
-                        let n = q.pop_front_if(|n| {
+                        let n = q.pop_if(flow, |n| {
                             let nh = n.hdr();
                             let take = (n.remaining() as usize).min(space) as u32;
                             let whole = nh.len == n.remaining() && take > 0;
@@ -431,20 +536,21 @@ impl VhostVsock {
                     added = true;
                     {
                         let mut q = self.pending.lock();
-                        q.prepend(joined);
-                        q.prepend(done);
+                        q.put_back(flow, joined);
+                        q.put_back(flow, done);
                     }
-                    self.requeue(p);
+                    self.requeue(flow, p);
                     break;
                 }
                 g.add_used(head, (HDR_LEN + len) as u32);
+                sent = Some((flow, HDR_LEN + len));
                 g.log_write(log, HDR_LEN + len, inn);
                 added = true;
                 p.consume(frag as u32);
                 bytes = bytes.saturating_add(len as i32);
                 pkts += 1;
                 if p.remaining() > 0 {
-                    self.requeue(p);
+                    self.requeue(flow, p);
                 } else {
                     restart_tx |= self.sent(p);
                 }
@@ -452,7 +558,7 @@ impl VhostVsock {
                     self.stats.count(Count::Joined);
                     if done.is_empty() && last < n.remaining() as usize {
                         n.consume(last as u32);
-                        self.requeue(n);
+                        self.requeue(flow, n);
                     } else {
                         restart_tx |= self.sent(n);
                     }
@@ -460,6 +566,9 @@ impl VhostVsock {
                 if g.exceeds_weight(pkts, bytes) {
                     break;
                 }
+            }
+            if let Some((i, n)) = sent {
+                self.pending.lock().charge(i, n);
             }
             if added {
                 g.signal();
@@ -822,7 +931,7 @@ impl VhostVsock {
                 crate::reset_cid(cid, d.ns);
             }
             d.dev().stop();
-            let q = core::mem::replace(&mut *d.pending.lock(), PktQueue::new());
+            let q = d.pending.lock().take_all();
             drop(q);
             d.dev().cleanup();
             d.stats.report(cid);

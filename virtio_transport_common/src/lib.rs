@@ -10,6 +10,7 @@
 //!   receive buffer) and [`credit::RxCredit`] (what we advertise, and when to advertise it).
 //! * [`conn`] — the per-socket transport state machine ([`conn::Conn`]): packet and local
 //!   events in, [`conn::Actions`] out.
+//! * [`fq`] — flow queueing for a device's shared send queue ([`fq::FlowSched`]).
 //! * [`seqpacket`] — SEQPACKET message boundaries: message counting, receive reporting
 //!   (`MSG_TRUNC`/`MSG_EOR`) and splitting a message into packets.
 //!
@@ -39,6 +40,7 @@
 
 pub mod conn;
 pub mod credit;
+pub mod fq;
 pub mod hdr;
 pub mod seqpacket;
 
