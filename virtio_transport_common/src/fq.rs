@@ -135,29 +135,27 @@ impl FlowSched {
     /// A packet was queued in bucket `i` (at its end, or back at its front): an idle bucket
     /// becomes a new flow with a full quantum.
     pub fn activate<F: Flows + ?Sized>(&mut self, f: &mut F, i: usize) {
-        let Ok(i16) = u16::try_from(i) else { return };
-        match f.state(i) {
-            Some(s) if s.on == On::Idle => {
-                s.on = On::New;
-                s.deficit = FQ_QUANTUM;
-            }
-            _ => return,
+        if let Some(i) = Self::wake(f, i) {
+            self.new.push_back(f, i);
         }
-        self.new.push_back(f, i16);
     }
 
     /// A packet taken from bucket `i` and put back unsent (no receive buffer for it yet): its
     /// bucket stays first in line.
     pub fn put_back<F: Flows + ?Sized>(&mut self, f: &mut F, i: usize) {
-        let Ok(i16) = u16::try_from(i) else { return };
-        match f.state(i) {
-            Some(s) if s.on == On::Idle => {
-                s.on = On::New;
-                s.deficit = FQ_QUANTUM;
-            }
-            _ => return,
+        if let Some(i) = Self::wake(f, i) {
+            self.new.push_front(f, i);
         }
-        self.new.push_front(f, i16);
+    }
+
+    /// Makes idle bucket `i` a new flow with a full quantum; its index if it was idle (the
+    /// caller then links it into the new list), `None` if it is on a list already.
+    fn wake<F: Flows + ?Sized>(f: &mut F, i: usize) -> Option<u16> {
+        let i16 = u16::try_from(i).ok()?;
+        let s = f.state(i).filter(|s| s.on == On::Idle)?;
+        s.on = On::New;
+        s.deficit = FQ_QUANTUM;
+        Some(i16)
     }
 
     /// The bucket to send from next, `None` when no bucket holds packets.
