@@ -35,7 +35,7 @@
 use crate::abi::{RawHold, RawPkt, HDR_LEN};
 use crate::ffi;
 use crate::pkt::{Pkt, PktQueue};
-use crate::proto::fq::{FlowSched, FlowState, Flows, FQ_BUCKETS};
+use crate::proto::fq::{FlowHash, FlowSched, FlowState, Flows, FQ_BUCKETS};
 use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::stats::{Count, Reject, Stats};
@@ -107,6 +107,8 @@ pub(crate) struct VhostVsock {
     pub(crate) next: AtomicPtr<VhostVsock>,
     /// Host-to-guest packets waiting for guest receive buffers, queued per flow.
     pending: SpinLock<Pending>,
+    /// The bucket of a packet in `pending` (seeded at open, fixed: computed outside the lock).
+    fq_hash: FlowHash,
     /// Guest CID (0: none yet); written under the table lock.
     guest_cid: AtomicU32,
     /// The vsock namespace tag of the opener's network namespace (in-tree 7.x: the opener's
@@ -158,14 +160,11 @@ impl Pending {
         for _ in 0..FQ_BUCKETS {
             b.push(Bucket { q: PktQueue::new(), st: FlowState::new() }, GFP_KERNEL)?;
         }
-        // SAFETY: plain call, returns a random number.
-        let seed = unsafe { ffi::get_random_u32() };
-        Ok(Pending { sched: FlowSched::new(seed), b: Buckets(b) })
+        Ok(Pending { sched: FlowSched::new(), b: Buckets(b) })
     }
 
-    /// Appends `p` to its flow's FIFO.
-    fn push_back(&mut self, p: Pkt) {
-        let i = self.sched.bucket(&p.hdr());
+    /// Appends `p` to the FIFO of its flow's bucket `i` (from the device's `fq_hash`).
+    fn push_back(&mut self, i: usize, p: Pkt) {
         // Always a bucket (the invariant): the hash is below `FQ_BUCKETS`.
         if let Some(b) = self.b.0.get_mut(i) {
             b.q.push_back(p);
@@ -319,10 +318,14 @@ impl VhostVsock {
         let p = NonNull::new(p).ok_or(ENOMEM)?;
         let d = p.as_ptr();
         // SAFETY: `d` is a fresh zeroed allocation of our size: the atomics and the `Opaque`
-        // C structures are valid zeroed; `pending` is initialised in place here; the vhost
+        // C structures are valid zeroed; `fq_hash` and `pending` are initialised in place
+        // here (the hash is plain data, written before anyone can read it); the vhost
         // structures are initialised by `Dev::init` and the work item by `work_init`, in
         // the memory they will live in until `release`.
         unsafe {
+            // Plain call, returns a random number (inside this block's `unsafe`).
+            let seed = ffi::get_random_u32();
+            core::ptr::addr_of_mut!((*d).fq_hash).write(FlowHash::new(seed));
             let pending = core::ptr::addr_of_mut!((*d).pending);
             let q = match Pending::new() {
                 Ok(q) => q,
@@ -399,7 +402,8 @@ impl VhostVsock {
             swap_mark(&mut p, MARK_REPLY);
             self.queued_replies.fetch_add(1, Relaxed);
         }
-        self.pending.lock().push_back(p);
+        let i = self.fq_hash.bucket(&p.hdr());
+        self.pending.lock().push_back(i, p);
         // SAFETY: `send_work` lives as long as the device; `release` flushes the worker after
         // removing the device from the table, which this call runs under.
         unsafe { self.rx().work_queue(self.send_work.get()) };

@@ -15,7 +15,8 @@
 //! back cannot starve the busy ones: each gets at most one quantum ahead of them per round.
 //!
 //! The packets themselves stay with the caller ([`Flows`]): this type only keeps the order of
-//! the buckets, in links stored in each bucket's [`FlowState`], and needs no allocation.
+//! the buckets, in links stored in each bucket's [`FlowState`], and needs no allocation; the
+//! caller finds a packet's bucket with [`FlowHash`].
 
 use super::hdr::Hdr;
 
@@ -110,19 +111,18 @@ impl List {
     }
 }
 
-/// The order in which a queue's buckets send: new flows first, then the busy ones in turn.
+/// The hash that puts a packet in its bucket; fixed for a queue's life, so it can be computed
+/// before taking the queue's lock.
 #[derive(Clone, Copy, Debug)]
-pub struct FlowSched {
-    new: List,
-    old: List,
+pub struct FlowHash {
     seed: u32,
 }
 
-impl FlowSched {
-    /// No bucket active; `seed` perturbs the hash (a random number per queue, so that nobody
-    /// can pick ports that share a bucket with someone else's flow on every host).
+impl FlowHash {
+    /// `seed` perturbs the hash (a random number per queue, so that nobody can pick ports that
+    /// share a bucket with someone else's flow on every host).
     pub const fn new(seed: u32) -> Self {
-        FlowSched { new: List::EMPTY, old: List::EMPTY, seed }
+        FlowHash { seed }
     }
 
     /// The bucket of packet `h`: the same for every packet of one connection.
@@ -130,6 +130,26 @@ impl FlowSched {
         let cid = |c: u64| u32::try_from(c & u64::from(u32::MAX)).unwrap_or(0);
         let x = h.src_port ^ h.dst_port.rotate_left(16) ^ cid(h.src_cid) ^ cid(h.dst_cid).rotate_left(8) ^ self.seed;
         (x.wrapping_mul(0x9e37_79b1) >> HASH_SHIFT) as usize & FQ_BUCKETS.wrapping_sub(1)
+    }
+}
+
+/// The order in which a queue's buckets send: new flows first, then the busy ones in turn.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowSched {
+    new: List,
+    old: List,
+}
+
+impl Default for FlowSched {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FlowSched {
+    /// No bucket active.
+    pub const fn new() -> Self {
+        FlowSched { new: List::EMPTY, old: List::EMPTY }
     }
 
     /// A packet was queued in bucket `i` (at its end, or back at its front): an idle bucket

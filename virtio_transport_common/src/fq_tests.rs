@@ -20,7 +20,7 @@ impl Flows for Q {
 
 impl Q {
     fn new() -> Self {
-        Q { st: vec![FlowState::new(); FQ_BUCKETS], q: vec![VecDeque::new(); FQ_BUCKETS], sched: FlowSched::new(0x1234_5678) }
+        Q { st: vec![FlowState::new(); FQ_BUCKETS], q: vec![VecDeque::new(); FQ_BUCKETS], sched: FlowSched::new() }
     }
     /// Flow `flow` uses bucket `flow` (the tests pick buckets, not hashes).
     fn push(&mut self, flow: usize, len: u32) {
@@ -235,7 +235,7 @@ fn randomised_never_loses_or_reorders() {
 
 #[test]
 fn the_hash_spreads_ports() {
-    let s = FlowSched::new(42);
+    let s = FlowHash::new(42);
     let mut used = vec![0u32; FQ_BUCKETS];
     for p in 0..4096u32 {
         let h = Hdr { src_cid: 2, dst_cid: 3, src_port: 1024 + p, dst_port: 5000, ..Hdr::default() };
