@@ -54,7 +54,8 @@ fn pkt_skb(p: &Pkt, n: usize) -> Option<*mut ffi::sk_buff> {
         let mut done = 0usize;
         let mut ok = true;
         crate::zerocopy::for_each_piece(p, ext, 0, n, |page, off, len| {
-            // SAFETY: the page is pinned by the live packet `p`; `done + len <= n` fits the skb.
+            // SAFETY: the page is held while `for_each_piece` hands it out (its `CopyOut`);
+            // `done + len <= n` fits the skb.
             ok = unsafe { ffi::rvsock_skb_store_page(skb, done as c_int, page, off, len as c_int) } == 0;
             done += len;
             ok

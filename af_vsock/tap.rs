@@ -195,8 +195,8 @@ fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
 unsafe fn copy_ext(p: &Pkt, ext: *mut core::ffi::c_void, dst: *mut u8, n: usize) {
     let mut done = 0usize;
     crate::zerocopy::for_each_piece(p, ext, 0, n, |page, off, k| {
-        // SAFETY: the page is pinned by the packet and the piece lies within it
-        // (`for_each_piece`); `dst + done` has room for `k` bytes (`done + k <= n`).
+        // SAFETY: the page is held while `for_each_piece` hands it out (its `CopyOut`) and
+        // the piece lies within it; `dst + done` has room for `k` bytes (`done + k <= n`).
         unsafe { ffi::rvsock_memcpy_from_page(dst.add(done).cast(), page, off, k) };
         done += k;
         true

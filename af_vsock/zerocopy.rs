@@ -20,7 +20,7 @@
 use crate::ffi;
 use crate::net::{DelayedWork, Msg, Sk};
 use crate::pkt::Pkt;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 use kernel::prelude::*;
 use kernel::sync::{new_condvar, new_spinlock, Arc, CondVar, CondVarTimeoutResult, SpinLock};
 
@@ -70,8 +70,8 @@ pub(crate) struct ZcPages {
     uarg: *mut ffi::ubuf_info,
     /// The plain send(2) whose pinned pages these are, until `SyncPin` swaps them for copies.
     sync: Option<Arc<SyncPin>>,
-    /// A copy-out reads the pages (set and cleared under `sync`'s lock).
-    copying: AtomicBool,
+    /// Copy-outs of a sync send's pages in progress (`CopyOut`; changed under `sync`'s lock).
+    copying: AtomicU32,
     /// What `sync`'s transport hold (`rvsock_hold_*`) is told when these pages are let go.
     cookie: u32,
     n: usize,
@@ -86,7 +86,7 @@ impl ZcPages {
         let z = ZcPages {
             uarg: core::ptr::null_mut(),
             sync: None,
-            copying: AtomicBool::new(false),
+            copying: AtomicU32::new(0),
             cookie: 0,
             n: 0,
             frags: core::array::from_fn(|_| Frag::none()),
@@ -259,15 +259,13 @@ pub(crate) fn copy_out(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usi
 /// Copies up to `n` bytes starting `skip` bytes into the unread payload of a zerocopy packet
 /// into `iter`; returns the bytes copied (short on a fault or past the end of the payload).
 pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n: usize, iter: *mut ffi::iov_iter) -> usize {
-    // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
-    let _copy = CopyOut::begin(unsafe { &*(ext as *const ZcPages) });
     let mut copied = 0usize;
     // Whole pieces: copy_page_to_iter maps a compound page's subpages itself, one call per
     // piece instead of one per 4 KiB.
     for_each_run(p, ext, skip, n, false, |page, off, len| {
-        // SAFETY: the page is pinned for the packet's lifetime; the range is inside it (a
-        // piece of one page or one compound page, which copy_page_to_iter accepts whole);
-        // `iter` is the caller's live iterator.
+        // SAFETY: the page is held while `for_each_run` walks it (`CopyOut`); the range is
+        // inside it (a piece of one page or one compound page, which copy_page_to_iter
+        // accepts whole); `iter` is the caller's live iterator.
         let done = unsafe { ffi::copy_page_to_iter(page, off, len, iter) };
         copied += done;
         done == len
@@ -277,7 +275,9 @@ pub(crate) fn copy_out_iter(p: &Pkt, ext: *mut core::ffi::c_void, skip: usize, n
 
 /// Calls `f(page, offset, len)` for each pinned piece of the `n` unread payload bytes that
 /// start `skip` bytes in, in order, while `f` returns true. A piece is at most a page (one
-/// subpage of a compound page: `f` may kmap it and copy within it).
+/// subpage of a compound page: `f` may kmap it and copy within it). Each page stays valid
+/// until `f` returns, whatever `SyncPin` swaps meanwhile (`CopyOut`); `f` may sleep if its
+/// caller may.
 pub(crate) fn for_each_piece(
     p: &Pkt,
     ext: *mut core::ffi::c_void,
@@ -299,14 +299,13 @@ fn for_each_run(
     mut f: impl FnMut(*mut ffi::page, usize, usize) -> bool,
 ) {
     // SAFETY: `ext` belongs to the live packet `p`, which we borrow.
-    let z = unsafe { &*(ext as *const ZcPages) };
+    let copy = CopyOut::begin(unsafe { &*(ext as *const ZcPages) });
     let mut pos = p.off() as usize + skip;
     let mut left = n;
-    for fr in z.frags.iter().take(z.n) {
+    for &(page, off, flen) in copy.pieces() {
         if left == 0 {
             break;
         }
-        let (page, off, flen) = fr.get();
         let flen = flen as usize;
         if pos >= flen {
             pos -= flen;
@@ -457,7 +456,8 @@ impl ZcSend {
 /// The same list serves a transport that hands the core a guest's pages by reference (a
 /// hold, `rvsock_hold_*`: vhost's guest-to-host payloads): nobody waits on it; the transport
 /// is told (`Notify`, with the payload's cookie) when each payload lets go of its pages,
-/// freed or swapped for copies by `detach_all` (a device being stopped).
+/// freed or swapped for copies by `detach_all` (a device being stopped). A hold's swap does
+/// not wait for copy-outs: they read through page references of their own (`CopyOut`).
 #[pin_data]
 pub(crate) struct SyncPin {
     #[pin]
@@ -486,6 +486,9 @@ unsafe impl Sync for Notify {}
 /// The payloads of one sync send (or of a hold) that hold pinned pages (by address).
 struct SyncState {
     live: [usize; LIVE_MAX],
+    /// Per listed payload: its listing's number (`pinned` then), telling it from a later
+    /// payload listed at the same address after it was freed.
+    ids: [u64; LIVE_MAX],
     /// Payloads listed at most (`SYNC_LIVE` for a send, a hold's own capacity).
     cap: usize,
     n: usize,
@@ -503,9 +506,20 @@ impl SyncState {
         self.live.iter().take(self.n).position(|&a| a == addr)
     }
 
+    /// The listed payload `(addr, id)`, if it is still listed (the same listing).
+    fn find_id(&self, addr: usize, id: u64) -> Option<usize> {
+        self.find(addr).filter(|&i| self.ids.get(i) == Some(&id))
+    }
+
+    /// The address and listing number of the `i`-th listed payload.
+    fn entry(&self, i: usize) -> Option<(usize, u64)> {
+        Some((*self.live.get(i)?, *self.ids.get(i)?)).filter(|_| i < self.n)
+    }
+
     fn remove(&mut self, i: usize) {
         self.n -= 1;
         self.live[i] = self.live[self.n];
+        self.ids[i] = self.ids[self.n];
         self.aged[i] = self.aged[self.n];
     }
 
@@ -515,9 +529,10 @@ impl SyncState {
         if i >= self.cap {
             return false;
         }
-        match (self.live.get_mut(i), self.aged.get_mut(i)) {
-            (Some(l), Some(a)) => {
+        match (self.live.get_mut(i), self.ids.get_mut(i), self.aged.get_mut(i)) {
+            (Some(l), Some(d), Some(a)) => {
                 *l = addr;
+                *d = self.pinned;
                 *a = false;
             }
             _ => return false,
@@ -546,6 +561,7 @@ impl SyncPin {
     pub(crate) fn with(cap: usize, notify: Option<Notify>) -> Result<Arc<SyncPin>> {
         let st = SyncState {
             live: [0; LIVE_MAX],
+            ids: [0; LIVE_MAX],
             cap: cap.min(LIVE_MAX),
             n: 0,
             pinned: 0,
@@ -630,12 +646,12 @@ impl SyncPin {
     /// marks the others for the next call; returns the payloads still listed.
     pub(crate) fn detach_aged(&self) -> usize {
         loop {
-            let addr = {
+            let entry = {
                 let mut g = self.st.lock();
                 let st = &mut *g;
-                let old = st.live.iter().zip(st.aged.iter()).take(st.n).find(|(_, a)| **a).map(|(l, _)| *l);
+                let old = st.aged.iter().take(st.n).position(|a| *a).and_then(|i| st.entry(i));
                 match old {
-                    Some(a) => a,
+                    Some(e) => e,
                     None => {
                         let n = st.n;
                         st.aged.iter_mut().take(n).for_each(|a| *a = true);
@@ -643,7 +659,7 @@ impl SyncPin {
                     }
                 }
             };
-            if self.detach_one(addr).is_err() {
+            if self.detach_one(entry).is_err() {
                 // No memory for the copies: the next call tries again.
                 return self.st.lock().n;
             }
@@ -653,14 +669,8 @@ impl SyncPin {
     /// Swaps every listed payload's pinned pages for copies.
     pub(crate) fn detach_all(&self) {
         loop {
-            let addr = {
-                let g = self.st.lock();
-                if g.n == 0 {
-                    return;
-                }
-                g.live[0]
-            };
-            if self.detach_one(addr).is_err() {
+            let Some(entry) = self.st.lock().entry(0) else { return };
+            if self.detach_one(entry).is_err() {
                 // No memory for the copies (GFP_KERNEL single pages: a task being killed
                 // under memory pressure). With a signal pending, give up: the packets keep
                 // their own references on the pages, so nothing is freed under them; only a
@@ -670,27 +680,30 @@ impl SyncPin {
                     return;
                 }
                 let mut g = self.st.lock();
-                if g.find(addr).is_some() {
+                if g.find_id(entry.0, entry.1).is_some() {
                     let _ = self.cv.wait_interruptible_timeout(&mut g, 1);
                 }
             }
         }
     }
 
-    /// Copies the pages of the listed payload `addr` into fresh pages and swaps them in,
-    /// unless the payload went away meanwhile (then nothing is left to do).
-    fn detach_one(&self, addr: usize) -> Result {
+    /// Copies the pages of the listed payload `(addr, id)` into fresh pages and swaps them in,
+    /// unless the payload went away meanwhile (then nothing is left to do). The list lock is
+    /// dropped while copying: a payload freed meanwhile is unlisted, and another may be
+    /// listed at its address (a hold's transport lists new payloads at any time), which
+    /// `id` tells apart.
+    fn detach_one(&self, (addr, id): (usize, u64)) -> Result {
         let mut old = [(core::ptr::null_mut::<ffi::page>(), 0u32, 0u32); MAX_FRAGS];
         let n = {
             let mut g = self.st.lock();
             loop {
-                if g.find(addr).is_none() {
+                if g.find_id(addr, id).is_none() {
                     return Ok(());
                 }
                 // SAFETY: a listed payload is alive: its Drop unlists it under this lock
                 // before releasing anything.
                 let z = unsafe { &*(addr as *const ZcPages) };
-                if !z.copying.load(Relaxed) {
+                if z.copying.load(Relaxed) == 0 {
                     for (o, f) in old.iter_mut().zip(z.frags.iter().take(z.n)) {
                         *o = f.get();
                         // SAFETY: a page the live payload holds; our own reference keeps it
@@ -699,7 +712,9 @@ impl SyncPin {
                     }
                     break z.n;
                 }
-                // The transport is copying it out right now: that ends soon.
+                // The transport is copying a sync send's pages out right now (into a guest's
+                // buffers): that ends soon. (A hold's copy-outs take page references instead
+                // and are never waited for: `CopyOut`.)
                 self.cv.wait(&mut g);
             }
         };
@@ -724,11 +739,11 @@ impl SyncPin {
         }
         let swapped = ok && {
             let mut g = self.st.lock();
-            match g.find(addr) {
+            match g.find_id(addr, id) {
                 Some(i) => {
-                    // SAFETY: listed, hence alive (see above).
+                    // SAFETY: listed, hence alive (see above), and the payload we copied.
                     let z = unsafe { &*(addr as *const ZcPages) };
-                    if z.copying.load(Relaxed) {
+                    if z.copying.load(Relaxed) != 0 {
                         false
                     } else {
                         for (f, pg) in z.frags.iter().zip(new.iter()).take(n) {
@@ -761,24 +776,69 @@ impl SyncPin {
     }
 }
 
-/// Brackets a transport's copy-out of a sync send's payload: the sender does not swap its
-/// pages meanwhile.
-struct CopyOut<'a>(&'a ZcPages);
+/// A piece of a payload as a copy-out sees it: page, offset, length (`Frag::get`).
+type Piece = (*mut ffi::page, u32, u32);
+
+/// Brackets a copy-out of a page payload (the transport's, a reader's, a capture's) and holds
+/// the pieces it reads. A sync send's pages are not swapped meanwhile (`copying`): the sender
+/// returns only once nobody reads its buffer. A hold's pages may be swapped at any time
+/// without waiting for the copy (a stop, the age work): a reader's copy may wait on a page
+/// fault for as long as its user space likes (userfaultfd, a FUSE mapping), and a stop must
+/// not wait for it under the TX mutex. The copy-out takes a reference on each piece's page
+/// instead and reads the payload as it was when it began (the guest may have reused that
+/// buffer since: the same bytes it could have changed while held).
+struct CopyOut<'a> {
+    z: &'a ZcPages,
+    pieces: [Piece; MAX_FRAGS],
+    n: usize,
+    /// The pages carry our own references (a hold's payload).
+    refs: bool,
+}
 
 impl<'a> CopyOut<'a> {
-    fn begin(z: &'a ZcPages) -> Option<CopyOut<'a>> {
-        let s = z.sync.as_ref()?;
+    fn begin(z: &'a ZcPages) -> CopyOut<'a> {
+        let mut c = CopyOut { z, pieces: [(core::ptr::null_mut(), 0, 0); MAX_FRAGS], n: 0, refs: false };
+        let take = |c: &mut CopyOut<'a>| {
+            for (p, f) in c.pieces.iter_mut().zip(z.frags.iter().take(z.n)) {
+                *p = f.get();
+            }
+            c.n = z.n.min(MAX_FRAGS);
+        };
+        let Some(s) = z.sync.as_ref() else {
+            // Pages of its own or a MSG_ZEROCOPY send's: never swapped.
+            take(&mut c);
+            return c;
+        };
         let _g = s.st.lock();
-        z.copying.store(true, Relaxed);
-        Some(CopyOut(z))
+        take(&mut c);
+        if s.notify.is_some() {
+            for p in c.pieces.iter().take(c.n) {
+                // SAFETY: the payload holds a reference on each of its pages, and a swap
+                // (which releases them) takes the lock we hold.
+                unsafe { ffi::rvsock_get_page(p.0) };
+            }
+            c.refs = true;
+        } else {
+            z.copying.fetch_add(1, Relaxed);
+        }
+        c
+    }
+
+    fn pieces(&self) -> &[Piece] {
+        self.pieces.get(..self.n).unwrap_or(&[])
     }
 }
 
 impl Drop for CopyOut<'_> {
     fn drop(&mut self) {
-        if let Some(s) = &self.0.sync {
+        if self.refs {
+            for p in self.pieces.iter().take(self.n) {
+                // SAFETY: the reference `begin` took.
+                unsafe { ffi::rvsock_put_page(p.0) };
+            }
+        } else if let Some(s) = &self.z.sync {
             let _g = s.st.lock();
-            self.0.copying.store(false, Relaxed);
+            self.z.copying.fetch_sub(1, Relaxed);
             s.cv.notify_all();
         }
     }
