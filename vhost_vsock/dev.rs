@@ -103,6 +103,11 @@ pub(crate) struct VhostVsock {
     /// Held chains not yet returned to the guest (held, or in `done`); worker only, but for
     /// the stop that drains `done`.
     outstanding: AtomicU32,
+    /// Stops so far (changed under the TX virtqueue mutex). A held chain's cookie is its head
+    /// (below 2^15, the largest ring) with the low 16 bits of this count at its hold above
+    /// it, so that a chain let go of after a stop that could not copy it (no memory with a
+    /// signal pending) is not returned into the rings set up since (`return_done`).
+    epoch: AtomicU32,
     /// CID table link (under the table lock).
     pub(crate) next: AtomicPtr<VhostVsock>,
     /// Host-to-guest packets waiting for guest receive buffers, queued per flow.
@@ -212,14 +217,21 @@ impl Pending {
     }
 }
 
-/// Heads of held TX chains whose payload let go of the guest's pages.
+/// Held TX chains whose payload let go of the guest's pages, by cookie (`held_cookie`).
 struct Done {
     heads: [u32; HOLD_CAP],
     n: usize,
 }
 
-/// The core's hold callback: payload `head` let go of the guest's pages (freed by whoever
-/// consumed it, or copied by a stop). Any context; runs under the core's hold lock.
+/// The cookie a held chain's payload carries: its head and the device's stop count (`epoch`,
+/// read under the TX virtqueue mutex).
+fn held_cookie(head: u32, epoch: &AtomicU32) -> u32 {
+    (head & 0xffff) | (epoch.load(Relaxed) << 16)
+}
+
+/// The core's hold callback: the payload of cookie `head` (`held_cookie`) let go of the
+/// guest's pages (freed by whoever consumed it, or copied by a stop). Any context; runs under
+/// the core's hold lock.
 unsafe extern "C" fn held_released(ctx: *mut c_void, head: u32) {
     // SAFETY: `ctx` is the device that made the hold (`open`); `release` frees the hold,
     // after which the core calls us no more, before it frees the device.
@@ -625,7 +637,7 @@ impl VhostVsock {
             // `it` is the live iterator over the rest of this chain, guest memory as mapped in
             // the owner's address space, which this worker runs in; the core takes exactly
             // `n <= it.count()` bytes by reference, or nothing.
-            let raw = unsafe { crate::abi::rvsock_pkt_alloc_held(hold, h.len, it.as_mut_ptr(), head) };
+            let raw = unsafe { crate::abi::rvsock_pkt_alloc_held(hold, h.len, it.as_mut_ptr(), held_cookie(head, &self.epoch)) };
             // SAFETY: null or a packet the core just allocated for us.
             if let Some(mut p) = unsafe { Pkt::from_raw(raw) } {
                 p.set_hdr(&h);
@@ -678,10 +690,15 @@ impl VhostVsock {
         if g.backend().is_null() {
             return false;
         }
-        for h in heads.iter().take(n) {
-            g.add_used(*h, 0);
+        let mut added = false;
+        for &c in heads.iter().take(n) {
+            // A chain of the rings before the last stop is not the current rings' to return.
+            if c == held_cookie(c & 0xffff, &self.epoch) {
+                g.add_used(c & 0xffff, 0);
+                added = true;
+            }
         }
-        true
+        added
     }
 
     /// Guest to host: delivers the guest's packets to the core (worker context).
@@ -806,6 +823,7 @@ impl VhostVsock {
                 }
             }
             g.set_backend(core::ptr::null_mut());
+            self.epoch.fetch_add(1, Relaxed);
         }
         self.rx().lock().set_backend(core::ptr::null_mut());
         Ok(())
