@@ -750,12 +750,17 @@ impl Shared {
                     inc(&self.stats.tx_pkts);
                     add(&self.stats.tx_bytes, u64::from(len));
                 }
-                // Ring full: take back what the device returned (once), else wait for the
-                // device to return buffers. (With nothing in flight the packet can never fit:
-                // drop it below rather than block the queue.)
-                Err((e, p)) if e == ENOSPC && tx.inflight > 0 => {
+                // Ring full, or no memory to map the packet (a bounce buffer under swiotlb,
+                // `VIRTIO_F_ACCESS_PLATFORM`, which our own packets in flight may hold): take
+                // back what the device returned (once), else wait for the device to return
+                // buffers. Dropping the packet would lose stream bytes already counted as
+                // sent; in-tree puts a refused packet back whatever the error, too. One
+                // refused with nothing in flight is tried again by the next `send` (no
+                // interrupt is owed then); only a ring with nothing in flight and no room
+                // can never take it: drop it below rather than block the queue.
+                Err((e, p)) if tx.inflight > 0 || e != ENOSPC => {
                     tx.pending.push_front(p);
-                    if reclaimed {
+                    if reclaimed || tx.inflight == 0 {
                         break;
                     }
                     reclaimed = true;
@@ -763,7 +768,7 @@ impl Shared {
                     continue;
                 }
                 Err((e, p)) => {
-                    // Broken ring, or a packet the ring can never take.
+                    // A packet the ring can never take.
                     if inc(&self.stats.tx_dropped) < 8 {
                         pr_warn!("dropping tx packet: {:?}\n", e);
                     }
@@ -811,8 +816,10 @@ impl Shared {
             return Err(ENODEV);
         }
         // A backlog: packets already wait for ring space, so the ring was full with packets
-        // in flight when they were last tried (`tx_flush`).
-        let backlog = !tx.pending.is_empty();
+        // in flight when they were last tried (`tx_flush`), whose interrupt will post them.
+        // Packets the ring refused with nothing in flight (no memory to map them) are owed
+        // no interrupt: flush them now.
+        let backlog = !tx.pending.is_empty() && tx.inflight > 0;
         tx.pending.push_back(pkt);
         if is_reply(&h) {
             tx.replies += 1;
