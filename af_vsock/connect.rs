@@ -301,6 +301,13 @@ fn unhash_connected(sk: Sk) {
 fn arm_connect_timeout(sk: Sk, timeout: u64) {
     let mut s = vsk(sk).st.lock();
     if s.connect_armed {
+        // The timer of an earlier attempt (interrupted, then reset by the peer) is still
+        // pending: restart it for this one, as in-tree's mod_delayed_work does, with the
+        // reference it holds. One already running waits for the socket lock we hold and then
+        // ends this attempt (in-tree's would too).
+        if vsk(sk).connect_work.cancel() {
+            vsk(sk).connect_work.schedule(timeout);
+        }
         return;
     }
     s.connect_armed = true;
@@ -348,22 +355,16 @@ pub(crate) fn accept(sk: Sk, nonblock: bool) -> Result<SkRef> {
             c
         };
         if let Some(c) = child {
-            let e = sk.err();
-            if e != 0 {
-                vsk(c.sk()).st.lock().rejected = true;
-                return Err(Error::from_errno(-e));
-            }
+            // The listener's own error (e.g. the ETIMEDOUT of a non-blocking connect it made
+            // before listen(), never read) does not fail the accept: in-tree (6.12, 7.3)
+            // ignores it here too. Failing it left the child established and unserved.
             vsk(c.sk()).st.lock().ss = ss::CONNECTED;
             return Ok(c);
-        }
-        let e = sk.err();
-        if e != 0 {
-            return Err(Error::from_errno(-e));
         }
         if timeout == 0 {
             return Err(EAGAIN);
         }
-        timeout = sk.wait(&g, timeout, || !vsk(sk).st.lock().accept_q.is_empty() || sk.err() != 0);
+        timeout = sk.wait(&g, timeout, || !vsk(sk).st.lock().accept_q.is_empty());
         if net::signal_pending() {
             return Err(net::intr_errno(timeout));
         }

@@ -140,8 +140,6 @@ pub(crate) struct VState {
     pub(crate) buffer_max: u64,
     /// Connect timeout in jiffies.
     pub(crate) connect_timeout: i64,
-    /// Accepted after the listener failed: to be dropped.
-    pub(crate) rejected: bool,
     /// The delayed close is armed (the timer holds a socket reference).
     pub(crate) close_armed: bool,
     /// The connect timeout is armed (the timer holds a socket reference).
@@ -253,7 +251,6 @@ impl VSock {
             buffer_min: bmin,
             buffer_max: bmax,
             connect_timeout: cto,
-            rejected: false,
             close_armed: false,
             connect_armed: false,
             credit_due: None,

@@ -157,6 +157,42 @@ pub(crate) fn t_rebind_lingering(e: &mut Env) -> TestResult {
     r
 }
 
+/// A non-blocking connect to a guest that never answers times out (ETIMEDOUT, left unread in
+/// SO_ERROR); the same socket then listens on its auto-bound port and a guest connects to
+/// it: accept(2) returns the connection, as in-tree does (it ignores the listener's pending
+/// error). rvsock failed the accept with ETIMEDOUT and left the child established, unserved.
+pub(crate) fn t_listen_after_timeout(e: &mut Env) -> TestResult {
+    let gport = G_LISTEN + 40;
+    let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0).or_fail("socket")?;
+    let tv = sys::timeval_bytes(0, 200_000);
+    sys::setsockopt(&s, sys::SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv).or_fail("connect timeout")?;
+    match sys::connect_vm(&s, e.g.cid, gport) {
+        Ok(()) => return Err("connect to a silent guest succeeded".into()),
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(format!("connect: {}", sys::describe(&err))),
+    }
+    e.g.recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
+        .ok_or("no REQUEST reached the guest")?;
+    // No answer: the connect times out after 200 ms (SO_ERROR is not read).
+    thread::sleep(Duration::from_millis(600));
+    let hport = sys::local_addr(&s).or_fail("getsockname")?.svm_port;
+    sys::listen(&s, 4).or_fail("listen after the timed-out connect")?;
+    let gport2 = gport + 1;
+    let res = guest_connect(&mut e.g, &s, gport2, hport, GUEST_BUF).and_then(|c| {
+        let mut h = e.g.hdr(OP_RW, gport2, hport);
+        h.len = 2;
+        e.g.send(&h, b"hi")?;
+        sys::set_io_timeout(&c, Duration::from_secs(5)).or_fail("timeout")?;
+        let got = read_exact(&c, 2)?;
+        if got == b"hi" { Ok(Outcome::Pass) } else { Err(format!("the accepted socket read {got:?}")) }
+    });
+    e.g.send(&e.g.hdr(OP_RST, gport2, hport), &[])?;
+    drop(s);
+    thread::sleep(Duration::from_millis(50));
+    e.g.discard(|h| h.dst_port == gport || h.dst_port == gport2);
+    res
+}
+
 /// Two guests at once: packets go to the device of their destination CID only; another
 /// guest cannot inject into (or reset) a connection, not even with its own valid CID;
 /// closing a device resets the host's connections to it.
