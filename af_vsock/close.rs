@@ -178,11 +178,7 @@ pub(crate) fn release(sk: Sk) {
     purge_rx(sk);
     unhash(sk);
     // A pending connect timeout holds a reference; cancel it (the fn would do nothing).
-    if vsk(sk).connect_work.cancel() {
-        vsk(sk).st.lock().connect_armed = false;
-        // SAFETY: the timer's reference, leaked in `arm_connect_timeout`.
-        drop(unsafe { SkRef::from_raw(sk.as_ptr()) });
-    }
+    crate::connect::cancel_connect_timer(sk);
 }
 
 /// Resets and unhashes a child that will never be accepted.

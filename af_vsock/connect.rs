@@ -192,6 +192,12 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
             }
             assign_transport(sk)?;
             auto_bind(sk)?;
+            // An earlier attempt's timer may still be pending (an interrupted connect arms
+            // one, and the peer's RST ended that attempt without it): it must not end this
+            // one at the old deadline. (One already running waits for the socket lock we
+            // hold and then ends this attempt; in-tree's mod_delayed_work has that window
+            // too.)
+            cancel_connect_timer(sk);
             let out = {
                 let mut s = vsk(sk).st.lock();
                 // A previous attempt may have failed: start from a clean slate.
@@ -298,16 +304,21 @@ fn unhash_connected(sk: Sk) {
     drop(r);
 }
 
+/// Cancels a pending connect timer and drops the reference it held.
+pub(crate) fn cancel_connect_timer(sk: Sk) {
+    if vsk(sk).connect_work.cancel() {
+        vsk(sk).st.lock().connect_armed = false;
+        // SAFETY: the timer's reference, leaked in `arm_connect_timeout`; cancelling the
+        // pending timer handed it to us. The caller's own reference keeps the socket.
+        drop(unsafe { SkRef::from_raw(sk.as_ptr()) });
+    }
+}
+
 fn arm_connect_timeout(sk: Sk, timeout: u64) {
     let mut s = vsk(sk).st.lock();
     if s.connect_armed {
-        // The timer of an earlier attempt (interrupted, then reset by the peer) is still
-        // pending: restart it for this one, as in-tree's mod_delayed_work does, with the
-        // reference it holds. One already running waits for the socket lock we hold and then
-        // ends this attempt (in-tree's would too).
-        if vsk(sk).connect_work.cancel() {
-            vsk(sk).connect_work.schedule(timeout);
-        }
+        // This handshake's timer (a retried connect of an interrupted one): its deadline
+        // stands.
         return;
     }
     s.connect_armed = true;

@@ -5,6 +5,8 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -191,6 +193,71 @@ pub(crate) fn t_listen_after_timeout(e: &mut Env) -> TestResult {
     thread::sleep(Duration::from_millis(50));
     e.g.discard(|h| h.dst_port == gport || h.dst_port == gport2);
     res
+}
+
+/// A blocking connect interrupted by a signal, the guest's RST, a blocking connect that
+/// reports the reset (in-tree, unconnected since the signal, sends a new REQUEST, which the
+/// guest resets too), then a non-blocking connect to the silent guest: it times out after its
+/// own connect timeout. rvsock keeps an interrupted handshake going under a timer for the
+/// time left; that timer, still pending after the reset, ended the next attempt at the first
+/// one's deadline.
+pub(crate) fn t_connect_timer_restart(e: &mut Env) -> TestResult {
+    let gport = G_LISTEN + 50;
+    let cid = e.g.cid;
+    sys::install_noop_handler(libc::SIGUSR1).or_fail("sigaction")?;
+    let s = Arc::new(sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?);
+    let tv = sys::timeval_bytes(3, 0);
+    sys::setsockopt(&*s, sys::SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv).or_fail("connect timeout")?;
+    let t0 = Instant::now();
+    let s1 = s.clone();
+    let t = thread::spawn(move || sys::connect_vm(&*s1, cid, gport));
+    let req = e.g.recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?;
+    let Some(req) = req else {
+        let _ = sys::pthread_kill(t.as_pthread_t(), libc::SIGUSR1);
+        let _ = t.join();
+        return Err("no REQUEST reached the guest".into());
+    };
+    let hport = req.h.src_port;
+    thread::sleep(Duration::from_millis(100));
+    sys::pthread_kill(t.as_pthread_t(), libc::SIGUSR1).or_fail("pthread_kill")?;
+    let r = t.join().map_err(|_| "connect thread panicked".to_string())?;
+    if sys::errno_of(&r) != libc::EINTR {
+        return Err(format!("the interrupted connect returned {r:?}"));
+    }
+    e.g.send(&e.g.hdr(OP_RST, gport, hport), &[])?;
+    thread::sleep(Duration::from_millis(100));
+    let s2 = s.clone();
+    let t = thread::spawn(move || sys::connect_vm(&*s2, cid, gport));
+    if let Some(r) = e.g.recv_where(Duration::from_millis(500), |h| h.dst_port == gport && h.op == OP_REQUEST)? {
+        e.g.send(&e.g.hdr(OP_RST, gport, r.h.src_port), &[])?;
+    }
+    let r = t.join().map_err(|_| "connect thread panicked".to_string())?;
+    if sys::errno_of(&r) != libc::ECONNRESET {
+        return Err(format!("the connect after the guest's RST returned {r:?}"));
+    }
+    // Half-way to the first attempt's deadline, a non-blocking attempt.
+    thread::sleep((t0 + Duration::from_millis(1500)).saturating_duration_since(Instant::now()));
+    sys::set_nonblocking(&*s, true).or_fail("nonblocking")?;
+    let t2 = Instant::now();
+    match sys::connect_vm(&*s, cid, gport) {
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        r => return Err(format!("the non-blocking connect returned {r:?}")),
+    }
+    e.g.recv_where(Duration::from_secs(5), |h| h.dst_port == gport && h.op == OP_REQUEST)?
+        .ok_or("the non-blocking connect sent no REQUEST")?;
+    let ev = sys::poll_one(&*s, libc::POLLOUT, Duration::from_secs(6)).or_fail("poll")?;
+    let took = t2.elapsed();
+    let err = sys::so_error(&*s).or_fail("SO_ERROR")?;
+    drop(s);
+    thread::sleep(Duration::from_millis(50));
+    e.g.discard(|h| h.dst_port == gport);
+    if err != libc::ETIMEDOUT {
+        return Err(format!("the non-blocking connect ended with {} (revents {ev:#x})", sys::errno_name(err)));
+    }
+    if took < Duration::from_millis(2500) {
+        return Err(format!("the non-blocking connect timed out after {took:?}, not its own 3 s (the interrupted attempt's timer)"));
+    }
+    Ok(Outcome::Pass)
 }
 
 /// Two guests at once: packets go to the device of their destination CID only; another
