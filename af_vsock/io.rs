@@ -412,7 +412,18 @@ fn stream_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> 
 /// back in front of it, before any that arrived meanwhile. A transport reset purges the
 /// queue and nothing queued may outlive it: then they come back, for the caller to drop
 /// once the lock is released (freeing a zerocopy packet may wake its sender).
+/// Takes the whole receive queue out to copy from it without the state lock (only the reader
+/// under lock_sock removes packets); its memory still counts against the budget (`rx_lent`)
+/// until [`restore`] puts it back: a copy may sleep in a page fault for as long as user space
+/// likes, and the peer's packets meanwhile must not get a second budget.
+fn take_rxq(s: &mut VState) -> PktQueue {
+    let q = core::mem::replace(&mut s.rxq, PktQueue::new());
+    s.rx_lent = q.mem();
+    q
+}
+
 fn restore(s: &mut VState, mut q: PktQueue) -> Option<PktQueue> {
+    s.rx_lent = 0;
     if s.conn.is_reset() {
         return Some(q);
     }
@@ -435,7 +446,7 @@ fn restore_one(s: &mut VState, p: Pkt) -> Option<Pkt> {
 fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     // Peek copies under the state lock would fault-sleep; take the whole queue out instead
     // (only this reader, under lock_sock, removes packets), copy, and put it back in front.
-    let q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
+    let q = take_rxq(&mut vsk(sk).st.lock());
     let mut copied = 0usize;
     let mut res = Ok(());
     q.for_each(|p| {
@@ -503,7 +514,7 @@ fn seq_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Res
     }
     let peek = flags & ffi::MSG_PEEK != 0;
     // Take the queue out (only this reader removes packets), walk one message.
-    let mut q = core::mem::replace(&mut vsk(sk).st.lock().rxq, PktQueue::new());
+    let mut q = take_rxq(&mut vsk(sk).st.lock());
     let mut msg_len = 0usize;
     let mut copied = 0usize;
     let mut eor = false;

@@ -103,12 +103,12 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     if v.op == Op::Rw && (v.len > 0 || v.flags & SEQ_EOM != 0) && s.conn.state() == State::Established {
         append = tail_takes(&mut s.rxq, &pkt, seq);
         if !append {
-            if let Some(c) = compact(&pkt, seq, s.rxq.is_empty()) {
+            if let Some(c) = compact(&pkt, seq, s.rxq.is_empty() && s.rx_lent == 0) {
                 pkt = c;
             }
         }
         let extra = if append { 0 } else { pkt.mem_cost() };
-        if u64::from(s.rxq.mem()) + u64::from(extra) > s.conn.rx().mem_budget() {
+        if u64::from(s.rxq.mem()) + u64::from(s.rx_lent) + u64::from(extra) > s.conn.rx().mem_budget() {
             stats::inc(t, Ctr::MemOverrun);
             let a = s.conn.on_mem_overrun(&v);
             let after = apply(s_, &mut s, &a, Some(&h));

@@ -124,6 +124,9 @@ pub(crate) struct VState {
     pub(crate) transport: Option<TransportRef>,
     /// Received packets not yet read.
     pub(crate) rxq: PktQueue,
+    /// Memory of the receive queue a reader took out to copy from without this lock (peek,
+    /// SEQPACKET; `io::take_rxq`): still charged to the queue's budget until it is back.
+    pub(crate) rx_lent: u32,
     /// Listener: established children waiting for accept().
     pub(crate) accept_q: KVec<SkRef>,
     /// Whether the socket is in the bound table.
@@ -243,6 +246,7 @@ impl VSock {
             ss: ss::UNCONNECTED,
             transport: None,
             rxq: PktQueue::new(),
+            rx_lent: 0,
             accept_q: KVec::new(),
             bound: false,
             unbound: false,
