@@ -195,8 +195,8 @@ pub(crate) struct VSock {
     /// fwd_cnt)` in wrapping u32 arithmetic (vhost-device-vsock 0.3; in-tree clamps) get a huge
     /// credit and overrun our buffer (we reset with ENOBUFS). In-tree gets this order from
     /// `lock_sock`, which its receive path takes. Not taken for a transport that delivers in
-    /// place (loopback: its peer is rvsock, which ignores a `fwd_cnt` going back, and the
-    /// delivery may answer on the same socket). Order: `tx_order` → `st`; `tx_order` →
+    /// place (loopback: its peer is rvsock, which ignores a packet whose `fwd_cnt` goes back,
+    /// its `buf_alloc` too, and the delivery may answer on the same socket). Order: `tx_order` → `st`; `tx_order` →
     /// the transport's locks. Process context only.
     pub(crate) tx_order: Mutex<()>,
     pub(crate) close_work: DelayedWork,

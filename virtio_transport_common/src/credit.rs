@@ -165,13 +165,22 @@ impl TxCredit {
     /// consumed than we ever sent, or going backwards, is ignored (the old value stays), so a
     /// lying peer can never make [`Self::space`] exceed `buf_size()`. (Upstream takes it
     /// blindly, which makes its space computation go negative and stall instead.)
-    /// `buf_alloc` is always taken: shrinking only reduces what we send.
+    /// `buf_alloc` is taken with it, and also when `fwd_cnt` claims too much (shrinking only
+    /// reduces what we send), but not from a packet whose `fwd_cnt` goes backwards: that one
+    /// was stamped before a packet we already took, and its `buf_alloc` is as stale. Taken
+    /// with the newer `fwd_cnt`, an older, larger `buf_alloc` put the window's edge past any
+    /// the peer advertised (a loopback peer stamps control packets under its state lock and
+    /// sends them after, so two can arrive swapped; the peer then reset us for overrunning).
     pub fn update_from_peer(&mut self, buf_alloc: u32, fwd_cnt: u32) -> bool {
         let before = self.space();
-        self.peer_buf_alloc = buf_alloc;
-        if fwd_cnt.wrapping_sub(self.peer_fwd_cnt) <= self.in_flight() {
+        let ahead = fwd_cnt.wrapping_sub(self.peer_fwd_cnt);
+        if ahead <= self.in_flight() {
             self.peer_fwd_cnt = fwd_cnt;
+        } else if ahead > u32::MAX / 2 {
+            // Backwards (in wrapping terms): an older packet.
+            return false;
         }
+        self.peer_buf_alloc = buf_alloc;
         self.space() > before
     }
 }

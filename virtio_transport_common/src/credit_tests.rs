@@ -52,6 +52,22 @@ fn lying_fwd_cnt_is_ignored() {
 }
 
 #[test]
+fn stale_packet_buf_alloc_is_ignored() {
+    let mut t = TxCredit::new(u32::MAX);
+    t.update_from_peer(1000, 0);
+    t.take(600);
+    // The peer read 500 and shrank its buffer to 200 (newer), after a packet stamped with
+    // fwd_cnt 100 and its old 1000 (older), which arrives second.
+    t.update_from_peer(200, 500);
+    assert_eq!(t.space(), 100); // 500 + 200 - 600
+    assert!(!t.update_from_peer(1000, 100));
+    assert_eq!((t.peer_fwd_cnt(), t.space()), (500, 100));
+    // Same fwd_cnt: taken (a buffer size change without reads in between).
+    assert!(t.update_from_peer(300, 500));
+    assert_eq!(t.space(), 200);
+}
+
+#[test]
 fn counters_wrap() {
     let mut t = TxCredit::new(u32::MAX);
     t.tx_cnt = u32::MAX - 10;
