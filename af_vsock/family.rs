@@ -506,7 +506,8 @@ unsafe extern "C" fn op_recvmsg(sock: *mut ffi::socket, m: *mut ffi::msghdr, len
 
 unsafe extern "C" fn dev_ioctl(_f: *mut ffi::file, cmd: c_uint, arg: c_ulong) -> c_long {
     if cmd != net::IOCTL_VM_SOCKETS_GET_LOCAL_CID {
-        return -(ffi::EINVAL as c_long);
+        // In-tree: ENOIOCTLCMD, which the VFS turns into ENOTTY (isatty(3) asks).
+        return -(ffi::ENOTTY as c_long);
     }
     let cid = crate::transport::local_cid();
     match net::put_user_bytes(arg as *mut u8, &cid.to_ne_bytes()) {

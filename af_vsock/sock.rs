@@ -635,13 +635,17 @@ pub(crate) fn set_buffer(sk: Sk, which: u32, val: u64) {
             ffi::SO_VM_SOCKETS_BUFFER_MAX_SIZE => s.buffer_max = val,
             _ => s.buffer_min = val,
         }
-        if size > s.buffer_max {
-            size = s.buffer_max;
-        }
+        // The minimum first, then the maximum: the maximum wins (in-tree's order).
         if size < s.buffer_min {
             size = s.buffer_min;
         }
-        let size = size.min(crate::proto::hdr::MAX_BUF_SIZE as u64);
+        if size > s.buffer_max {
+            size = s.buffer_max;
+        }
+        // The transport's limit applies once there is one (in-tree `notify_buffer_size`).
+        if size != s.buffer_size && s.transport.is_some() {
+            size = size.min(crate::proto::hdr::MAX_BUF_SIZE as u64);
+        }
         s.buffer_size = size;
         let a = s.conn.set_buf_alloc(size);
         apply(sk, &mut s, &a, None)

@@ -213,7 +213,11 @@ fn t_local_cid(_: &Ctx, out: &Out) -> TestResult {
     let f = File::open("/dev/vsock").or_fail("open /dev/vsock")?;
     let cid = sys::ioctl_int(&f, sys::IOCTL_VM_SOCKETS_GET_LOCAL_CID).or_fail("IOCTL_VM_SOCKETS_GET_LOCAL_CID")?;
     out.info(format!("local CID: {}", cid as u32));
-    Ok(Outcome::Pass)
+    // Any other ioctl: ENOTTY, as in-tree's -ENOIOCTLCMD turns into (isatty(3) asks TCGETS).
+    match sys::ioctl_int(&f, libc::TCGETS) {
+        Err(e) if e.raw_os_error() == Some(ENOTTY) => Ok(Outcome::Pass),
+        r => Err(format!("TCGETS on /dev/vsock: {r:?}, expected ENOTTY")),
+    }
 }
 
 fn t_siocinq(ctx: &Ctx, _: &Out) -> TestResult {
@@ -346,6 +350,11 @@ fn t_buffer_size(_: &Ctx, _: &Out) -> TestResult {
     set(MAX, 1 << 20)?;
     set(SIZE, 1 << 19)?;
     check("size after raising max", get(SIZE)?, 1 << 19)?;
+    // The minimum is applied first, the maximum last: a minimum above the maximum leaves the
+    // size at the maximum (in-tree's order; rvsock took the minimum, above the maximum).
+    let f = stream().or_fail("socket")?;
+    sys::setsockopt(&f, SOL_VSOCK_OPTS, MIN, &(1u64 << 20).to_ne_bytes()).or_fail("setsockopt")?;
+    check("size after a minimum above the maximum", sys::getsockopt_u64(&f, SOL_VSOCK_OPTS, SIZE).or_fail("getsockopt")?, 256 * 1024)?;
     Ok(Outcome::Pass)
 }
 
