@@ -396,8 +396,13 @@ impl ZcSend {
             // The caller holds its own reference for the whole call.
             return Ok(ZcSend { uarg: ext, zerocopy, own: false });
         }
+        // Only a send that pins is charged to the caller's locked memory (RLIMIT_MEMLOCK):
+        // one that copies (more than the credit) pins nothing, and charging all of it failed
+        // a 16 MiB MSG_ZEROCOPY send of an unprivileged user with ENOMEM, where in-tree,
+        // which charges what it pins, copies it and completes it as copied.
+        let charge = if zerocopy { len } else { 0 };
         // SAFETY: live socket; allocates a completion bound to it (holds a socket ref).
-        let uarg = unsafe { ffi::msg_zerocopy_realloc3(sk.as_ptr(), len, core::ptr::null_mut()) };
+        let uarg = unsafe { ffi::msg_zerocopy_realloc3(sk.as_ptr(), charge, core::ptr::null_mut()) };
         if uarg.is_null() {
             return Err(ENOMEM);
         }

@@ -30,8 +30,8 @@ declare -A SCEN=(
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
     [vhost-hostile-guest]="single rvsock - 30 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 30 vhost-hostile"
-    [rvsock-regress]="single rvsock - 16 regress"
-    [c-regress]="single c - 16 regress"
+    [rvsock-regress]="single rvsock - 17 regress"
+    [c-regress]="single c - 17 regress"
     # Live migration of a guest to a destination with another CID (nested).
     [rvsock-migrate]="nested rvsock rvsock 19 migrate-l1"
     [c-migrate]="nested c c 19 migrate-l1"

@@ -615,6 +615,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("small-packets-seqpacket", Box::new(move |c: &Ctx| c.intree_too(regress_mem::t_small_packets(c, sp, 21006)))),
         ("empty-seqpacket-messages", Box::new(|c: &Ctx| regress_mem::t_empty_seqpacket(c, 21007))),
         ("zerocopy-close-unread", Box::new(|c: &Ctx| regress_mem::t_zerocopy_close_unread(c, 21008))),
+        ("zerocopy-large-copied", Box::new(|_: &Ctx| regress_mem::t_zerocopy_large_copied(21013))),
         ("connect-signal", Box::new(move |c: &Ctx| regress_guest::t_connect_signal(c, cid))),
         ("binding-kept.shutdown", Box::new(|_: &Ctx| t_binding_kept_shutdown(21009).map(|()| Outcome::Pass))),
         ("binding-kept.reset", Box::new(move |c: &Ctx| regress_guest::t_binding_kept_reset(c, cid + 1, 21010))),

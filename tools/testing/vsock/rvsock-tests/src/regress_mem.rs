@@ -378,3 +378,63 @@ pub(crate) fn t_zerocopy_close_unread(cx: &Ctx, port: u32) -> TestResult {
     }
     Ok(Outcome::Pass)
 }
+
+// ---------------------------------------------------------------------------------------
+// A MSG_ZEROCOPY send that copies is not charged as pinned.
+
+/// A MSG_ZEROCOPY send larger than the peer's credit goes out copied (its completion says
+/// so); it pins nothing, so it must not be charged to the sender's locked memory: with
+/// RLIMIT_MEMLOCK at 1 MiB and no CAP_IPC_LOCK, a 4 MiB send failed with ENOMEM on rvsock
+/// (it charged the whole length); in-tree, which charges what it pins, sends it.
+pub(crate) fn t_zerocopy_large_copied(port: u32) -> TestResult {
+    const LEN: usize = 4 * MIB as usize;
+    const CAP_IPC_LOCK: u32 = 14;
+    let l = listen_on(libc::SOCK_STREAM, port, 4)?;
+    let (c, s) = pair(&l, libc::SOCK_STREAM, port)?;
+    sys::setsockopt(&c, libc::SOL_SOCKET, SO_ZEROCOPY, &1i32.to_ne_bytes()).or_fail("SO_ZEROCOPY")?;
+    sys::set_io_timeout(&c, Duration::from_secs(10)).or_fail("timeout")?;
+    sys::set_io_timeout(&s, Duration::from_secs(10)).or_fail("timeout")?;
+    let reader = thread::spawn(move || {
+        let mut b = vec![0u8; 256 * 1024];
+        let mut got = 0usize;
+        while got < LEN {
+            match sys::recv(&s, &mut b, 0) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        got
+    });
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on valid structs; the limit is restored below.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut old) } != 0 {
+        return Err("getrlimit(RLIMIT_MEMLOCK)".into());
+    }
+    let low = libc::rlimit { rlim_cur: MIB.min(old.rlim_max), rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &low) } != 0 {
+        return Err("setrlimit(RLIMIT_MEMLOCK)".into());
+    }
+    // In a thread of its own: capabilities are per thread.
+    let sender = thread::spawn(move || {
+        sys::drop_effective_cap(CAP_IPC_LOCK).or_fail("drop CAP_IPC_LOCK")?;
+        let buf = vec![0x5au8; LEN];
+        let mut sent = 0usize;
+        while sent < LEN {
+            match sys::send(&c, &buf[sent..], MSG_ZEROCOPY) {
+                Ok(n) => sent += n,
+                Err(e) => return Err(format!("send after {sent} of {LEN} bytes: {}", sys::describe(&e))),
+            }
+        }
+        Ok(sent)
+    });
+    let r = sender.join().map_err(|_| "sender panicked".to_string());
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &old) };
+    r??;
+    let got = reader.join().map_err(|_| "reader panicked".to_string())?;
+    if got != LEN {
+        return Err(format!("the reader got {got} of {LEN} bytes"));
+    }
+    Ok(Outcome::Pass)
+}
