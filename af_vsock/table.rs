@@ -101,6 +101,16 @@ pub(crate) struct WalkPos {
     pub(crate) index: usize,
 }
 
+/// Whether a transport reset would end this connection (`Conn::reset` acts on it): one
+/// connecting, or established or closing and not over.
+fn resettable(c: &crate::proto::conn::Conn) -> bool {
+    match c.state() {
+        State::Connecting => true,
+        State::Established | State::Closing => !c.is_done(),
+        _ => false,
+    }
+}
+
 fn conn_bucket(remote: Addr, local: Addr) -> usize {
     (remote.cid.wrapping_mul(31).wrapping_add(remote.port) ^ local.port) as usize % BUCKETS
 }
@@ -247,13 +257,19 @@ impl Global {
     }
 
     /// Every connected socket using `t` towards `cid` (`u32::MAX`: any CID) from a namespace
-    /// that reaches `ns` (`NS_ANY`: any), referenced.
-    pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, ns: u64, out: &mut KVec<SkRef>) {
+    /// that reaches `ns` (`NS_ANY`: any) and not reset yet, referenced; false if `out` could
+    /// not take them all (an atomic allocation failed: the caller resets these and asks again).
+    pub(crate) fn connected_of(&self, t: *const RawTransport, cid: u32, ns: u64, out: &mut KVec<SkRef>) -> bool {
         let ns_ok = |n: u64| ns == NS_ANY || ns_reach(n, ns);
+        let mut all = true;
         for b in self.connected.iter() {
             for (r, _, s) in b.iter() {
-                if (cid == u32::MAX || r.cid == cid) && ns_ok(crate::sock::vsk(s.sk()).ns) && crate::sock::vsk(s.sk()).uses_transport(t) {
-                    let _ = out.push(s.clone(), GFP_ATOMIC);
+                if (cid == u32::MAX || r.cid == cid)
+                    && ns_ok(crate::sock::vsk(s.sk()).ns)
+                    && crate::sock::vsk(s.sk()).uses_transport(t)
+                    && resettable(&crate::sock::vsk(s.sk()).st.lock().conn)
+                {
+                    all &= out.push(s.clone(), GFP_ATOMIC).is_ok();
                 }
             }
         }
@@ -264,15 +280,16 @@ impl Global {
                 let hit = ns_ok(crate::sock::vsk(s.sk()).ns) && {
                     let st = crate::sock::vsk(s.sk()).st.lock();
                     st.connected_key.is_none()
-                        && matches!(st.conn.state(), State::Connecting | State::Established | State::Closing)
+                        && resettable(&st.conn)
                         && st.transport.as_ref().map(|r| r.ptr().0) == Some(t)
                         && (cid == u32::MAX || st.remote.cid == cid)
                 };
                 if hit {
-                    let _ = out.push(s.clone(), GFP_ATOMIC);
+                    all &= out.push(s.clone(), GFP_ATOMIC).is_ok();
                 }
             }
         }
+        all
     }
 
     /// Whether `cid` is one of ours (bind only accepts local CIDs, as in-tree).

@@ -59,13 +59,28 @@ pub(crate) unsafe extern "C" fn rvsock_recv_pkt(t: *const RawTransport, pkt: *mu
 }
 
 /// Resets the connections of `t` towards `cid` (`u32::MAX`: all) of sockets in a namespace
-/// that reaches `ns` (`NS_ANY`: all) (exported).
+/// that reaches `ns` (`NS_ANY`: all) (exported). Process context (callers: a device going
+/// away or changing CID, a transport unregistering).
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_transport_reset(t: *const RawTransport, cid: u32, ns: u64) {
-    let mut v = KVec::new();
-    global().lock().connected_of(t, cid, ns, &mut v);
-    for s in v.iter() {
-        sock::reset(s.sk());
+    // The sockets are collected under the global spinlock, with atomic allocations; one that
+    // failed must not leave the rest of the connections up on a dead transport (their readers
+    // and writers would wait forever): reset what was collected and collect again (reset
+    // sockets are not collected twice). Room for a batch is made beforehand, so every pass
+    // makes progress.
+    loop {
+        let mut v = KVec::new();
+        if v.reserve(64, GFP_KERNEL).is_err() {
+            pr_warn!("transport reset: out of memory; connections left up\n");
+            return;
+        }
+        let all = global().lock().connected_of(t, cid, ns, &mut v);
+        for s in v.iter() {
+            sock::reset(s.sk());
+        }
+        if all {
+            return;
+        }
     }
 }
 
