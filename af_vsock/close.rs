@@ -147,10 +147,13 @@ pub(crate) fn release(sk: Sk) {
     }
     let mut wait_for_peer = r.0;
     if wait_for_peer && sk.flag(net::SOCK_LINGER) {
-        // SO_LINGER waits until what we sent has left (SIOCOUTQ 0), not for the peer to
-        // read it or to close (upstream semantics since 6.16: close() on unread data does
-        // not linger).
-        let unsent = || vsk(sk).st.lock().conn.tx().unsent() == 0;
+        // SO_LINGER waits until what we sent has left (SIOCOUTQ 0: the transport took it,
+        // and a queueing one has freed it), not for the peer to read it or to close
+        // (upstream semantics since 6.16: close() on unread data does not linger).
+        let unsent = || {
+            vsk(sk).st.lock().conn.tx().unsent() == 0
+                && vsk(sk).tx_queued.load(core::sync::atomic::Ordering::Relaxed) == 0
+        };
         let mut t = sk.lingertime();
         while t > 0 && !unsent() && !net::signal_pending() {
             t = sk.wait(&g, t, unsent);

@@ -632,5 +632,7 @@ pub(crate) fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
     if sk.state() == state::LISTEN {
         return Err(EINVAL);
     }
-    Ok(if inq { s.conn.has_data() as i32 } else { s.conn.tx().unsent() as i32 })
+    // SIOCOUTQ: what the transport has not taken yet, and what it holds (`tx_queued`).
+    let out = s.conn.tx().unsent().saturating_add(vsk(sk).tx_queued.load(core::sync::atomic::Ordering::Relaxed));
+    Ok(if inq { s.conn.has_data() as i32 } else { out.min(i32::MAX as u32) as i32 })
 }

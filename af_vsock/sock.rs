@@ -23,6 +23,7 @@ use crate::proto::hdr::{
 };
 use crate::stats::{self, Ctr};
 use crate::table::{global, TransportPtr};
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Mutex, SpinLock};
 
@@ -196,8 +197,8 @@ pub(crate) struct VSock {
     /// credit and overrun our buffer (we reset with ENOBUFS). In-tree gets this order from
     /// `lock_sock`, which its receive path takes. Not taken for a transport that delivers in
     /// place (loopback: its peer is rvsock, which ignores a packet whose `fwd_cnt` goes back,
-    /// its `buf_alloc` too, and the delivery may answer on the same socket). Order: `tx_order` → `st`; `tx_order` →
-    /// the transport's locks. Process context only.
+    /// its `buf_alloc` too, and the delivery may answer on the same socket). Order:
+    /// `tx_order` → `st`; `tx_order` → the transport's locks. Process context only.
     pub(crate) tx_order: Mutex<()>,
     pub(crate) close_work: DelayedWork,
     pub(crate) connect_work: DelayedWork,
@@ -206,6 +207,12 @@ pub(crate) struct VSock {
     /// The socket's namespace tag (`netns`): fixed at creation, so read without `st` (the
     /// table lookups read it under the table lock alone).
     pub(crate) ns: u64,
+    /// Payload bytes of our packets that a queueing transport still holds (charged by
+    /// `charge_tx`, not yet freed: waiting for ring space or guest buffers, or on the ring):
+    /// SIOCOUTQ counts them and SO_LINGER waits for them, as in-tree's `bytes_unsent` (which
+    /// falls only when the device or vhost has taken the packet). Changed by the packet free,
+    /// in any context: an atomic.
+    pub(crate) tx_queued: AtomicU32,
 }
 
 /// The `VSock` of a socket of our proto.
@@ -268,6 +275,7 @@ impl VSock {
             let order = kernel::new_mutex!((), "rvsock_tx_order");
             ffi::pin_init_at(order, core::ptr::addr_of_mut!((*p).tx_order)).map_err(|_| ENOMEM)?;
             core::ptr::addr_of_mut!((*p).ns).write(ns);
+            core::ptr::addr_of_mut!((*p).tx_queued).write(AtomicU32::new(0));
             DelayedWork::init(core::ptr::addr_of_mut!((*p).close_work), crate::close::close_work_fn);
             DelayedWork::init(core::ptr::addr_of_mut!((*p).connect_work), crate::connect::connect_work_fn);
             Work::init(core::ptr::addr_of_mut!((*p).credit_work), credit_work_fn);
@@ -365,6 +373,9 @@ const TX_WAKE_AT: u32 = 64 * 1024;
 /// 128-byte packet), all of it waiting in the transport.
 pub(crate) fn charge_tx(sk: Sk, p: &mut Pkt) {
     let cost = crate::pkt::alloc_size(p.cap());
+    // Released with the charge, by the same packet's length (transports consume a packet by
+    // its offset and never change its length).
+    vsk(sk).tx_queued.fetch_add(p.len(), Ordering::Relaxed);
     // SAFETY: live socket (the caller holds a reference); the charge is released exactly once,
     // by `rvsock_pkt_free` of this packet.
     unsafe { ffi::rvsock_wmem_charge(sk.as_ptr(), cost) };
@@ -381,10 +392,14 @@ pub(crate) fn tx_mem_ok(sk: Sk, window: u32) -> bool {
 /// socket's charge fell to `TX_WAKE_AT` or to nothing.
 ///
 /// # Safety
-/// `sk` was charged `cost` bytes by [`charge_tx`] for that packet, not yet released: those
-/// units of `sk_wmem_alloc` keep its memory valid (`sk_free` frees a socket only when
-/// `sk_wmem_alloc` reaches zero).
-pub(crate) unsafe fn uncharge_tx(sk: *mut ffi::sock, cost: u32) {
+/// `sk` was charged `cost` bytes by [`charge_tx`] for that packet (of `len` payload bytes),
+/// not yet released: those units of `sk_wmem_alloc` keep its memory valid (`sk_free` frees a
+/// socket only when `sk_wmem_alloc` reaches zero).
+pub(crate) unsafe fn uncharge_tx(sk: *mut ffi::sock, cost: u32, len: u32) {
+    // SAFETY: live (our units of `sk_wmem_alloc`), and a socket of our proto (only
+    // `charge_tx` sets a packet's owner).
+    let v = vsk(unsafe { Sk::from_raw(sk) });
+    v.tx_queued.fetch_sub(len, Ordering::Relaxed);
     let cost = cost.max(1);
     // Keep one unit across the wake-up, so the socket outlives it (as `sock_wfree`).
     // SAFETY: per the contract we hold `cost` units; `cost - 1` leaves ours.

@@ -185,9 +185,10 @@ pub(crate) unsafe extern "C" fn rvsock_pkt_free(p: *mut RawPkt) {
         }
         let owner = (*p).owner as *mut ffi::sock;
         let cost = crate::pkt::alloc_size((*p).cap);
+        let len = (*p).len;
         ffi::kfree(p as *const core::ffi::c_void);
         if !owner.is_null() {
-            crate::sock::uncharge_tx(owner, cost);
+            crate::sock::uncharge_tx(owner, cost, len);
         }
     }
 }

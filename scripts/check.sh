@@ -28,8 +28,8 @@ declare -A SCEN=(
     [nested-c-host-rvsock-guest]="nested c rvsock 61/91 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61/91 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
-    [vhost-hostile-guest]="single rvsock - 30 vhost-hostile"
-    [c-vhost-hostile-guest]="single c - 30 vhost-hostile"
+    [vhost-hostile-guest]="single rvsock - 31 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 31 vhost-hostile"
     [rvsock-regress]="single rvsock - 17 regress"
     [c-regress]="single c - 17 regress"
     # Live migration of a guest to a destination with another CID (nested).

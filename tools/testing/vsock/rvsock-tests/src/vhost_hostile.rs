@@ -913,7 +913,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
     };
     let mut e = Env { out: out.clone(), g, l, c1: None };
-    let checks: [(&str, Check); 21] = [
+    let checks: [(&str, Check); 22] = [
         ("connect", t_connect),
         ("g2h_data", t_g2h),
         ("h2g_split", t_h2g_split),
@@ -934,6 +934,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("rebind_lingering", t_rebind_lingering),
         ("listen_after_timeout", t_listen_after_timeout),
         ("connect_timer_restart", t_connect_timer_restart),
+        ("siocoutq", t_siocoutq),
         ("held_tx", t_held_tx),
     ];
     for (n, f) in checks {
