@@ -45,9 +45,6 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         if s.transport.is_none() || sk.state() != state::ESTABLISHED || s.local.port == VMADDR_PORT_ANY {
             return Err(errno!(ENOTCONN));
         }
-        if seq && len as u64 > s.conn.tx().buf_size() as u64 {
-            return Err(errno!(EMSGSIZE));
-        }
     }
     let mut timeout = sk.sndtimeo(flags & ffi::MSG_DONTWAIT != 0);
     // MSG_ZEROCOPY: with the caller's own completion (io_uring SEND_ZC), or once SO_ZEROCOPY
@@ -120,6 +117,13 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             let s = vsk(sk).st.lock();
             if s.conn.local_shutdown() & net::SEND_SHUTDOWN != 0 || s.conn.peer_shutdown() & net::RCV_SHUTDOWN != 0 {
                 err = Err(EPIPE);
+                break;
+            }
+            // A message larger than the window can never go: EMSGSIZE, decided once there is
+            // credit, as in-tree's seqpacket_enqueue (a non-blocking send into a full window
+            // gets EAGAIN first, a blocking one waits).
+            if seq && sent == 0 && len as u64 > u64::from(s.conn.tx().buf_size()) {
+                err = Err(errno!(EMSGSIZE));
                 break;
             }
         }

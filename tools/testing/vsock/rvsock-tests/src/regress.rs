@@ -589,6 +589,46 @@ where
     cx.out.result(&full, &r);
 }
 
+/// A SEQPACKET message larger than the send window: EMSGSIZE, but only once there is credit,
+/// as in-tree (seqpacket_enqueue checks after the credit wait): into a full window a
+/// non-blocking send gets EAGAIN, like any other. rvsock answered EMSGSIZE at once.
+fn t_seqpacket_emsgsize(port: u32) -> TestResult {
+    const MSG: usize = 4096;
+    let l = listen_on(libc::SOCK_SEQPACKET, port, 4)?;
+    let (c, s) = pair(&l, libc::SOCK_SEQPACKET, port)?;
+    let window = sys::getsockopt_u64(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("buffer size")? as usize;
+    sys::set_nonblocking(&c, true).or_fail("nonblocking")?;
+    let small = vec![7u8; MSG];
+    let mut n = 0usize;
+    loop {
+        match sys::send(&c, &small, 0) {
+            Ok(_) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) => return Err(format!("message {n}: {}", sys::describe(&e))),
+        }
+        if n > 2 * window / MSG {
+            return Err(format!("{n} messages of {MSG} bytes went into a {window}-byte window"));
+        }
+    }
+    let big = vec![8u8; window + 1];
+    let full = sys::send(&c, &big, 0);
+    let mut b = vec![0u8; MSG];
+    sys::set_io_timeout(&s, Duration::from_secs(5)).or_fail("timeout")?;
+    for i in 0..n {
+        sys::recv(&s, &mut b, 0).map_err(|e| format!("reading message {i}: {}", sys::describe(&e)))?;
+    }
+    sys::set_nonblocking(&c, false).or_fail("blocking")?;
+    let free = sys::send(&c, &big, 0);
+    match (sys::errno_of(&full), sys::errno_of(&free)) {
+        (libc::EAGAIN, libc::EMSGSIZE) => Ok(Outcome::Pass),
+        (a, b) => Err(format!(
+            "an oversized message into a full window: {}, then with credit: {} (expected EAGAIN, EMSGSIZE)",
+            sys::errno_name(a),
+            sys::errno_name(b)
+        )),
+    }
+}
+
 /// A test's name and body.
 type Test = (&'static str, Box<dyn FnOnce(&Ctx) -> TestResult + Send>);
 
@@ -622,6 +662,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("bind-eacces-no-side-effect", Box::new(move |c: &Ctx| regress_guest::t_bind_eacces(c, cid + 2))),
         ("loopback-source-cid", Box::new(|c: &Ctx| t_loopback_source_cid(c, 21011))),
         ("rcvlowat-above-buffer", Box::new(|_: &Ctx| t_rcvlowat(21012))),
+        ("seqpacket-emsgsize-after-credit", Box::new(|_: &Ctx| t_seqpacket_emsgsize(21014))),
         ("seqpacket-not-negotiated", Box::new(move |c: &Ctx| regress_guest::t_seqpacket_not_negotiated(c, cid + 3))),
         ("empty-message-flood", Box::new(move |c: &Ctx| regress_guest::t_empty_message_flood(c, cid + 4))),
     ];
