@@ -150,10 +150,7 @@ pub(crate) fn release(sk: Sk) {
         // SO_LINGER waits until what we sent has left (SIOCOUTQ 0: the transport took it,
         // and a queueing one has freed it), not for the peer to read it or to close
         // (upstream semantics since 6.16: close() on unread data does not linger).
-        let unsent = || {
-            vsk(sk).st.lock().conn.tx().unsent() == 0
-                && vsk(sk).tx_queued.load(core::sync::atomic::Ordering::Relaxed) == 0
-        };
+        let unsent = || crate::sock::outq(sk, &vsk(sk).st.lock()) == 0;
         let mut t = sk.lingertime();
         while t > 0 && !unsent() && !net::signal_pending() {
             t = sk.wait(&g, t, unsent);

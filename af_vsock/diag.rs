@@ -97,8 +97,7 @@ fn credit_info(sk: Sk, s: &VState) -> CreditInfo {
         peer_fwd_cnt: tx.peer_fwd_cnt(),
         tx_cnt: tx.tx_cnt(),
         in_flight: tx.in_flight(),
-        // SIOCOUTQ's figure: not yet taken by the transport, or held by it.
-        unsent: tx.unsent().saturating_add(crate::sock::vsk(sk).tx_queued.load(core::sync::atomic::Ordering::Relaxed)),
+        unsent: crate::sock::outq(sk, s),
         buf_alloc: rx.buf_alloc(),
         fwd_cnt: rx.fwd_cnt(),
         last_fwd_cnt: rx.last_fwd_cnt(),

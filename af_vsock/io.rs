@@ -412,10 +412,6 @@ fn stream_recv(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> 
     res
 }
 
-/// Puts the packets a reader took out of the queue (to copy them without the state lock)
-/// back in front of it, before any that arrived meanwhile. A transport reset purges the
-/// queue and nothing queued may outlive it: then they come back, for the caller to drop
-/// once the lock is released (freeing a zerocopy packet may wake its sender).
 /// Takes the whole receive queue out to copy from it without the state lock (only the reader
 /// under lock_sock removes packets); its memory still counts against the budget (`rx_lent`)
 /// until [`restore`] puts it back: a copy may sleep in a page fault for as long as user space
@@ -426,6 +422,10 @@ fn take_rxq(s: &mut VState) -> PktQueue {
     q
 }
 
+/// Puts the packets a reader took out of the queue (to copy them without the state lock)
+/// back in front of it, before any that arrived meanwhile. A transport reset purges the
+/// queue and nothing queued may outlive it: then they come back, for the caller to drop
+/// once the lock is released (freeing a zerocopy packet may wake its sender).
 fn restore(s: &mut VState, mut q: PktQueue) -> Option<PktQueue> {
     s.rx_lent = 0;
     if s.conn.is_reset() {
@@ -636,7 +636,5 @@ pub(crate) fn ioctl_queue(sk: Sk, inq: bool) -> Result<i32> {
     if sk.state() == state::LISTEN {
         return Err(EINVAL);
     }
-    // SIOCOUTQ: what the transport has not taken yet, and what it holds (`tx_queued`).
-    let out = s.conn.tx().unsent().saturating_add(vsk(sk).tx_queued.load(core::sync::atomic::Ordering::Relaxed));
-    Ok(if inq { s.conn.has_data() as i32 } else { out.min(i32::MAX as u32) as i32 })
+    Ok(if inq { s.conn.has_data() as i32 } else { crate::sock::outq(sk, &s).min(i32::MAX as u32) as i32 })
 }

@@ -382,6 +382,12 @@ pub(crate) fn charge_tx(sk: Sk, p: &mut Pkt) {
     p.set_owner(sk.as_ptr().cast());
 }
 
+/// SIOCOUTQ: payload bytes a send has not handed to the transport yet, and those a queueing
+/// transport still holds (`VSock::tx_queued`); SO_LINGER waits for 0.
+pub(crate) fn outq(sk: Sk, s: &VState) -> u32 {
+    s.conn.tx().unsent().saturating_add(vsk(sk).tx_queued.load(Ordering::Relaxed))
+}
+
 /// Whether `sk`'s packets in its transport leave room for another under `window` bytes.
 pub(crate) fn tx_mem_ok(sk: Sk, window: u32) -> bool {
     // SAFETY: live socket; a plain read of its write-memory counter.
