@@ -146,10 +146,11 @@ pub(crate) fn release(sk: Sk) {
         let _ = o.send(sk);
     }
     let mut wait_for_peer = r.0;
-    if wait_for_peer && sk.flag(net::SOCK_LINGER) {
+    if wait_for_peer && sk.flag(net::SOCK_LINGER) && !net::current_exiting() {
         // SO_LINGER waits until what we sent has left (SIOCOUTQ 0: the transport took it,
         // and a queueing one has freed it), not for the peer to read it or to close
-        // (upstream semantics since 6.16: close() on unread data does not linger).
+        // (upstream semantics since 6.16: close() on unread data does not linger). Not in
+        // an exiting task (as in-tree): after a SIGKILL no signal could end that wait.
         let unsent = || crate::sock::outq(sk, &vsk(sk).st.lock()) == 0;
         let mut t = sk.lingertime();
         while t > 0 && !unsent() && !net::signal_pending() {

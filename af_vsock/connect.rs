@@ -12,6 +12,15 @@ use crate::table::{global, vec_pop_front};
 use kernel::ffi::c_long;
 use kernel::prelude::*;
 
+/// A new connection state for another connect attempt, keeping what the user set on the
+/// socket that it holds (SO_RCVLOWAT: the credit policy's low-water mark; the buffer size is
+/// `buffer_size`). Not connected: nothing to send.
+fn fresh_conn(sk: Sk, buffer_size: u64) -> Conn {
+    let mut c = Conn::new(sock_type(sk), buffer_size);
+    let _ = c.set_rcvlowat(sk.rcvlowat(false, i32::MAX).max(1) as u32);
+    c
+}
+
 /// bind(2) core (`addr` already validated as a sockaddr_vm).
 fn do_bind(sk: Sk, addr: Addr) -> Result {
     let ns = vsk(sk).ns;
@@ -22,7 +31,9 @@ fn do_bind(sk: Sk, addr: Addr) -> Result {
     }
     bind_allowed(&g, addr)?;
     let port = if addr.port == VMADDR_PORT_ANY {
-        g.pick_port(addr.cid, ns).ok_or(errno!(EADDRNOTAVAIL))?
+        let pick = |c: &core::sync::atomic::AtomicU32| g.pick_port(addr.cid, ns, c);
+        let port = crate::netns::with_port_cursor(sk, pick).unwrap_or_else(|| pick(&g.port_cursor));
+        port.ok_or(errno!(EADDRNOTAVAIL))?
     } else {
         if g.find_bound(addr, ns).is_some() {
             return Err(errno!(EADDRINUSE));
@@ -143,9 +154,10 @@ fn assign_transport(sk: Sk) -> Result {
     let to_host = s.remote_flags & FLAG_TO_HOST != 0;
     let (t, via_host) = g.pick_transport(s.remote.cid, to_host, ns, fallback).ok_or(ENODEV)?;
     // The guest side of vsock is global (in-tree 7.x: the G2H transport's `stream_allow`
-    // refuses sockets of local namespaces).
+    // refuses sockets of local namespaces, and before it, for SEQPACKET, its
+    // `seqpacket_allow`: ESOCKTNOSUPPORT).
     if t.get().kind == crate::abi::TRANSPORT_G2H && ns & crate::abi::NS_LOCAL != 0 {
-        return Err(errno!(ENETUNREACH));
+        return Err(if sock_type(sk) == SockType::Seqpacket { errno!(ESOCKTNOSUPPORT) } else { errno!(ENETUNREACH) });
     }
     if via_host {
         s.remote_flags |= FLAG_TO_HOST;
@@ -202,7 +214,7 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
                 let mut s = vsk(sk).st.lock();
                 // A previous attempt may have failed: start from a clean slate.
                 if matches!(s.conn.state(), State::Closing) || s.conn.is_done() {
-                    s.conn = Conn::new(sock_type(sk), s.buffer_size);
+                    s.conn = fresh_conn(sk, s.buffer_size);
                 }
                 let c = s.conn.connect();
                 sk.set_err(0);
@@ -218,7 +230,7 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
                 // The request never left (in-tree: the transport's connect fails, e.g. ENODEV
                 // for a CID without a device): fail now instead of waiting for the timeout.
                 let mut s = vsk(sk).st.lock();
-                s.conn = Conn::new(sock_type(sk), s.buffer_size);
+                s.conn = fresh_conn(sk, s.buffer_size);
                 s.ss = ss::UNCONNECTED;
                 mirror(sk, &s);
                 return Err(e);
@@ -281,6 +293,7 @@ pub(crate) fn connect(sk: Sk, raw: &[u8], nonblock: bool) -> Result {
             mirror(sk, &s);
             drop(s);
             unhash_connected(sk);
+            cancel_queued(sk);
             return Err(errno!(ETIMEDOUT));
         }
     }
@@ -345,6 +358,25 @@ pub(crate) unsafe extern "C" fn connect_work_fn(w: *mut ffi::work_struct) {
         let after = apply(s_, &mut s, &a, None);
         drop(s);
         run_after(s_, after);
+        cancel_queued(s_);
+    }
+}
+
+/// A connect that timed out takes back what its transport still queues for the peer (its
+/// REQUEST), as in-tree's `vsock_transport_cancel_pkt`: a guest that took it late would
+/// accept a connection the host has given up. Called with the socket lock held, which keeps
+/// the socket's transport (and its module) while the callback runs; no spinlock held.
+fn cancel_queued(sk: Sk) {
+    let (t, cid) = {
+        let s = vsk(sk).st.lock();
+        match &s.transport {
+            Some(r) => (r.ptr(), s.remote.cid),
+            None => return,
+        }
+    };
+    if let Some(f) = t.get().cancel_pkt {
+        // SAFETY: the transport's own callback with its own descriptor, pinned as above.
+        unsafe { f(t.0, sk.as_ptr().cast(), cid, vsk(sk).ns) };
     }
 }
 

@@ -190,7 +190,12 @@ fn alloc_sock(net_: *mut ffi::net, sock: *mut ffi::socket, ty: u16, kern: c_int,
 pub(crate) fn new_child(lsk: Sk, parent: &Inherit) -> Result<SkRef> {
     // SAFETY: the listener is live; reading its namespace pointer.
     let net_ = unsafe { ffi::rvsock_sock_net(lsk.as_ptr()) };
-    alloc_sock(net_, core::ptr::null_mut(), lsk.ty(), 0, Some(parent))
+    let child = alloc_sock(net_, core::ptr::null_mut(), lsk.ty(), 0, Some(parent))?;
+    // The child takes the listener's security label (SELinux: its sid), as in-tree: otherwise
+    // an LSM checks the accepted socket's calls against an unlabeled socket.
+    // SAFETY: both sockets are live; the child is fresh and not yet visible to anybody.
+    unsafe { ffi::rvsock_security_sk_clone(lsk.as_ptr(), child.sk().as_ptr()) };
+    Ok(child)
 }
 
 unsafe extern "C" fn op_create(net_: *mut ffi::net, sock: *mut ffi::socket, protocol: c_int, kern: c_int) -> c_int {
@@ -431,9 +436,14 @@ unsafe extern "C" fn op_setsockopt(sock: *mut ffi::socket, level: c_int, name: c
                 return r;
             }
             let hz = net::msecs_to_jiffies(1000) as i64;
-            if tv.tv_sec >= 0 && tv.tv_usec < 1_000_000 && tv.tv_usec >= 0 && tv.tv_sec < (c_long::MAX as i64 / hz - 1) {
-                let per = 1_000_000 / hz;
-                let mut j = tv.tv_sec * hz + (tv.tv_usec + per - 1) / per;
+            // In-tree's range check has no lower bound on tv_usec and rounds it up as an
+            // unsigned long: a negative one is accepted (a timeout of some 10^15 jiffies, or
+            // none from -1 .. -(USEC_PER_SEC/HZ - 2), where the rounding wraps). The same here,
+            // saturating where in-tree's long would overflow.
+            if tv.tv_sec >= 0 && tv.tv_usec < 1_000_000 && tv.tv_sec < (c_long::MAX as i64 / hz - 1) {
+                let per = (1_000_000 / hz) as u64;
+                let usec = (tv.tv_usec as u64).wrapping_add(per - 1) / per;
+                let mut j = (tv.tv_sec * hz).saturating_add(i64::try_from(usec).unwrap_or(i64::MAX));
                 if j == 0 {
                     j = 2 * hz;
                 }

@@ -7,6 +7,7 @@ use crate::ffi;
 use kernel::ffi::{c_int, c_long};
 use core::ptr::NonNull;
 use kernel::prelude::*;
+use kernel::types::Opaque;
 
 /// `sk_state` values used by vsock (the TCP numbering, as in-tree).
 pub(crate) mod state {
@@ -365,6 +366,13 @@ pub(crate) fn signal_pending() -> bool {
     unsafe { ffi::rvsock_signal_pending() }
 }
 
+/// Whether the current task is exiting (`PF_EXITING`): a close from `do_exit` (the last
+/// reference of a file dropped by an exiting process), which no signal can interrupt.
+pub(crate) fn current_exiting() -> bool {
+    // SAFETY: reads `current`'s flags.
+    unsafe { ffi::rvsock_current_exiting() }
+}
+
 /// errno for an interrupted wait (`sock_intr_errno`): EINTR or ERESTARTSYS.
 pub(crate) fn intr_errno(timeo: c_long) -> Error {
     // SAFETY: pure function of its argument.
@@ -492,8 +500,10 @@ pub(crate) fn get_user_bytes(dst: &mut [u8], src: *const u8) -> Result {
     if left == 0 { Ok(()) } else { Err(EFAULT) }
 }
 
-/// A delayed work item embedded in a socket; its function gets the socket back.
-pub(crate) struct DelayedWork(ffi::delayed_work);
+/// A delayed work item embedded in a socket; its function gets the socket back. `Opaque`:
+/// the timer and the workqueue change it behind shared references.
+#[repr(transparent)]
+pub(crate) struct DelayedWork(Opaque<ffi::delayed_work>);
 
 impl DelayedWork {
     /// Initialises the work item in place.
@@ -502,26 +512,26 @@ impl DelayedWork {
     /// `w` points to memory that stays valid (and unmoved) until the work is cancelled.
     pub(crate) unsafe fn init(w: *mut DelayedWork, f: unsafe extern "C" fn(*mut ffi::work_struct)) {
         // SAFETY: per the contract, `w` is valid; INIT_DELAYED_WORK initialises every field.
-        unsafe { ffi::rvsock_init_delayed_work(core::ptr::addr_of_mut!((*w).0), Some(f)) }
+        unsafe { ffi::rvsock_init_delayed_work(ffi::opaque_raw(core::ptr::addr_of!((*w).0)), Some(f)) }
     }
 
     /// Queues the work after `delay` jiffies on the system workqueue; false if already queued.
     pub(crate) fn schedule(&self, delay: u64) -> bool {
         // SAFETY: the work item was initialised by `init`; the system workqueue is static.
-        unsafe { ffi::rvsock_schedule_delayed_work(&self.0 as *const _ as *mut _, delay as _) }
+        unsafe { ffi::rvsock_schedule_delayed_work(self.0.get(), delay as _) }
     }
 
     /// Cancels a pending (not running) work item; true if it was pending.
     pub(crate) fn cancel(&self) -> bool {
         // SAFETY: the work item was initialised by `init`.
-        unsafe { ffi::cancel_delayed_work(&self.0 as *const _ as *mut _) }
+        unsafe { ffi::cancel_delayed_work(self.0.get()) }
     }
 
     /// Cancels the work item and waits for a run in progress (which may requeue itself) to
     /// end (process context, may sleep).
     pub(crate) fn cancel_sync(&self) {
         // SAFETY: the work item was initialised by `init`.
-        unsafe { ffi::cancel_delayed_work_sync(&self.0 as *const _ as *mut _) };
+        unsafe { ffi::cancel_delayed_work_sync(self.0.get()) };
     }
 
     /// Recovers the containing `DelayedWork` from the `work_struct` passed to the function.
@@ -535,8 +545,9 @@ impl DelayedWork {
 }
 
 /// A work item embedded in a socket (no timer: 56 bytes smaller than a `DelayedWork`); its
-/// function gets the socket back.
-pub(crate) struct Work(ffi::work_struct);
+/// function gets the socket back. `Opaque` as `DelayedWork`.
+#[repr(transparent)]
+pub(crate) struct Work(Opaque<ffi::work_struct>);
 
 impl Work {
     /// Initialises the work item in place.
@@ -546,13 +557,13 @@ impl Work {
     /// cancelled.
     pub(crate) unsafe fn init(w: *mut Work, f: unsafe extern "C" fn(*mut ffi::work_struct)) {
         // SAFETY: per the contract, `w` is valid; INIT_WORK initialises every field.
-        unsafe { ffi::rvsock_init_work(core::ptr::addr_of_mut!((*w).0), Some(f)) }
+        unsafe { ffi::rvsock_init_work(ffi::opaque_raw(core::ptr::addr_of!((*w).0)), Some(f)) }
     }
 
     /// Queues the work on the system workqueue; false if already queued.
     pub(crate) fn schedule(&self) -> bool {
         // SAFETY: the work item was initialised by `init`; the system workqueue is static.
-        unsafe { ffi::rvsock_schedule_work(&self.0 as *const _ as *mut _) }
+        unsafe { ffi::rvsock_schedule_work(self.0.get()) }
     }
 
     /// Recovers the containing `Work` from the `work_struct` passed to the function.

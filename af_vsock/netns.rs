@@ -48,6 +48,10 @@ struct NetData {
     child_locked: AtomicU32,
     /// `g2h_fallback`, written as a C `int` by `proc_dointvec_minmax` through `data`.
     g2h_fallback: AtomicI32,
+    /// The ephemeral-port cursor of bind(2) with VMADDR_PORT_ANY (0 until the first one),
+    /// one per namespace as in 7.3 in-tree: a namespace does not see its ports advance with
+    /// another's binds. Moved only under the global table lock (`Global::pick_port`).
+    port: AtomicU32,
     /// The registered sysctl table.
     hdr: *mut ffi::ctl_table_header,
     /// This namespace's copy of the table (`data` points into this struct).
@@ -101,6 +105,16 @@ pub(crate) fn g2h_fallback(sk: Sk) -> bool {
     unsafe { d.as_ref() }.map_or(true, |d| d.g2h_fallback.load(Ordering::Relaxed) != 0)
 }
 
+/// Runs `f` with the ephemeral-port cursor of `sk`'s namespace; `None` when the namespace has
+/// no data of ours yet (one that existed before rvsock was loaded, until its `init` ran).
+pub(crate) fn with_port_cursor<R>(sk: Sk, f: impl FnOnce(&AtomicU32) -> R) -> Option<R> {
+    // SAFETY: as in `tag_of_sk`.
+    let d = data(unsafe { ffi::rvsock_sock_net(sk.as_ptr()) });
+    // SAFETY: as in `tag_of`; the reference does not outlive this call, during which the
+    // socket (and so its namespace) is live.
+    unsafe { d.as_ref() }.map(|d| f(&d.port))
+}
+
 /// The tag of the calling task's namespace (exported: vhost tags a device with its opener's).
 #[no_mangle]
 pub(crate) extern "C" fn rvsock_current_ns() -> u64 {
@@ -145,6 +159,12 @@ unsafe fn mode_string(
     }
     if write == 0 {
         return Ok(None);
+    }
+    // A write of the buffer's size or more is refused whatever it starts with (in-tree:
+    // "local\nXX" is EINVAL, not "local").
+    // SAFETY: `lenp` is the handler's live length argument.
+    if unsafe { *lenp } >= s.len() {
+        return Err(EINVAL.to_errno());
     }
     let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
     match &s[..end] {

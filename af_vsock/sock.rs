@@ -185,7 +185,8 @@ impl VState {
 /// [`VSock::init`] before first use; the Rust fields are dropped by `destruct`.
 #[repr(C)]
 pub(crate) struct VSock {
-    sk: ffi::sock,
+    /// Never read or written through the Rust field: C changes it behind `&VSock`.
+    sk: kernel::types::Opaque<ffi::sock>,
     /// Connection state.
     pub(crate) st: SpinLock<VState>,
     /// Held from stamping a packet's credit fields (`Conn::stamp`, under `st`) until a

@@ -12,7 +12,7 @@ use crate::ffi;
 use crate::net::{Sk, SkRef};
 use crate::proto::conn::State;
 use crate::proto::hdr::{Addr, LAST_RESERVED_PORT, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL, VMADDR_PORT_ANY};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::sync::SpinLock;
@@ -67,11 +67,26 @@ pub(crate) struct Global {
     pub(crate) g2h: Option<TransportPtr>,
     /// Host-to-guest transport.
     pub(crate) h2g: Option<TransportPtr>,
-    next_port: u32,
+    /// The ephemeral-port cursor of namespaces without data of ours (`netns::with_port_cursor`).
+    pub(crate) port_cursor: AtomicU32,
+    /// The buckets' hash seed (random, fixed at load).
+    seed: u32,
 }
 
-fn bucket(port: u32) -> usize {
-    (port as usize) % BUCKETS
+impl Global {
+    /// The bound-table bucket of `port`. Hashed with a secret seed, so that nobody can choose
+    /// ports that all land in one bucket: a bucket is one vector, and a huge one would make
+    /// every bind in it fail for want of a large atomic allocation (in-tree's lists cannot).
+    fn bucket(&self, port: u32) -> usize {
+        // SAFETY: a pure function.
+        (unsafe { ffi::rvsock_jhash_3words(port, 0, 0, self.seed) }) as usize % BUCKETS
+    }
+
+    /// The connected-table bucket of a connection (seeded as `bucket`).
+    fn conn_bucket(&self, remote: Addr, local: Addr) -> usize {
+        // SAFETY: a pure function.
+        (unsafe { ffi::rvsock_jhash_3words(remote.cid, remote.port, local.port, self.seed) }) as usize % BUCKETS
+    }
 }
 
 fn sk_bucket(sk: Sk) -> usize {
@@ -111,9 +126,6 @@ fn resettable(c: &crate::proto::conn::Conn) -> bool {
     }
 }
 
-fn conn_bucket(remote: Addr, local: Addr) -> usize {
-    (remote.cid.wrapping_mul(31).wrapping_add(remote.port) ^ local.port) as usize % BUCKETS
-}
 
 impl Global {
     fn new() -> Result<Self> {
@@ -132,15 +144,16 @@ impl Global {
             local: None,
             g2h: None,
             h2g: None,
+            port_cursor: AtomicU32::new(0),
             // SAFETY: plain call to the kernel's random source.
-            next_port: unsafe { ffi::get_random_u32() },
+            seed: unsafe { ffi::get_random_u32() },
         })
     }
 
     /// The socket bound to `addr` that namespace `ns` sees (a CID_ANY on either side matches
     /// any CID).
     pub(crate) fn find_bound(&self, addr: Addr, ns: u64) -> Option<&SkRef> {
-        self.bound[bucket(addr.port)].iter().find_map(|(a, s)| {
+        self.bound[self.bucket(addr.port)].iter().find_map(|(a, s)| {
             let hit = a.port == addr.port
                 && (a.cid == addr.cid || a.cid == VMADDR_CID_ANY || addr.cid == VMADDR_CID_ANY)
                 && ns_reach(crate::sock::vsk(s.sk()).ns, ns);
@@ -150,7 +163,7 @@ impl Global {
 
     /// The connected socket for a packet of namespace `ns` from `remote` to `local`.
     pub(crate) fn find_connected(&self, remote: Addr, local: Addr, ns: u64) -> Option<&SkRef> {
-        self.connected[conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
+        self.connected[self.conn_bucket(remote, local)].iter().find_map(|(r, l, s)| {
             let hit = *r == remote
                 && l.port == local.port
                 && (l.cid == local.cid || l.cid == VMADDR_CID_ANY)
@@ -159,34 +172,45 @@ impl Global {
         })
     }
 
-    /// Picks a free ephemeral port for `cid` as in-tree does: from a cursor with a random
-    /// start, 1024 and up, giving up (EADDRNOTAVAIL) after `MAX_PORT_RETRIES` taken ports in
-    /// a row (upstream vsock_test "transport release use-after-free" relies on that).
-    pub(crate) fn pick_port(&mut self, cid: u32, ns: u64) -> Option<u32> {
+    /// Picks a free ephemeral port for `cid` as in-tree does: from the namespace's `cursor`
+    /// (callers hold the global lock, so its load and store do not race), whose start is random,
+    /// 1024 and up, giving up (EADDRNOTAVAIL) after `MAX_PORT_RETRIES` taken ports in a row
+    /// (upstream vsock_test "transport release use-after-free" relies on that).
+    pub(crate) fn pick_port(&self, cid: u32, ns: u64, cursor: &AtomicU32) -> Option<u32> {
         const MAX_PORT_RETRIES: u32 = 24;
+        let mut next = cursor.load(Ordering::Relaxed);
+        if next == 0 {
+            // SAFETY: plain call to the kernel's random source.
+            next = unsafe { ffi::get_random_u32() };
+        }
+        let mut found = None;
         for _ in 0..MAX_PORT_RETRIES {
-            if self.next_port == VMADDR_PORT_ANY || self.next_port <= LAST_RESERVED_PORT {
-                self.next_port = LAST_RESERVED_PORT + 1;
+            if next == VMADDR_PORT_ANY || next <= LAST_RESERVED_PORT {
+                next = LAST_RESERVED_PORT + 1;
             }
-            let p = self.next_port;
-            self.next_port = self.next_port.wrapping_add(1);
+            let p = next;
+            next = next.wrapping_add(1);
             if self.find_bound(Addr { cid, port: p }, ns).is_none() {
-                return Some(p);
+                found = Some(p);
+                break;
             }
         }
-        None
+        cursor.store(next, Ordering::Relaxed);
+        found
     }
 
     /// Inserts a bound socket (of its namespace, `VSock::ns`).
     pub(crate) fn insert_bound(&mut self, addr: Addr, sk: Sk) -> Result {
-        let b = &mut self.bound[bucket(addr.port)];
-        b.push((addr, sk.hold()), GFP_ATOMIC)?;
+        let i = self.bucket(addr.port);
+        let b = &mut self.bound[i];
+        b.push((addr, sk.hold()), GFP_ATOMIC | __GFP_NOWARN)?;
         Ok(())
     }
 
     /// Removes a bound socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_bound(&mut self, sk: Sk, port: u32) -> Option<SkRef> {
-        let b = &mut self.bound[bucket(port)];
+        let i = self.bucket(port);
+        let b = &mut self.bound[i];
         let i = b.iter().position(|(_, s)| s.sk().as_ptr() == sk.as_ptr())?;
         let e = vec_swap_remove(b, i);
         vec_shrink(b);
@@ -195,14 +219,16 @@ impl Global {
 
     /// Inserts a connected socket (of its namespace, `VSock::ns`).
     pub(crate) fn insert_connected(&mut self, remote: Addr, local: Addr, sk: Sk) -> Result {
-        let b = &mut self.connected[conn_bucket(remote, local)];
-        b.push((remote, local, sk.hold()), GFP_ATOMIC)?;
+        let i = self.conn_bucket(remote, local);
+        let b = &mut self.connected[i];
+        b.push((remote, local, sk.hold()), GFP_ATOMIC | __GFP_NOWARN)?;
         Ok(())
     }
 
     /// Removes a connected socket, returning its reference for the caller to drop unlocked.
     pub(crate) fn remove_connected(&mut self, sk: Sk, remote: Addr, local: Addr) -> Option<SkRef> {
-        let b = &mut self.connected[conn_bucket(remote, local)];
+        let i = self.conn_bucket(remote, local);
+        let b = &mut self.connected[i];
         let i = b.iter().position(|(_, _, s)| s.sk().as_ptr() == sk.as_ptr())?;
         let e = vec_swap_remove(b, i);
         vec_shrink(b);
@@ -211,7 +237,7 @@ impl Global {
 
     /// Lists a socket that is not bound yet.
     pub(crate) fn insert_unbound(&mut self, sk: Sk) -> Result {
-        self.unbound[sk_bucket(sk)].push(sk.hold(), GFP_ATOMIC)?;
+        self.unbound[sk_bucket(sk)].push(sk.hold(), GFP_ATOMIC | __GFP_NOWARN)?;
         Ok(())
     }
 

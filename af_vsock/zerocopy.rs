@@ -348,14 +348,17 @@ pub(crate) fn frag(ext: *mut core::ffi::c_void, i: usize) -> Option<(*mut ffi::p
 /// taken. On failure the iterator is where it was and `z` holds what was pinned (the caller
 /// drops it, which releases the pages).
 fn pin(z: &mut KBox<ZcPages>, msg: &mut Msg, n: usize) -> Result<usize> {
-    // SAFETY: the live msg's iterator, user-backed (the callers check `Msg::user_backed`).
+    // SAFETY: the live msg's iterator: user-backed (a plain send or MSG_ZEROCOPY; callers
+    // check `Msg::user_backed`) or io_uring SEND_ZC's fixed buffer (a bvec whose pages the
+    // ring keeps and `iov_iter_get_pages2` takes references on).
     unsafe { pin_iter(z, msg.iter_ptr(), n) }
 }
 
 /// [`pin`] on a raw iterator.
 ///
 /// # Safety
-/// `iter` is a live user-backed iterator of the calling task's address space.
+/// `iter` is a live iterator of the calling task whose pages `iov_iter_get_pages2` takes
+/// references on: user-backed (of the task's address space) or a bvec of live pages.
 unsafe fn pin_iter(z: &mut KBox<ZcPages>, iter: *mut ffi::iov_iter, n: usize) -> Result<usize> {
     let mut got = 0usize;
     let mut pages = [core::ptr::null_mut::<ffi::page>(); MAX_FRAGS];

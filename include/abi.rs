@@ -46,7 +46,7 @@ pub struct RawPkt {
     pub ns: u64,
     /// Core-private: the socket (`struct sock`) a data packet is charged to while a queueing
     /// transport holds it (`alloc_size(cap)` bytes of its `sk_wmem_alloc`, released by
-    /// `rvsock_pkt_free`); null for every other packet. Transports never touch it.
+    /// `rvsock_pkt_free`); null for every other packet. Transports only compare it (`cancel_pkt`).
     pub owner: *mut c_void,
     /// Header in virtio wire format (little endian).
     pub hdr: [u8; HDR_LEN],
@@ -126,6 +126,12 @@ pub struct RawTransport {
     /// that `ns_reach` it).
     /// Called with the core's global lock held: it may take the transport's own locks only.
     pub has_remote_cid: Option<unsafe extern "C" fn(t: *const RawTransport, remote_cid: u32, ns: u64) -> bool>,
+    /// Drops the packets charged to socket `owner` (`RawPkt::owner`) that a queueing
+    /// transport still holds for `remote_cid` (namespace `ns`): a connect that timed out takes
+    /// its REQUEST back (in-tree `cancel_pkt`), so that a guest that takes it late does not
+    /// accept a connection the host has given up. `None`: the transport queues nothing.
+    /// Process context, no rvsock spinlock held.
+    pub cancel_pkt: Option<unsafe extern "C" fn(t: *const RawTransport, owner: *mut c_void, remote_cid: u32, ns: u64)>,
     /// Transport private data.
     pub priv_: *mut c_void,
 }

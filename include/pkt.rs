@@ -106,6 +106,12 @@ impl Pkt {
         self.raw_mut().owner = sk;
     }
 
+    /// The socket the packet is charged to (`RawPkt::owner`; null if none): transports only
+    /// compare it (`RawTransport::cancel_pkt`).
+    pub fn owner(&self) -> *mut core::ffi::c_void {
+        self.raw().owner
+    }
+
     /// The namespace tag (`RawPkt::ns`).
     pub fn ns(&self) -> u64 {
         self.raw().ns
@@ -132,6 +138,17 @@ impl Pkt {
         r.ext = ext;
         r.len = len;
         r.off = 0;
+    }
+
+    /// The raw packet, lent for a call into the core's ABI for as long as `self` is borrowed.
+    pub fn raw_ptr(&mut self) -> *mut RawPkt {
+        self.0.as_ptr()
+    }
+
+    /// The word the ABI leaves to the transport holding the packet (`RawPkt::xmark`; the
+    /// core never reads it).
+    pub fn xmark_mut(&mut self) -> &mut u32 {
+        &mut self.raw_mut().xmark
     }
 
     /// Start of header + payload, as one buffer of `HDR_LEN + cap` bytes (for DMA mapping).
@@ -318,6 +335,17 @@ impl PktQueue {
         // dropped (`ManuallyDrop`), so ownership stays with the queue while `f` looks at it.
         let head = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(self.head) }?);
         if f(&head) { self.pop_front() } else { None }
+    }
+
+    /// Takes out the packets `f` picks, in their order; the rest stay in theirs.
+    pub fn extract(&mut self, mut f: impl FnMut(&Pkt) -> bool) -> PktQueue {
+        let mut keep = PktQueue::new();
+        let mut out = PktQueue::new();
+        while let Some(p) = self.pop_front() {
+            if f(&p) { out.push_back(p) } else { keep.push_back(p) }
+        }
+        *self = keep;
+        out
     }
 
     /// Moves every packet of `front` ahead of this queue's, in their order (a reader giving

@@ -6,6 +6,8 @@
 #include <linux/module.h>
 #include <linux/sched/signal.h>
 #include <linux/capability.h>
+#include <linux/security.h>
+#include <linux/jhash.h>
 #include <net/sock.h>
 #include <linux/skbuff.h>
 #include <linux/nsproxy.h>
@@ -27,6 +29,10 @@ int rvsock_sock_intr_errno(long timeo) { return sock_intr_errno(timeo); }
 int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len) { return sock_rcvlowat(sk, waitall, len); }
 void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p) { sock_poll_wait(filp, sock, p); }
 bool rvsock_signal_pending(void) { return signal_pending(current); }
+bool rvsock_current_exiting(void) { return current->flags & PF_EXITING; }
+/* An exported function with CONFIG_SECURITY_NETWORK, a static inline without. */
+void rvsock_security_sk_clone(const struct sock *sk, struct sock *newsk) { security_sk_clone(sk, newsk); }
+u32 rvsock_jhash_3words(u32 a, u32 b, u32 c, u32 initval) { return jhash_3words(a, b, c, initval); }
 size_t rvsock_copy_from_iter(void *addr, size_t bytes, struct iov_iter *i) { return copy_from_iter(addr, bytes, i); }
 size_t rvsock_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i) { return copy_to_iter(addr, bytes, i); }
 size_t rvsock_iov_iter_count(const struct iov_iter *i) { return iov_iter_count(i); }
@@ -156,6 +162,7 @@ int rvsock_skb_store_page(struct sk_buff *skb, int offset, struct page *page, si
 	return r;
 }
 /* vhost_vsock */
+#include <linux/fs.h>
 #include <linux/mutex.h>
 #include <linux/eventfd.h>
 #include <linux/slab.h>
@@ -163,6 +170,8 @@ void rvsock_mutex_lock(struct mutex *m) { mutex_lock(m); }
 void rvsock_eventfd_signal(struct eventfd_ctx *ctx) { eventfd_signal(ctx); }
 void *rvsock_kvzalloc(size_t size, gfp_t gfp) { return kvzalloc(size, gfp); }
 struct task_struct *rvsock_current(void) { return current; }
+/* compat_ptr_ioctl, or NULL on a kernel without CONFIG_COMPAT (linux/fs.h defines it so). */
+rvsock_ioctl_fn rvsock_compat_ptr_ioctl(void) { return compat_ptr_ioctl; }
 #ifdef RVSOCK_SHIM_VHOST
 #include "vhost.h"
 /* acked_features is a union member (with acked_features_array) since 7.x: C names it alike. */

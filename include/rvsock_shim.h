@@ -23,6 +23,9 @@ int rvsock_sock_intr_errno(long timeo);
 int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len);
 void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p);
 bool rvsock_signal_pending(void);
+bool rvsock_current_exiting(void);
+void rvsock_security_sk_clone(const struct sock *sk, struct sock *newsk);
+u32 rvsock_jhash_3words(u32 a, u32 b, u32 c, u32 initval);
 size_t rvsock_copy_from_iter(void *addr, size_t bytes, struct iov_iter *i);
 size_t rvsock_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i);
 size_t rvsock_iov_iter_count(const struct iov_iter *i);
@@ -122,6 +125,9 @@ struct task_struct *rvsock_current(void);
 struct vhost_virtqueue;
 void rvsock_vq_set_acked_features(struct vhost_virtqueue *vq, u64 features);
 bool rvsock_vhost_has_feature(struct vhost_virtqueue *vq, int bit);
+struct file;
+typedef long (*rvsock_ioctl_fn)(struct file *, unsigned int, unsigned long);
+rvsock_ioctl_fn rvsock_compat_ptr_ioctl(void);
 #endif
 /* virtio_transport */
 #ifndef RVSOCK_SHIM_VIRTIO_H

@@ -20,7 +20,7 @@ declare -A SCEN=(
     [c-loopback]="single c - 67/82 loopback"
     [c-nested]="nested c c 61/91 nested-l1"
     [rvsock-loopback]="single rvsock - 67/82 loopback"
-    [rvsock-selftest]="single both - 72 selftest"
+    [rvsock-selftest]="single both - 74 selftest"
     [rvsock-soak]="single rvsock - 43 soak"
     [c-soak]="single c - 43 soak"
     [c-vhost-user]="vhostuser c - 12 vhost-user-guest"
@@ -28,8 +28,8 @@ declare -A SCEN=(
     [nested-c-host-rvsock-guest]="nested c rvsock 61/91 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61/91 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
-    [vhost-hostile-guest]="single rvsock - 31 vhost-hostile"
-    [c-vhost-hostile-guest]="single c - 31 vhost-hostile"
+    [vhost-hostile-guest]="single rvsock - 33 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 33 vhost-hostile"
     [rvsock-regress]="single rvsock - 18 regress"
     [c-regress]="single c - 18 regress"
     # Live migration of a guest to a destination with another CID (nested).
@@ -44,8 +44,8 @@ declare -A SCEN=(
     [rvsock-kernel-consumers]="nested rvsock rvsock 13 kconsumers-l1"
     [c-observe]="nested c c 29 observe-l1"
     # Network namespaces (upstream 7.3 vmtest.sh's tests, nested; no C reference on 6.12).
-    [rvsock-netns]="nested rvsock rvsock 29 netns-l1"
-    [c-netns]="nested c c 29 netns-l1"
+    [rvsock-netns]="nested rvsock rvsock 30 netns-l1"
+    [c-netns]="nested c c 30 netns-l1"
     # The newest (7.3) vsock_test test by test, both directions, nested (run when named).
     [c-nested-vt7]="nested c c 82 nested-vt7-l1"
     [nested-c-host-rvsock-guest-vt7]="nested c rvsock 82 nested-vt7-l1"

@@ -121,6 +121,9 @@ pub(crate) struct VhostVsock {
     pub(crate) ns: u64,
     /// The guest negotiated VIRTIO_VSOCK_F_SEQPACKET.
     seqpacket: AtomicBool,
+    /// The device has run (`SET_RUNNING` 1) since it was opened: until then host packets for
+    /// its CID fail at once (`started`).
+    started: AtomicBool,
     /// Replies queued and not yet sent: TX processing pauses while there are a ring's worth,
     /// so a guest that posts no receive buffers cannot make us queue without bound.
     queued_replies: AtomicI32,
@@ -204,6 +207,16 @@ impl Pending {
     /// Bucket `i` sent `bytes` (headers included).
     fn charge(&mut self, i: usize, bytes: usize) {
         self.sched.charge(&mut self.b, i, u32::try_from(bytes).unwrap_or(u32::MAX));
+    }
+
+    /// The packets charged to socket `owner`, out of every bucket (a bucket emptied so is
+    /// skipped by the scheduler's next turn).
+    fn take_owned(&mut self, owner: *mut c_void) -> PktQueue {
+        let mut all = PktQueue::new();
+        for b in self.b.0.iter_mut() {
+            all.prepend(b.q.extract(|p| p.owner() == owner));
+        }
+        all
     }
 
     /// Every queued packet (the device is going away).
@@ -302,23 +315,15 @@ unsafe extern "C" fn send_pkt_work(work: *mut ffi::vhost_work) {
     }
 }
 
-/// The raw packet behind a handle (its `hdr` field is what `wire_ptr` points to).
-fn raw_of(p: &mut Pkt) -> *mut RawPkt {
-    p.wire_ptr().wrapping_sub(core::mem::offset_of!(RawPkt, hdr)).cast()
-}
-
 /// Sets a packet's reply mark, returning the previous one.
 fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
-    let raw = raw_of(p);
-    // SAFETY: `raw` is the live packet `p` owns, borrowed mutably; `xmark` is the word the
-    // ABI leaves to the transport holding the packet (the core never reads it).
-    unsafe { core::mem::replace(&mut (*raw).xmark, mark) }
+    core::mem::replace(p.xmark_mut(), mark)
 }
 
 /// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pages (a MSG_ZEROCOPY
 /// send's, or a large payload's own); returns the bytes copied.
 fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
-    let raw = raw_of(p);
+    let raw = p.raw_ptr();
     // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
     unsafe { crate::abi::rvsock_pkt_copy_to_iter(raw, 0, n, it.as_mut_ptr()) }
 }
@@ -401,6 +406,17 @@ impl VhostVsock {
         self.guest_cid.store(cid, Relaxed);
     }
 
+    /// Whether the device has run since it was opened. Until then (the guest's driver not up
+    /// yet: firmware, boot; or a migration's destination before it takes over) host packets
+    /// for its CID fail with EHOSTUNREACH instead of queueing: a connect fails at once, as in
+    /// 7.3 in-tree, and no closed socket stays pinned by a REQUEST queued for a guest that
+    /// may never come. A device stopped after it ran (a paused VM, the source of a migration,
+    /// the guest resetting its device) keeps queueing, as 6.12 in-tree does: a pause does not
+    /// fail its connections' writes (7.3 in-tree fails them too).
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Relaxed)
+    }
+
     /// Whether the guest negotiated SEQPACKET.
     pub(crate) fn seqpacket(&self) -> bool {
         self.seqpacket.load(Relaxed)
@@ -419,6 +435,20 @@ impl VhostVsock {
         // SAFETY: `send_work` lives as long as the device; `release` flushes the worker after
         // removing the device from the table, which this call runs under.
         unsafe { self.rx().work_queue(self.send_work.get()) };
+    }
+
+    /// Takes out the packets charged to socket `owner` that wait for guest receive buffers
+    /// (`cancel_pkt`), for the caller to free; a reply among them no longer counts.
+    pub(crate) fn cancel(&self, owner: *mut c_void) -> PktQueue {
+        let mut gone = self.pending.lock().take_owned(owner);
+        let mut replies = 0;
+        let mut keep = PktQueue::new();
+        while let Some(mut p) = gone.pop_front() {
+            replies += i32::from(swap_mark(&mut p, 0) == MARK_REPLY);
+            keep.push_back(p);
+        }
+        self.queued_replies.fetch_sub(replies, Relaxed);
+        keep
     }
 
     /// Puts `p`, taken from bucket `i`, back at the front of it.
@@ -792,7 +822,8 @@ impl VhostVsock {
             }
             return res;
         }
-        // Packets may have been queued before the device ran.
+        self.started.store(true, Relaxed);
+        // Packets may have been queued while the device was stopped.
         // SAFETY: `send_work` lives as long as the device.
         unsafe { self.rx().work_queue(self.send_work.get()) };
         drop(dg);

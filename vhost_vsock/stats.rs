@@ -132,17 +132,25 @@ impl Stats {
         }
     }
 
-    /// Logs a released device's drops, if it had any.
+    /// Logs a released device's drops, if it had any: the first 8 such releases, then the
+    /// 16th, 32nd, 64th... (whoever may open /dev/vhost-vsock can make a device drop and
+    /// release it in a loop; in-tree's `vq_err` is `pr_debug`). Each line says its number.
     pub(crate) fn report(&self, cid: u32) {
+        static REPORTS: AtomicU64 = AtomicU64::new(0);
         let s = self;
         let dropped = [&s.bad_chain, &s.truncated, &s.spoofed, &s.misaddressed, &s.oversized, &s.fault, &s.nomem, &s.bad_rx_buf]
             .iter()
             .map(|c| c.load(Relaxed))
             .sum::<u64>();
-        if dropped != 0 {
+        if dropped == 0 {
+            return;
+        }
+        let n = REPORTS.fetch_add(1, Relaxed) + 1;
+        if n <= 8 || n.is_power_of_two() {
             pr_info!(
-                "guest cid {}: {} packets delivered, {} sent; dropped: {} spoofed, {} misaddressed, {} truncated, {} oversized, {} bad chains, {} faults, {} no memory, {} bad rx buffers\n",
+                "guest cid {} (drop report {}; from the 8th only the 16th, 32nd, ...): {} packets delivered, {} sent; dropped: {} spoofed, {} misaddressed, {} truncated, {} oversized, {} bad chains, {} faults, {} no memory, {} bad rx buffers\n",
                 cid,
+                n,
                 s.delivered.load(Relaxed),
                 s.sent.load(Relaxed),
                 s.spoofed.load(Relaxed),

@@ -50,7 +50,7 @@ impl Vq {
     /// Takes the virtqueue mutex.
     pub(crate) fn lock(self) -> VqGuard {
         // SAFETY: the mutex was initialised by `vhost_dev_init`; released by `VqGuard::drop`.
-        unsafe { ffi::rvsock_mutex_lock(&mut (*self.as_ptr()).mutex) };
+        unsafe { ffi::rvsock_mutex_lock(core::ptr::addr_of_mut!((*self.as_ptr()).mutex)) };
         VqGuard { vq: self }
     }
 
@@ -64,7 +64,7 @@ impl Vq {
     /// Queues the virtqueue's own kick handler on the device worker (`vhost_poll_queue`).
     pub(crate) fn poll_queue(self) {
         // SAFETY: the poll structure was initialised by `vhost_dev_init`.
-        unsafe { ffi::vhost_poll_queue(&mut (*self.as_ptr()).poll) };
+        unsafe { ffi::vhost_poll_queue(core::ptr::addr_of_mut!((*self.as_ptr()).poll)) };
     }
 
     /// Queues `work` on this virtqueue's worker; false if no worker is attached yet.
@@ -104,7 +104,7 @@ pub(crate) struct VqGuard {
 impl Drop for VqGuard {
     fn drop(&mut self) {
         // SAFETY: we hold the mutex (taken in `Vq::lock`).
-        unsafe { ffi::mutex_unlock(&mut (*self.vq.as_ptr()).mutex) };
+        unsafe { ffi::mutex_unlock(core::ptr::addr_of_mut!((*self.vq.as_ptr()).mutex)) };
     }
 }
 
@@ -374,7 +374,7 @@ impl Dev {
     /// Takes the device mutex.
     pub(crate) fn lock(self) -> DevGuard {
         // SAFETY: initialised by `vhost_dev_init`; released by `DevGuard::drop`.
-        unsafe { ffi::rvsock_mutex_lock(&mut (*self.raw()).mutex) };
+        unsafe { ffi::rvsock_mutex_lock(core::ptr::addr_of_mut!((*self.raw()).mutex)) };
         DevGuard { dev: self }
     }
 
@@ -433,7 +433,7 @@ pub(crate) struct DevGuard {
 impl Drop for DevGuard {
     fn drop(&mut self) {
         // SAFETY: we hold the mutex (taken in `Dev::lock`).
-        unsafe { ffi::mutex_unlock(&mut (*self.dev.raw()).mutex) };
+        unsafe { ffi::mutex_unlock(core::ptr::addr_of_mut!((*self.dev.raw()).mutex)) };
     }
 }
 

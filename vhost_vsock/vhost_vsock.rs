@@ -72,6 +72,7 @@ static TRANSPORT: KStatic<RawTransport> = KStatic(UnsafeCell::new(RawTransport {
     send_pkt,
     seqpacket_allow: Some(seqpacket_allow),
     has_remote_cid: Some(has_remote_cid),
+    cancel_pkt: Some(cancel_pkt),
     priv_: core::ptr::null_mut(),
 }));
 
@@ -90,7 +91,8 @@ unsafe extern "C" fn local_cid(_t: *const RawTransport) -> u32 {
 }
 
 /// Host to guest: route by `dst_cid` to that guest's device and queue (never sleeps: the
-/// worker does the copy). A packet for a CID without a device is dropped (-ENODEV).
+/// worker does the copy). A packet for a CID without a device is dropped (-ENODEV), one for
+/// a device that never ran too (-EHOSTUNREACH, `VhostVsock::started`).
 unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_int {
     // SAFETY: the core hands us ownership of `pkt`.
     let Some(p) = (unsafe { Pkt::from_raw(pkt) }) else { return EINVAL.to_errno() };
@@ -100,14 +102,23 @@ unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_in
     // `p` moves into the closure only if the device exists; otherwise it is dropped here.
     let mut p = Some(p);
     let queued = table::with_dev(cid, ns, |d| {
+        if !d.started() {
+            return crate::errno!(EHOSTUNREACH).to_errno();
+        }
         if let Some(p) = p.take() {
             d.queue(p);
         }
+        0
     });
-    match queued {
-        Some(()) => 0,
-        None => ENODEV.to_errno(),
-    }
+    queued.unwrap_or(ENODEV.to_errno())
+}
+
+/// Drops what `owner` still has queued for guest `remote_cid` (a timed-out connect's
+/// REQUEST, in-tree `vhost_transport_cancel_pkt`).
+unsafe extern "C" fn cancel_pkt(_t: *const RawTransport, owner: *mut core::ffi::c_void, remote_cid: u32, ns: u64) {
+    let gone = table::with_dev(remote_cid, ns, |d| d.cancel(owner));
+    // Freed outside the CID table lock: freeing uncharges the socket and may wake writers.
+    drop(gone);
 }
 
 /// SEQPACKET towards a guest only if its driver negotiated it. Called under the core's
@@ -234,6 +245,9 @@ impl kernel::Module for RvsockVhost {
             fo.release = Some(dev_release);
             fo.llseek = Some(ffi::noop_llseek);
             fo.unlocked_ioctl = Some(dev_ioctl);
+            // 32-bit VMMs (in-tree: `compat_ptr_ioctl`: every argument is a pointer to a
+            // structure laid out alike on 32 and 64 bits); None without CONFIG_COMPAT.
+            fo.compat_ioctl = ffi::rvsock_compat_ptr_ioctl();
             fo.read_iter = Some(dev_read_iter);
             fo.write_iter = Some(dev_write_iter);
             fo.poll = Some(dev_poll);

@@ -797,6 +797,25 @@ impl Shared {
         self.queued_replies.store(tx.replies, Ordering::SeqCst);
     }
 
+    /// Drops the packets charged to socket `owner` that still wait for ring space
+    /// (`cancel_pkt`); those on the ring are the device's.
+    pub(crate) fn cancel(&self, owner: *mut core::ffi::c_void) {
+        let gone = {
+            let mut tx = self.tx.lock();
+            let gone = tx.pending.extract(|p| p.owner() == owner);
+            let mut replies = 0;
+            gone.for_each(|p| {
+                replies += u32::from(is_reply(&p.hdr()));
+                true
+            });
+            tx.replies = tx.replies.saturating_sub(replies);
+            self.queued_replies.store(tx.replies, Ordering::SeqCst);
+            gone
+        };
+        // Freed unlocked: freeing uncharges the socket and may wake its writers.
+        drop(gone);
+    }
+
     /// Sends one packet (`send_pkt` callback): consumes it.
     pub(crate) fn send(&self, pkt: Pkt) -> Result {
         if pkt.ext().is_null() && pkt.len() > pkt.cap() {

@@ -337,8 +337,13 @@ unsafe fn fill_ext_sg(raw: *mut RawPkt, sgt: &mut SgTable) -> Result<usize> {
     Ok(n + 1)
 }
 
-/// One event buffer (`struct virtio_vsock_event`, written by the device).
-#[repr(transparent)]
+/// One event buffer (`struct virtio_vsock_event`, written by the device), alone in a slot of
+/// 128 bytes (arm64's `ARCH_DMA_MINALIGN`, two x86 cache lines): on a non-coherent DMA
+/// platform the cache maintenance of mapping or unmapping it must not write back a line the
+/// CPU dirtied beside it (another buffer's preset id, a field of the driver state) over what
+/// the device wrote (in-tree 7.3 isolates its event list alike). The alignment also makes
+/// the volatile `id` accesses aligned (the C struct is packed).
+#[repr(C, align(128))]
 pub(crate) struct EventBuf(Opaque<ffi::virtio_vsock_event>);
 
 // SAFETY: the buffer is only accessed through raw pointers: by the device while posted, and by
@@ -370,7 +375,8 @@ impl EvVq {
     pub(crate) unsafe fn post(&mut self, ev: &EventBuf) -> Result {
         let p = ev.get();
         // SAFETY: per the contract; the token is the buffer's address. The id is preset to a
-        // value no event has, so a buffer returned unwritten reads as an unknown event.
+        // value no event has, so a buffer returned unwritten reads as an unknown event; it is
+        // 4-byte aligned (`EventBuf` is 128-aligned, `id` is at offset 0).
         let r = unsafe {
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).id), u32::MAX.to_le());
             with_sg(p.cast(), core::mem::size_of::<ffi::virtio_vsock_event>(), |sg| {
@@ -400,7 +406,7 @@ impl EvVq {
 /// `ev` was returned by the event ring and is not posted again yet.
 pub(crate) unsafe fn event_id(ev: &EventBuf) -> u32 {
     // SAFETY: per the contract the device no longer writes it; volatile because the device
-    // wrote it behind the compiler's back.
+    // wrote it behind the compiler's back; aligned as in `EvVq::post`.
     let id = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ev.get()).id)) };
     u32::from_le(id)
 }

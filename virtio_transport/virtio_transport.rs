@@ -129,6 +129,7 @@ impl TransportCell {
             send_pkt,
             seqpacket_allow: None,
             has_remote_cid: Some(has_remote_cid),
+            cancel_pkt: Some(cancel_pkt),
             priv_: core::ptr::null_mut(),
         }))
     }
@@ -184,6 +185,13 @@ unsafe extern "C" fn send_pkt(_t: *const RawTransport, pkt: *mut RawPkt) -> c_in
             Err(e) => e.to_errno(),
         },
         None => ENODEV.to_errno(),
+    }
+}
+
+/// Drops what `owner` still has waiting for ring space (a timed-out connect's REQUEST).
+unsafe extern "C" fn cancel_pkt(_t: *const RawTransport, owner: *mut core::ffi::c_void, _remote_cid: u32, _ns: u64) {
+    if let Some(s) = shared() {
+        s.cancel(owner);
     }
 }
 

@@ -41,6 +41,7 @@ static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
     send_pkt,
     seqpacket_allow: None,
     has_remote_cid: None,
+    cancel_pkt: None,
     priv_: core::ptr::null_mut(),
 }));
 

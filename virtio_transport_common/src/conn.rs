@@ -524,18 +524,21 @@ impl Conn {
     }
 
     /// `shutdown(2)` with RCV/SEND bits `mode`: records them and returns the SHUTDOWN to send.
-    /// `None` if `mode` is empty or the socket is not connecting/connected (`ENOTCONN` is the
-    /// glue's). Like upstream this clears `done`.
+    /// The bits are recorded in any state (upstream sets `sk_shutdown` whenever the glue let
+    /// the call through, e.g. after a refused non-blocking connect: a send then fails with
+    /// EPIPE, poll shows HUP); `None` (nothing to send) if `mode` is empty or the socket is
+    /// not connecting/connected (`ENOTCONN` is the glue's). Like upstream a SHUTDOWN sent
+    /// clears `done`.
     pub fn shutdown(&mut self, mode: u32) -> Option<Ctl> {
         let mode = mode & SHUTDOWN_BOTH;
         let connected = matches!(
             self.state,
             State::Connecting | State::Established | State::Closing
         );
+        self.shutdown |= mode;
         if mode == 0 || !connected {
             return None;
         }
-        self.shutdown |= mode;
         self.done = false;
         Some(Ctl::Shutdown(mode))
     }

@@ -266,8 +266,10 @@ fn transport_reset_is_not_an_end_of_file() {
 
 #[test]
 fn shutdown_local() {
+    // Not connected (a refused connect): nothing to send, but the bits stay (EPIPE, HUP).
     let mut c = Conn::new(SockType::Stream, 4096);
     assert_eq!(c.shutdown(SHUTDOWN_SEND), None);
+    assert_eq!(c.local_shutdown(), SHUTDOWN_SEND);
     let mut c = established(SockType::Stream);
     assert_eq!(c.shutdown(0), None);
     assert_eq!(

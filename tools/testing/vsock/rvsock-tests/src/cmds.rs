@@ -425,3 +425,19 @@ pub fn local_cid(a: &Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `bind-any [--count N]`: binds N fresh stream sockets to <VMADDR_CID_ANY, VMADDR_PORT_ANY>
+/// one after another (each closed before the next) and prints the last port as `# port P`:
+/// the ephemeral-port cursor of the caller's namespace, for the netns scenario.
+pub fn bind_any(a: &Args) -> Result<(), String> {
+    let count = a.u64_or("count", 1)?.max(1);
+    a.check_unused()?;
+    let mut port = 0;
+    for _ in 0..count {
+        let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
+        sys::bind_vm(&s, VMADDR_CID_ANY, VMADDR_PORT_ANY).or_fail("bind")?;
+        port = sys::local_addr(&s).or_fail("getsockname")?.svm_port;
+    }
+    Out::default().info(format!("port {port}"));
+    Ok(())
+}

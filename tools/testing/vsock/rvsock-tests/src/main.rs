@@ -31,6 +31,7 @@ usage: rvsock-tests SUBCOMMAND [OPTIONS]
               [--reset-as ERRNO]  (only a reset with this errno passes, e.g. ECONNRESET)
   stream-recv --port P [--cid C] [--count M] [--name NAME] [--timeout SECS] [--reset-ok|--reset-as ERRNO]
   local-cid   [--expect C] [--name NAME]   this machine's CID (/dev/vsock)
+  bind-any    [--count N]   bind N sockets to PORT_ANY in turn, print the last port
   concurrent  --cid C --port P --conns N --bytes B [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
   uds-send    --uds PATH --port P --bytes N [--seed S] [--chunk K] [--eof] [--name NAME] [--timeout SECS]
   uds-recv    --listen PATH [--count M] [--name NAME] [--timeout SECS]
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         "stream-send" => run(cmds::stream_send),
         "stream-recv" => run(cmds::stream_recv),
         "local-cid" => run(cmds::local_cid),
+        "bind-any" => run(cmds::bind_any),
         "concurrent" => run(cmds::concurrent),
         "uds-send" => run(cmds::uds_send),
         "uds-recv" => run(cmds::uds_recv),

@@ -456,6 +456,7 @@ const ERRNO_TABLE: &[(&str, i32, &str)] = &[
     ("send.oob", EOPNOTSUPP, "vsock_connectible_sendmsg (MSG_OOB)"),
     ("send.after_shut_wr", EPIPE, "vsock_connectible_sendmsg (SEND_SHUTDOWN)"),
     ("send.after_peer_close", EPIPE, "vsock_connectible_sendmsg (peer_shutdown & RCV_SHUTDOWN)"),
+    ("send.after_refused_shutdown", EPIPE, "vsock_shutdown (SS_CONNECTING: sk_shutdown set) -> sendmsg"),
     ("sendto.unconnected_with_addr", EOPNOTSUPP, "vsock_connectible_sendmsg (msg_namelen, not established)"),
     ("sendto.connected_with_addr", EISCONN, "vsock_connectible_sendmsg (msg_namelen, established)"),
     ("recv.unconnected", ENOTCONN, "__vsock_connectible_recvmsg (!SOCK_DONE)"),
@@ -474,6 +475,7 @@ const ERRNO_TABLE: &[(&str, i32, &str)] = &[
     ("setsockopt.buffer_size_short", EINVAL, "vsock_connectible_setsockopt (COPY_IN)"),
     ("setsockopt.timeout_usec_range", ERANGE, "vsock_connectible_setsockopt"),
     ("setsockopt.timeout_negative", ERANGE, "vsock_connectible_setsockopt"),
+    ("setsockopt.timeout_negative_usec", 0, "vsock_connectible_setsockopt (no lower bound on tv_usec)"),
     ("setsockopt.timeout_short", EINVAL, "sock_copy_user_timeval (net/core/sock.c)"),
     ("getsockopt.unknown_opt", ENOPROTOOPT, "vsock_connectible_getsockopt"),
     ("getsockopt.bad_level", ENOPROTOOPT, "vsock_connectible_getsockopt"),
@@ -596,6 +598,17 @@ fn errno_case(case: &str, ctx: &Ctx) -> Result<i32, String> {
             sys::shutdown(&p.c, libc::SHUT_WR).or_fail("shutdown")?;
             e(&sys::send(&p.c, b"x", 0))
         }
+        "send.after_refused_shutdown" => {
+            // A refused non-blocking connect, its error read, then shutdown(2): the socket is
+            // still "connecting" to the socket layer, so the shutdown is taken and sticks.
+            let port = free_port().or_fail("free port")?;
+            let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0).or_fail("socket")?;
+            let _ = sys::connect_vm(&c, ctx.peer, port);
+            wait_for(&c, libc::POLLOUT, "connect failure")?;
+            let _ = sys::so_error(&c);
+            sys::shutdown(&c, libc::SHUT_RDWR).or_fail("shutdown")?;
+            e(&sys::send(&c, b"x", 0))
+        }
         "send.after_peer_close" | "recv.after_peer_close" => {
             let Pair { c, s, .. } = pair(ctx)?;
             drop(s);
@@ -635,6 +648,9 @@ fn errno_case(case: &str, ctx: &Ctx) -> Result<i32, String> {
         }
         "setsockopt.timeout_negative" => {
             e(&sys::setsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv(-1, 0)))
+        }
+        "setsockopt.timeout_negative_usec" => {
+            e(&sys::setsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv(1, -5_000)))
         }
         "setsockopt.timeout_short" => {
             e(&sys::setsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv(1, 0)[..8]))

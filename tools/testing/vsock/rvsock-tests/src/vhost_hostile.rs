@@ -905,6 +905,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     out.result(&name("setup"), &Ok(Outcome::Pass));
     out.result(&name("features"), &t_features(&g));
     out.result(&name("cid_rules"), &t_cid_rules(&out, cid));
+    out.result(&name("not_running"), &t_not_running(cid));
     let l = match listener(P_LISTEN, 16) {
         Ok(l) => l,
         Err(err) => {
@@ -913,7 +914,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
     };
     let mut e = Env { out: out.clone(), g, l, c1: None };
-    let checks: [(&str, Check); 22] = [
+    let checks: [(&str, Check); 23] = [
         ("connect", t_connect),
         ("g2h_data", t_g2h),
         ("h2g_split", t_h2g_split),
@@ -935,6 +936,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("listen_after_timeout", t_listen_after_timeout),
         ("connect_timer_restart", t_connect_timer_restart),
         ("siocoutq", t_siocoutq),
+        ("cancel_request", t_cancel_request),
         ("held_tx", t_held_tx),
     ];
     for (n, f) in checks {

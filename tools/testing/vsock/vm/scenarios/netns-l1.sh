@@ -304,6 +304,13 @@ for n in local0 local1; do
     [ "$(cat /tmp/pr.$n 2>/dev/null)" = "pr-$n" ] || { echo "# $n got: $(cat /tmp/pr.$n 2>/dev/null)"; ok=1; }
 done
 check extra.local_port_reuse $ok
+
+# extra: each namespace has its own ephemeral-port cursor (7.3 in-tree: net->vsock.port), so
+# 100 binds to VMADDR_PORT_ANY in local1 do not move local0's next port.
+bport() { $(nspfx $1) rvsock-tests bind-any --count $2 2>&1 | sed -n 's/^# port //p'; }
+p1=$(bport local0 1); bport local1 100 > /dev/null; p2=$(bport local0 1)
+echo "# local0 ports: $p1 then $p2"
+[ -n "$p1" ] && [ "$p2" = $((p1 + 1)) ]; check extra.port_cursor_per_ns $?
 fi
 
 # --- A guest in the initial namespace (vmtest.sh's shared VM) --------------------------------
