@@ -260,6 +260,22 @@ pub(crate) fn t_connect_timer_restart(e: &mut Env) -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// The guest connects from `gp` to host port `hport` and the host sends it `len` bytes of
+/// pattern `seed` while the guest takes nothing (its 64 posted buffers hold about half of
+/// 128 KiB: the rest waits in vhost's queue); returns the listener, the host's socket and
+/// the bytes sent, 100 ms after the last send.
+fn fill_guest(e: &mut Env, gp: u32, hport: u32, len: usize, seed: u8) -> Result<(OwnedFd, OwnedFd, Vec<u8>), String> {
+    let l = listener(hport, 4)?;
+    let s = guest_connect(&mut e.g, &l, gp, hport, GUEST_BUF)?;
+    let data = pattern(len, seed);
+    let mut sent = 0;
+    while sent < len {
+        sent += sys::send(&s, &data[sent..], 0).or_fail("send")?;
+    }
+    thread::sleep(ms(100));
+    Ok((l, s, data))
+}
+
 /// SIOCOUTQ counts what the host sent that the guest has not taken: 128 KiB to a guest whose
 /// 64 posted buffers hold about half of it, with the guest taking nothing, leave SIOCOUTQ
 /// above 0 (in-tree: `bytes_unsent` falls when vhost has copied a packet into the guest);
@@ -268,14 +284,7 @@ pub(crate) fn t_connect_timer_restart(e: &mut Env) -> TestResult {
 pub(crate) fn t_siocoutq(e: &mut Env) -> TestResult {
     const LEN: usize = 128 * 1024;
     let gp = G_MAIN + 300;
-    let l = listener(P_SMALL + 1, 4)?;
-    let s = guest_connect(&mut e.g, &l, gp, P_SMALL + 1, GUEST_BUF)?;
-    let data = pattern(LEN, 7);
-    let mut sent = 0;
-    while sent < LEN {
-        sent += sys::send(&s, &data[sent..], 0).or_fail("send")?;
-    }
-    thread::sleep(Duration::from_millis(100));
+    let (_l, s, data) = fill_guest(e, gp, P_SMALL + 1, LEN, 7)?;
     let waiting = sys::ioctl_int(&s, sys::SIOCOUTQ).or_fail("SIOCOUTQ")?;
     let mut got = Vec::with_capacity(LEN);
     let t0 = Instant::now();
@@ -316,14 +325,7 @@ pub(crate) fn t_cancel_request(e: &mut Env) -> TestResult {
     const LEN: usize = 128 * 1024;
     let gp = G_MAIN + 310;
     let cport = G_LISTEN + 60;
-    let l = listener(P_SMALL + 2, 4)?;
-    let s = guest_connect(&mut e.g, &l, gp, P_SMALL + 2, GUEST_BUF)?;
-    let data = pattern(LEN, 9);
-    let mut sent = 0;
-    while sent < LEN {
-        sent += sys::send(&s, &data[sent..], 0).or_fail("send")?;
-    }
-    thread::sleep(ms(100));
+    let (_l, s, _) = fill_guest(e, gp, P_SMALL + 2, LEN, 9)?;
     let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     let tv = sys::timeval_bytes(0, 300_000);
     sys::setsockopt(&c, sys::SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv).or_fail("connect timeout")?;
