@@ -6,7 +6,7 @@
 
 use crate::ffi;
 use crate::net::{self, DelayedWork, Sk, SkRef};
-use crate::proto::conn::{Actions, Ctl};
+use crate::proto::conn::{Actions, Ctl, State};
 use crate::proto::hdr::Addr;
 use crate::sock::{apply, mirror, purge_rx, run_after, unhash, vsk, ss, VSock};
 use crate::table::global;
@@ -132,16 +132,22 @@ pub(crate) fn release(sk: Sk) {
         for _ in children.iter() {
             sk.acceptq_removed();
         }
+        let connecting = s.conn.state() == State::Connecting;
         let r = s.conn.release();
         mirror(sk, &s);
         let out = r.send.and_then(|c| s.ctl(c, None));
-        (children, (r.wait_for_peer, out))
+        (children, (r.wait_for_peer, out, connecting))
     };
     // Listener: reset every child nobody accepted.
     for c in children.iter() {
         release_child(c.sk());
     }
     drop(children);
+    // A handshake given up (an interrupted connect, which goes on, or a non-blocking one):
+    // its REQUEST, if the transport still queues it, is taken back as after a timeout.
+    if r.2 {
+        crate::connect::cancel_queued(sk);
+    }
     if let Some(o) = r.1 {
         let _ = o.send(sk);
     }

@@ -362,11 +362,12 @@ pub(crate) unsafe extern "C" fn connect_work_fn(w: *mut ffi::work_struct) {
     }
 }
 
-/// A connect that timed out takes back what its transport still queues for the peer (its
-/// REQUEST), as in-tree's `vsock_transport_cancel_pkt`: a guest that took it late would
-/// accept a connection the host has given up. Called with the socket lock held, which keeps
-/// the socket's transport (and its module) while the callback runs; no spinlock held.
-fn cancel_queued(sk: Sk) {
+/// A connect that timed out (or a connecting socket closed) takes back what its transport
+/// still queues for the peer (its REQUEST), as in-tree's `vsock_transport_cancel_pkt`: a
+/// guest that took it late would accept a connection the host has given up. Called with the
+/// socket lock held, which keeps the socket's transport (and its module) while the callback
+/// runs; no spinlock held.
+pub(crate) fn cancel_queued(sk: Sk) {
     let (t, cid) = {
         let s = vsk(sk).st.lock();
         match &s.transport {
