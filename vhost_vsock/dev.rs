@@ -35,7 +35,8 @@
 use crate::abi::{RawHold, RawPkt, HDR_LEN};
 use crate::ffi;
 use crate::pkt::{Pkt, PktQueue};
-use crate::proto::fq::{FlowHash, FlowSched, FlowState, Flows, FQ_BUCKETS};
+use crate::pending::Pending;
+use crate::proto::fq::FlowHash;
 use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
 use crate::table;
 use crate::stats::{Count, Reject, Stats};
@@ -130,104 +131,6 @@ pub(crate) struct VhostVsock {
     /// The worker task while it delivers a guest packet to the core (replies recognition).
     rx_task: AtomicPtr<c_void>,
     stats: Stats,
-}
-
-/// One flow bucket of [`Pending`]: its packets, in order, and its place in the schedule.
-struct Bucket {
-    q: PktQueue,
-    st: FlowState,
-}
-
-/// Flows of `FlowSched` over the buckets of [`Pending`].
-struct Buckets(KVec<Bucket>);
-
-impl Flows for Buckets {
-    fn state(&mut self, i: usize) -> Option<&mut FlowState> {
-        self.0.get_mut(i).map(|b| &mut b.st)
-    }
-    fn has_pkts(&self, i: usize) -> bool {
-        self.0.get(i).is_some_and(|b| !b.q.is_empty())
-    }
-}
-
-/// Host-to-guest packets waiting for guest receive buffers: one FIFO per flow bucket (a hash
-/// of the packet's addresses, so a connection's packets stay in order), sent by deficit round
-/// robin with idle flows first (`proto::fq`): a request queued behind bulk streams waits for
-/// the packet being copied, not for their whole backlog.
-///
-/// # Invariants
-/// `b` holds `FQ_BUCKETS` buckets (made in [`Pending::new`], never resized).
-struct Pending {
-    sched: FlowSched,
-    b: Buckets,
-}
-
-impl Pending {
-    fn new() -> Result<Pending> {
-        let mut b = KVec::with_capacity(FQ_BUCKETS, GFP_KERNEL)?;
-        for _ in 0..FQ_BUCKETS {
-            b.push(Bucket { q: PktQueue::new(), st: FlowState::new() }, GFP_KERNEL)?;
-        }
-        Ok(Pending { sched: FlowSched::new(), b: Buckets(b) })
-    }
-
-    /// Appends `p` to the FIFO of its flow's bucket `i` (from the device's `fq_hash`).
-    fn push_back(&mut self, i: usize, p: Pkt) {
-        // Always a bucket (the invariant): the hash is below `FQ_BUCKETS`.
-        if let Some(b) = self.b.0.get_mut(i) {
-            b.q.push_back(p);
-            self.sched.activate(&mut self.b, i);
-        }
-    }
-
-    /// Charges what the last packet sent (`sent`: its bucket and bytes, headers included),
-    /// then gives the next packet to send and its bucket.
-    fn pop(&mut self, sent: Option<(usize, usize)>) -> Option<(usize, Pkt)> {
-        if let Some((i, n)) = sent {
-            self.charge(i, n);
-        }
-        let i = self.sched.next(&mut self.b)?;
-        let p = self.b.0.get_mut(i)?.q.pop_front()?;
-        Some((i, p))
-    }
-
-    /// The front packet of bucket `i` if `f` accepts it (joining a buffer).
-    fn pop_if(&mut self, i: usize, f: impl FnOnce(&Pkt) -> bool) -> Option<Pkt> {
-        self.b.0.get_mut(i)?.q.pop_front_if(f)
-    }
-
-    /// Puts packets taken from bucket `i` back at its front, unsent.
-    fn put_back(&mut self, i: usize, q: PktQueue) {
-        if let Some(b) = self.b.0.get_mut(i) {
-            b.q.prepend(q);
-            self.sched.put_back(&mut self.b, i);
-        }
-    }
-
-    /// Bucket `i` sent `bytes` (headers included).
-    fn charge(&mut self, i: usize, bytes: usize) {
-        self.sched.charge(&mut self.b, i, u32::try_from(bytes).unwrap_or(u32::MAX));
-    }
-
-    /// The packets charged to socket `owner`, out of every bucket (a bucket emptied so is
-    /// skipped by the scheduler's next turn).
-    fn take_owned(&mut self, owner: *mut c_void) -> PktQueue {
-        let mut all = PktQueue::new();
-        for b in self.b.0.iter_mut() {
-            all.prepend(b.q.extract(|p| p.owner() == owner));
-        }
-        all
-    }
-
-    /// Every queued packet (the device is going away).
-    fn take_all(&mut self) -> PktQueue {
-        let mut all = PktQueue::new();
-        for b in self.b.0.iter_mut() {
-            all.prepend(core::mem::replace(&mut b.q, PktQueue::new()));
-        }
-        self.sched.clear(&mut self.b);
-        all
-    }
 }
 
 /// Held TX chains whose payload let go of the guest's pages, by cookie (`held_cookie`).

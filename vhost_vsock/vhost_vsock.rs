@@ -22,6 +22,7 @@ include!("../include/mods.rs");
 mod proto;
 
 mod dev;
+mod pending;
 mod stats;
 mod table;
 mod vhost;
