@@ -38,10 +38,6 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let ctx = ValidateCtx { max_len: MAX_PKT_BUF_SIZE.min(pkt.len()), seqpacket, src_cid: None, dst_cid: None };
     stats::inc(t, Ctr::RxPackets);
     crate::trace::recv_pkt(&h);
-    // Capture (loopback packets were captured when sent).
-    if crate::tap::active() && t.get().kind != crate::abi::TRANSPORT_LOCAL {
-        crate::tap::deliver(&pkt);
-    }
     let v = match validate(&h, &ctx) {
         Ok(v) => v,
         Err(e) => {

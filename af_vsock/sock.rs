@@ -88,9 +88,6 @@ pub(crate) fn send_on(t: TransportPtr, mut p: Pkt, ns: u64) -> Result {
     let h = p.hdr();
     let len = u64::from(h.len);
     crate::trace::alloc_pkt(&h, crate::zerocopy::user_pages(p.ext()));
-    if crate::tap::active() {
-        crate::tap::deliver(&p);
-    }
     // SAFETY: `t` is registered or pinned by the caller; `send_pkt` takes ownership of `p`.
     let r = unsafe { (t.get().send_pkt)(t.0, p.into_raw()) };
     if r < 0 {

@@ -4,10 +4,16 @@
 //! against rvsock and `tcpdump -i vsockmon0` sees rvsock's traffic in the in-tree capture
 //! format (`struct af_vsockmon_hdr`, the virtio header, the payload; LINKTYPE_VSOCK).
 //!
-//! Every packet of every transport passes the core twice at most: `send_on` (sent) and
-//! `recv_pkt` (received); loopback packets are captured once, when sent (as in-tree). With no
-//! capture device open, the cost is one atomic load per packet.
+//! The transports capture, where a packet goes on the wire or comes off it, through the
+//! exported `rvsock_tap_copy`/`rvsock_tap_deliver` (in-tree's transports call
+//! `virtio_transport_deliver_tap_pkt` at the same points): vhost when it copies a packet
+//! into a guest's buffer and when it reads one from the guest (before its address check, so
+//! a spoofed packet shows), virtio when the ring takes a packet and when the device hands one
+//! over, loopback once, when it delivers. A packet that never went (a REQUEST taken back
+//! from a queue, a packet for a device that never ran) is never captured. With no capture
+//! device open, the cost is one call and one atomic load per packet.
 
+use crate::abi::RawPkt;
 use crate::ffi;
 use crate::pkt::Pkt;
 use crate::proto::hdr::{Hdr, Op, HDR_LEN};
@@ -207,34 +213,76 @@ unsafe fn copy_ext(p: &Pkt, ext: *mut core::ffi::c_void, dst: *mut u8, n: usize)
     }
 }
 
-/// Hands a copy of `p` to every capture device (call only when `active()`).
-pub(crate) fn deliver(p: &Pkt) {
-    let Some(list) = taps() else { return };
-    let l = list.lock();
-    if l.is_empty() {
+/// Whether a capture device is open (exported; see `abi`).
+#[no_mangle]
+pub(crate) extern "C" fn rvsock_tap_active() -> bool {
+    active()
+}
+
+/// A capture copy of a packet a transport lends (exported; see `abi`): an skb in the
+/// capture format, or null with no capture device open (or no memory).
+///
+/// # Safety
+/// `pkt` is null or a live packet the caller owns and lends (read only) for the call.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_tap_copy(pkt: *const RawPkt) -> *mut core::ffi::c_void {
+    if !active() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: per the contract the packet is live and lent for this call; it is only read
+    // here, and the handle is never dropped (`ManuallyDrop`): ownership stays with the caller.
+    let p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(pkt.cast_mut()) });
+    match p.as_ref().and_then(build) {
+        Some(skb) => skb.cast(),
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Hands a copy from `rvsock_tap_copy` to every capture device, consuming it (exported).
+///
+/// # Safety
+/// `copy` is null or a copy from `rvsock_tap_copy` that the caller gives away.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_tap_deliver(copy: *mut core::ffi::c_void) {
+    let skb: *mut ffi::sk_buff = copy.cast();
+    if skb.is_null() {
         return;
     }
-    let Some(skb) = build(p) else { return };
-    for t in l.iter() {
-        // SAFETY: registered taps are live while in the list (we hold its lock).
-        let dev = unsafe { ffi::rvsock_tap_dev(t.0) };
-        // SAFETY: `skb` is ours; a clone is handed to the device, which frees it.
-        let n = unsafe { ffi::skb_clone(skb, kernel::bindings::GFP_ATOMIC) };
-        if n.is_null() {
-            continue;
-        }
-        // SAFETY: the device is live (its tap is registered); the reference spans the call.
-        let r = unsafe {
-            ffi::rvsock_dev_hold(dev);
-            let r = ffi::rvsock_dev_queue_xmit(n, dev);
-            ffi::rvsock_dev_put(dev);
-            r
-        };
-        if r != 0 {
-            break;
+    if let Some(list) = taps() {
+        let l = list.lock();
+        for t in l.iter() {
+            // SAFETY: registered taps are live while in the list (we hold its lock).
+            let dev = unsafe { ffi::rvsock_tap_dev(t.0) };
+            // SAFETY: `skb` is ours; a clone is handed to the device, which frees it.
+            let n = unsafe { ffi::skb_clone(skb, kernel::bindings::GFP_ATOMIC) };
+            if n.is_null() {
+                continue;
+            }
+            // SAFETY: the device is live (its tap is registered); the reference spans the call.
+            let r = unsafe {
+                ffi::rvsock_dev_hold(dev);
+                let r = ffi::rvsock_dev_queue_xmit(n, dev);
+                ffi::rvsock_dev_put(dev);
+                r
+            };
+            if r != 0 {
+                break;
+            }
         }
     }
-    drop(l);
-    // SAFETY: our own skb, no longer used.
+    // SAFETY: our own skb (given away by the caller), no longer used.
     unsafe { ffi::rvsock_consume_skb(skb) };
+}
+
+/// Frees a copy from `rvsock_tap_copy` unseen (exported).
+///
+/// # Safety
+/// `copy` is null or a copy from `rvsock_tap_copy` that the caller gives away.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_tap_drop(copy: *mut core::ffi::c_void) {
+    let skb: *mut ffi::sk_buff = copy.cast();
+    if !skb.is_null() {
+        // SAFETY: our own skb (given away by the caller), not handed to any device.
+        unsafe { ffi::rvsock_consume_skb(skb) };
+    }
 }

@@ -199,4 +199,17 @@ extern "C" {
     /// the packet to be freed (virtio: reclaim such packets promptly); false for inline
     /// payloads and pages of the packet's own.
     pub fn rvsock_pkt_notifies(pkt: *const RawPkt) -> bool;
+    /// Whether a capture device (vsockmon) is open: one relaxed load. Any context.
+    pub fn rvsock_tap_active() -> bool;
+    /// Packet capture, where a transport puts a packet on the wire or takes it off (as
+    /// in-tree's transports do: a packet that never went is never captured): a copy of `pkt`
+    /// (lent, not consumed: its header and unread payload) in the capture format, to be handed
+    /// to the capture devices with `rvsock_tap_deliver` or freed with `rvsock_tap_drop`; null
+    /// when no capture device is open or memory ran out. Any context but hard interrupts.
+    pub fn rvsock_tap_copy(pkt: *const RawPkt) -> *mut c_void;
+    /// Hands a copy from `rvsock_tap_copy` to every capture device, consuming it (takes the
+    /// core's tap lock: call it with no rvsock spinlock held but a transport's own).
+    pub fn rvsock_tap_deliver(copy: *mut c_void);
+    /// Frees a copy from `rvsock_tap_copy` unseen (its packet did not go after all).
+    pub fn rvsock_tap_drop(copy: *mut c_void);
 }

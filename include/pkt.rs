@@ -140,6 +140,22 @@ impl Pkt {
         r.off = 0;
     }
 
+    /// A capture copy of the packet as it is now (header, unread payload) for the capture
+    /// devices (vsockmon); `None` with none open (the usual case: one call, one load) or
+    /// when memory ran out. A transport takes it where the packet goes on or comes off the
+    /// wire, and delivers it once the packet went.
+    pub fn capture(&self) -> Option<Captured> {
+        // SAFETY: the packet is live and lent, read only, for the call (type invariant).
+        NonNull::new(unsafe { abi::rvsock_tap_copy(self.0.as_ptr()) }).map(Captured)
+    }
+
+    /// Hands a copy of the packet to the capture devices now (see [`Pkt::capture`]).
+    pub fn tap(&self) {
+        if let Some(c) = self.capture() {
+            c.deliver();
+        }
+    }
+
     /// The raw packet, lent for a call into the core's ABI for as long as `self` is borrowed.
     pub fn raw_ptr(&mut self) -> *mut RawPkt {
         self.0.as_ptr()
@@ -235,6 +251,39 @@ impl Drop for Pkt {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we own the packet; it is not used after this.
         unsafe { abi::rvsock_pkt_free(self.0.as_ptr()) };
+    }
+}
+
+/// Whether a capture device (vsockmon) is open.
+pub fn capturing() -> bool {
+    // SAFETY: no arguments; reads one atomic of the core.
+    unsafe { abi::rvsock_tap_active() }
+}
+
+/// A packet's copy for the capture devices ([`Pkt::capture`]): [`Captured::deliver`] hands
+/// it to them; dropped, it is freed unseen (the packet did not go after all).
+///
+/// # Invariants
+/// `self.0` is a copy from `rvsock_tap_copy` that nobody else owns.
+pub struct Captured(NonNull<core::ffi::c_void>);
+
+// SAFETY: the copy is an skb owned by this handle alone; it may move between threads.
+unsafe impl Send for Captured {}
+
+impl Captured {
+    /// Hands the copy to every capture device (takes the core's tap lock).
+    pub fn deliver(self) {
+        let c = self.0.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: ours by the type invariant, given away here (`forget` above).
+        unsafe { abi::rvsock_tap_deliver(c) };
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        // SAFETY: ours by the type invariant; not used after this.
+        unsafe { abi::rvsock_tap_drop(self.0.as_ptr()) };
     }
 }
 

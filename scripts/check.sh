@@ -28,8 +28,8 @@ declare -A SCEN=(
     [nested-c-host-rvsock-guest]="nested c rvsock 61/91 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61/91 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
-    [vhost-hostile-guest]="single rvsock - 33 vhost-hostile"
-    [c-vhost-hostile-guest]="single c - 33 vhost-hostile"
+    [vhost-hostile-guest]="single rvsock - 35 vhost-hostile"
+    [c-vhost-hostile-guest]="single c - 35 vhost-hostile"
     [rvsock-regress]="single rvsock - 18 regress"
     [c-regress]="single c - 18 regress"
     # Live migration of a guest to a destination with another CID (nested).
@@ -39,10 +39,10 @@ declare -A SCEN=(
     # Then a second boot, of that root after make uninstall (8 results).
     [rvsock-install]="vhostuser install - 46/61 installed"
     # sock_diag (upstream vsock_diag_test both ways, nested), iproute2 ss, the credit attribute.
-    [rvsock-observe]="nested rvsock rvsock 29 observe-l1"
+    [rvsock-observe]="nested rvsock rvsock 31 observe-l1"
     # Kernel users (in-kernel server and client, read_sock), sendfile/splice, io_uring.
     [rvsock-kernel-consumers]="nested rvsock rvsock 13 kconsumers-l1"
-    [c-observe]="nested c c 29 observe-l1"
+    [c-observe]="nested c c 31 observe-l1"
     # Network namespaces (upstream 7.3 vmtest.sh's tests, nested; no C reference on 6.12).
     [rvsock-netns]="nested rvsock rvsock 30 netns-l1"
     [c-netns]="nested c c 30 netns-l1"

@@ -426,6 +426,8 @@ impl VhostVsock {
                 let payload = p.remaining() as usize;
                 let frag = payload.min(room - HDR_LEN);
                 let mut h = p.hdr();
+                // None of it went yet: captured with this buffer (a split packet's rest is not).
+                let fresh = h.len as usize == payload;
                 if frag < payload && h.flags & SEQ_EOM != 0 {
                     // A split SEQPACKET message: only the last piece carries EOM (and EOR).
                     h.flags &= !(SEQ_EOM | SEQ_EOR);
@@ -491,6 +493,15 @@ impl VhostVsock {
                     self.requeue(flow, p);
                     break;
                 }
+                // Captured as they reach the guest (in-tree: the same point), each packet as
+                // the core sent it, once.
+                if fresh {
+                    p.tap();
+                }
+                done.for_each(|n| {
+                    n.tap();
+                    true
+                });
                 g.add_used(head, (HDR_LEN + len) as u32);
                 sent = Some((flow, HDR_LEN + len));
                 g.log_write(log, HDR_LEN + len, inn);
@@ -551,11 +562,22 @@ impl VhostVsock {
         let h = Hdr::decode(&hb);
         // The guest is untrusted: only packets from its own CID to the host, and only as
         // long as the chain really holds them, are accepted.
-        if cid == 0 || h.src_cid != u64::from(cid) {
-            return Err(Reject::Spoofed);
-        }
-        if h.dst_cid != u64::from(VMADDR_CID_HOST) {
-            return Err(Reject::Misaddressed);
+        let misaddressed = if cid == 0 || h.src_cid != u64::from(cid) {
+            Some(Reject::Spoofed)
+        } else if h.dst_cid != u64::from(VMADDR_CID_HOST) {
+            Some(Reject::Misaddressed)
+        } else {
+            None
+        };
+        if let Some(why) = misaddressed {
+            // A capture device sees it all the same (in-tree captures every guest packet
+            // that is whole before its address check): a copy, never held.
+            if crate::pkt::capturing() && h.len <= MAX_PKT_BUF_SIZE && h.len as usize <= it.count() {
+                if let Ok(p) = Self::copy_in(&h, &mut it) {
+                    p.tap();
+                }
+            }
+            return Err(why);
         }
         if h.len > MAX_PKT_BUF_SIZE {
             return Err(Reject::Oversized);
@@ -580,6 +602,13 @@ impl VhostVsock {
             }
             // Not taken (e.g. pages the kernel cannot pin): copied below.
         }
+        Self::copy_in(&h, &mut it).map(|p| (p, false))
+    }
+
+    /// A guest packet with header `h` (its length checked against `it`) copied out of the
+    /// rest of its chain `it`.
+    fn copy_in(h: &Hdr, it: &mut IovIter<'_>) -> core::result::Result<Pkt, Reject> {
+        let n = h.len as usize;
         if n > INLINE_MAX {
             // A full-size packet (in-tree guests and rvsock's send 64 KiB ones): its payload
             // goes into pages of its own, not into a 128 KiB allocation with the header.
@@ -589,17 +618,17 @@ impl VhostVsock {
             // SAFETY: null or a packet the core just allocated for us. A null is an allocation
             // failure or a fault while copying; both drop the packet (counted as the former).
             let Some(mut p) = (unsafe { Pkt::from_raw(raw) }) else { return Err(Reject::NoMem) };
-            p.set_hdr(&h);
-            return Ok((p, false));
+            p.set_hdr(h);
+            return Ok(p);
         }
         let mut p = Pkt::alloc(h.len, false).map_err(|_| Reject::NoMem)?;
-        p.set_hdr(&h);
+        p.set_hdr(h);
         let Some(buf) = p.buf_mut().get_mut(..n) else { return Err(Reject::NoMem) };
         if it.read(buf) != n {
             return Err(Reject::Fault);
         }
         p.set_len(h.len);
-        Ok((p, false))
+        Ok(p)
     }
 
     /// Returns the held chains the core let go of to the guest (TX virtqueue mutex held);
@@ -672,6 +701,8 @@ impl VhostVsock {
                     if held {
                         self.stats.count(Count::Held);
                     }
+                    // Captured as it comes off the wire (in-tree: the same point).
+                    p.tap();
                     // The core may call our `send_pkt` from inside: it only queues.
                     crate::deliver(p, self.ns);
                 }

@@ -679,6 +679,8 @@ impl Shared {
                 if t.is_null() {
                     continue; // not reachable: rx runs only while registered
                 }
+                // Captured as it comes off the wire (in-tree: the same point).
+                p.tap();
                 // SAFETY: `t` is our registered transport; no lock is held; the core takes
                 // ownership of the packet.
                 unsafe { abi::rvsock_recv_pkt(t, p.into_raw()) };
@@ -742,9 +744,16 @@ impl Shared {
                 tx.pending.push_front(p);
                 return;
             };
+            // Captured once the ring took the packet (in-tree: the same point); the copy
+            // is taken before, while the packet is ours (the lock order allows the tap lock
+            // inside ours: the capture devices send nothing back to us).
+            let copy = p.capture();
             let r = if zc { vq.post_ext(p, sg) } else { vq.post(p) };
             match r {
                 Ok(()) => {
+                    if let Some(c) = copy {
+                        c.deliver();
+                    }
                     added = true;
                     tx.inflight += 1;
                     if notifies {

@@ -50,6 +50,13 @@ unsafe extern "C" fn local_cid(_t: *const RawTransport) -> u32 {
 }
 
 unsafe extern "C" fn send_pkt(t: *const RawTransport, pkt: *mut RawPkt) -> kernel::ffi::c_int {
+    // Captured once, as it is delivered (in-tree: loopback's worker, before delivering).
+    // SAFETY: the core hands us the live packet; it is lent (read only) for the call.
+    let copy = unsafe { abi::rvsock_tap_copy(pkt) };
+    if !copy.is_null() {
+        // SAFETY: a copy from `rvsock_tap_copy`, given away; no rvsock spinlock is held.
+        unsafe { abi::rvsock_tap_deliver(copy) };
+    }
     // SAFETY: the core hands us ownership of `pkt` and calls us without locks held (ABI
     // contract), so delivering in place is allowed; `rvsock_recv_pkt` consumes the packet.
     unsafe { abi::rvsock_recv_pkt(t, pkt) };

@@ -84,7 +84,7 @@ impl Hdr {
         b
     }
 
-    fn decode(b: &[u8]) -> Option<Hdr> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Hdr> {
         let b: &[u8; HDR] = b.get(..HDR)?.try_into().ok()?;
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));

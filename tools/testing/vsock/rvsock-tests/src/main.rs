@@ -18,6 +18,7 @@ mod soak;
 mod soak_plan;
 mod splice;
 mod sys;
+mod vhost_capture;
 mod vhost_device;
 mod vhost_hostile;
 

@@ -270,7 +270,7 @@ pub(crate) fn t_connect_timer_restart(e: &mut Env) -> TestResult {
 /// pattern `seed` while the guest takes nothing (its 64 posted buffers hold about half of
 /// 128 KiB: the rest waits in vhost's queue); returns the listener, the host's socket and
 /// the bytes sent, 100 ms after the last send.
-fn fill_guest(e: &mut Env, gp: u32, hport: u32, len: usize, seed: u8) -> Result<(OwnedFd, OwnedFd, Vec<u8>), String> {
+pub(crate) fn fill_guest(e: &mut Env, gp: u32, hport: u32, len: usize, seed: u8) -> Result<(OwnedFd, OwnedFd, Vec<u8>), String> {
     let l = listener(hport, 4)?;
     let s = guest_connect(&mut e.g, &l, gp, hport, GUEST_BUF)?;
     let data = pattern(len, seed);

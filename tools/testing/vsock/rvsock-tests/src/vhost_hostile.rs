@@ -914,7 +914,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
     };
     let mut e = Env { out: out.clone(), g, l, c1: None };
-    let checks: [(&str, Check); 23] = [
+    let checks: [(&str, Check); 25] = [
         ("connect", t_connect),
         ("g2h_data", t_g2h),
         ("h2g_split", t_h2g_split),
@@ -938,6 +938,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("siocoutq", t_siocoutq),
         ("cancel_request", t_cancel_request),
         ("held_tx", t_held_tx),
+        ("capture_guest", crate::vhost_capture::t_capture_guest),
+        ("capture_at_delivery", crate::vhost_capture::t_capture_at_delivery),
     ];
     for (n, f) in checks {
         let r = f(&mut e);

@@ -4,11 +4,24 @@
 # each side's sock_diag must list exactly its own sockets. Then, over loopback here,
 # rvsock-tests observe: the sock_diag dump, iproute2 `ss --vsock`, rvsock's credit attribute
 # (a skip on the in-tree stack, which has none), its debugfs counters; then packet capture
-# (the kernel's vsockmon device, tcpdump) and trace events, over loopback too.
-# 6 + 6 + 1 + 1 + 7 + 4 + 4 results (one of them from L2).
+# (the kernel's vsockmon device, tcpdump: across vhost here, virtio in L2, and loopback) and
+# trace events, over loopback too.
+# 1 + 6 + 6 + 1 + 1 + 2 + 7 + 3 + 4 results (two of them from L2: its debugfs counters, and
+# what the virtio transport captured there).
 L2MODS=$(arg rvsock_l2mods)
 DIAG=/opt/vsock-7.3/vsock_diag_test
 load_stack vhost || return
+# Packet capture: the kernel's vsockmon device (fed by rvsock's core through vsock_add_tap, as
+# by the in-tree core), read by tcpdump: across the vhost transport during the diag tests,
+# over loopback below.
+if /usr/sbin/ip link add name vsockmon0 type vsockmon && /usr/sbin/ip link set vsockmon0 up; then
+    result ok capture.vsockmon-device
+else
+    result fail capture.vsockmon-device
+fi
+tcpdump -Z root -l -n -i vsockmon0 > /tmp/cap-vhost.txt 2> /tmp/cap-vhost.err &
+tdv=$!
+wait_for /tmp/cap-vhost.err "listening on vsockmon0" 20 || cat /tmp/cap-vhost.err
 if boot_l2 /tmp/l2.log 3 512M observe-l2 $(l2_net tcp:127.0.0.1:1236-10.0.2.15:1236); then
     qemu_a=$qemu
     S=$(l2_scale)
@@ -30,16 +43,22 @@ fi
 reap "$qemu_a" "${L2_TIMEOUT:-$((300 * $(l2_scale)))}"
 # The vhost transport's counters (debugfs) saw the diag tests' packets.
 debugfs_counted rvsock_vhost rx_delivered tx_sent
+sleep 1; kill "$tdv" 2>/dev/null; wait "$tdv" 2>/dev/null
+echo "# tcpdump -i vsockmon0 across vhost (first lines of $(wc -l < /tmp/cap-vhost.txt)):"
+head -n 6 /tmp/cap-vhost.txt | sed 's/^/#   /'
+# vhost captured the diag tests' connections both ways: the guest's packets (CID 3) as it
+# read them, the host's as they reached the guest.
+if grep -q "VIRTIO 3\.[0-9]* > 2\.[0-9]* CONNECT" /tmp/cap-vhost.txt \
+    && grep -q "VIRTIO 2\.[0-9]* > 3\.[0-9]* CONNECT" /tmp/cap-vhost.txt \
+    && grep -q "VIRTIO 3\.[0-9]* > 2\.[0-9]* DISCONNECT" /tmp/cap-vhost.txt; then
+    result ok capture.vhost
+else
+    cat /tmp/cap-vhost.err; result fail capture.vhost
+fi
 load_stack loopback || return
 if [ "$MODS" = c ]; then rvsock-tests observe --reference; else rvsock-tests observe; fi
 
-# Packet capture: the kernel's vsockmon device (fed by rvsock's core through vsock_add_tap, as
-# by the in-tree core), read by tcpdump, while a stream runs over loopback.
-if /usr/sbin/ip link add name vsockmon0 type vsockmon && /usr/sbin/ip link set vsockmon0 up; then
-    result ok capture.vsockmon-device
-else
-    result fail capture.vsockmon-device
-fi
+# Packet capture over loopback (the device made above) while a stream runs.
 tcpdump -Z root -l -n -i vsockmon0 > /tmp/cap.txt 2> /tmp/cap.err &
 td=$!
 wait_for /tmp/cap.err "listening on vsockmon0" 20 || cat /tmp/cap.err
