@@ -48,10 +48,14 @@ EXPORT_SYMBOL_GPL(vsock_remove_tap);
 /* the transports capture where their packets go on or come off the wire */
 bool rvsock_tap_active(void);
 void *rvsock_tap_copy(const struct rvsock_pkt *pkt);
+void *rvsock_tap_start(const u8 *hdr, u32 len);
+bool rvsock_tap_append(void *copy, const struct rvsock_pkt *pkt, u32 n);
 void rvsock_tap_deliver(void *copy);
 void rvsock_tap_drop(void *copy);
 EXPORT_SYMBOL_GPL(rvsock_tap_active);
 EXPORT_SYMBOL_GPL(rvsock_tap_copy);
+EXPORT_SYMBOL_GPL(rvsock_tap_start);
+EXPORT_SYMBOL_GPL(rvsock_tap_append);
 EXPORT_SYMBOL_GPL(rvsock_tap_deliver);
 EXPORT_SYMBOL_GPL(rvsock_tap_drop);
 /* Trace events: the in-tree packet events from the kernel's own header, and rvsock's own

@@ -6,9 +6,10 @@
 //!
 //! The transports capture, where a packet goes on the wire or comes off it, through the
 //! exported `rvsock_tap_copy`/`rvsock_tap_deliver` (in-tree's transports call
-//! `virtio_transport_deliver_tap_pkt` at the same points): vhost when it copies a packet
-//! into a guest's buffer and when it reads one from the guest (before its address check, so
-//! a spoofed packet shows), virtio when the ring takes a packet and when the device hands one
+//! `virtio_transport_deliver_tap_pkt` at the same points): vhost each guest buffer it fills,
+//! as written (`rvsock_tap_start`/`rvsock_tap_append`: a piece of a split packet, or packets
+//! joined), and each packet it reads from the guest (before its address check, so a spoofed
+//! packet shows), virtio when the ring takes a packet and when the device hands one
 //! over, loopback once, when it delivers. A packet that never went (a REQUEST taken back
 //! from a queue, a packet for a device that never ran) is never captured. With no capture
 //! device open, the cost is one call and one atomic load per packet.
@@ -165,39 +166,71 @@ fn mon_hdr(h: &Hdr) -> [u8; MON_HDR_LEN] {
     b
 }
 
-/// Builds the capture skb of `p` (header as it is now, payload up to the header's length).
-fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
-    let h = p.hdr();
-    let inline = p.unread();
-    let ext = p.ext();
-    let avail = if ext.is_null() { inline.len() as u32 } else { p.remaining() };
-    let plen = h.len.min(avail);
-    let size = MON_HDR_LEN as u32 + HDR_LEN as u32 + plen;
+/// Starts a capture skb: the capture header and the wire header of `h`, with room for `plen`
+/// payload bytes (`put_payload`).
+fn start(h: &Hdr, plen: u32) -> Option<*mut ffi::sk_buff> {
+    let size = (MON_HDR_LEN + HDR_LEN) as u32 + plen;
     // SAFETY: plain allocation; null on failure.
-    let skb = unsafe { ffi::rvsock_alloc_skb(size, kernel::bindings::GFP_ATOMIC) };
+    let skb = unsafe { ffi::rvsock_alloc_skb(size, kernel::bindings::GFP_ATOMIC | kernel::bindings::__GFP_NOWARN) };
     if skb.is_null() {
         return None;
     }
-    let mon = mon_hdr(&h);
+    let mon = mon_hdr(h);
     let wire = h.encode();
-    // SAFETY: `skb` has room for `size` bytes: these three puts add exactly that.
+    // SAFETY: `skb` has room for `size` bytes: these two puts add the first part of them.
     unsafe {
         ffi::rvsock_skb_put_data(skb, mon.as_ptr().cast(), MON_HDR_LEN as u32);
         ffi::rvsock_skb_put_data(skb, wire.as_ptr().cast(), HDR_LEN as u32);
-        if ext.is_null() {
-            ffi::rvsock_skb_put_data(skb, inline.as_ptr().cast(), plen);
-        } else {
-            let dst = ffi::rvsock_skb_put(skb, plen) as *mut u8;
-            copy_ext(p, ext, dst, plen as usize);
-        }
     }
     Some(skb)
 }
 
-/// Copies the first `n` unread bytes of `p`'s page payload `ext` to `dst`.
+/// Appends the first `n` unread payload bytes of `p` to `skb` (zeros for what `p` lacks);
+/// false, appending nothing, if `skb` has no room for them.
 ///
 /// # Safety
-/// `ext` is the payload of `p`, which has at least `n` unread bytes; `dst` has room for `n`.
+/// `skb` is a capture skb of ours (`start`), not yet handed on.
+unsafe fn put_payload(skb: *mut ffi::sk_buff, p: &Pkt, n: u32) -> bool {
+    // SAFETY: `skb` is ours (contract).
+    if n == 0 || unsafe { ffi::rvsock_skb_tailroom(skb) } < n {
+        return n == 0;
+    }
+    let ext = p.ext();
+    // SAFETY: `skb` has room for `n` more bytes (checked above); `dst` is where they go.
+    let dst = unsafe { ffi::rvsock_skb_put(skb, n) } as *mut u8;
+    if ext.is_null() {
+        let inline = p.unread();
+        let k = inline.len().min(n as usize);
+        // SAFETY: `dst` has `n >= k` bytes; `inline` holds `k`; distinct allocations. The
+        // rest (a caller asking for more than the packet holds) reads as zeros.
+        unsafe {
+            core::ptr::copy_nonoverlapping(inline.as_ptr(), dst, k);
+            core::ptr::write_bytes(dst.add(k), 0, n as usize - k);
+        }
+    } else {
+        // SAFETY: `ext` is `p`'s payload; `dst` has room for `n` bytes. `copy_ext` copies
+        // what `p` has of them and zeroes the rest.
+        unsafe { copy_ext(p, ext, dst, n as usize) };
+    }
+    true
+}
+
+/// Builds the capture skb of `p` (header as it is now, payload up to the header's length).
+fn build(p: &Pkt) -> Option<*mut ffi::sk_buff> {
+    let h = p.hdr();
+    let avail = if p.ext().is_null() { p.unread().len() as u32 } else { p.remaining() };
+    let plen = h.len.min(avail);
+    let skb = start(&h, plen)?;
+    // SAFETY: ours, from `start` with room for `plen` payload bytes.
+    unsafe { put_payload(skb, p, plen) };
+    Some(skb)
+}
+
+/// Copies the first `n` unread bytes of `p`'s page payload `ext` to `dst` (zeros past what
+/// its pieces hold).
+///
+/// # Safety
+/// `ext` is the payload of `p`; `dst` has room for `n` bytes.
 unsafe fn copy_ext(p: &Pkt, ext: *mut core::ffi::c_void, dst: *mut u8, n: usize) {
     let mut done = 0usize;
     crate::zerocopy::for_each_piece(p, ext, 0, n, |page, off, k| {
@@ -236,6 +269,43 @@ pub(crate) unsafe extern "C" fn rvsock_tap_copy(pkt: *const RawPkt) -> *mut core
         Some(skb) => skb.cast(),
         None => core::ptr::null_mut(),
     }
+}
+
+/// Starts a capture of a packet a transport puts together itself (exported; see `abi`):
+/// vhost's guest buffer, which may hold the piece of a packet or several packets joined.
+///
+/// # Safety
+/// `hdr` points to `HDR_LEN` readable bytes (a virtio header in wire format).
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_tap_start(hdr: *const u8, len: u32) -> *mut core::ffi::c_void {
+    if !active() || hdr.is_null() {
+        return core::ptr::null_mut();
+    }
+    let mut b = [0u8; HDR_LEN];
+    // SAFETY: `hdr` has `HDR_LEN` readable bytes (contract); `b` is ours.
+    unsafe { core::ptr::copy_nonoverlapping(hdr, b.as_mut_ptr(), HDR_LEN) };
+    match start(&Hdr::decode(&b), len) {
+        Some(skb) => skb.cast(),
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Appends the first `n` unread payload bytes of a lent packet to a capture (exported); false
+/// if they do not fit the room `rvsock_tap_start` was given.
+///
+/// # Safety
+/// `copy` is a capture from `rvsock_tap_start` the caller owns; `pkt` a live packet the
+/// caller owns and lends (read only) for the call.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn rvsock_tap_append(copy: *mut core::ffi::c_void, pkt: *const RawPkt, n: u32) -> bool {
+    if copy.is_null() {
+        return false;
+    }
+    // SAFETY: as in `rvsock_tap_copy`: lent, only read, never dropped here.
+    let p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(pkt.cast_mut()) });
+    let Some(p) = p.as_ref() else { return false };
+    // SAFETY: `copy` is a capture skb of ours that the caller owns (contract).
+    unsafe { put_payload(copy.cast(), p, n) }
 }
 
 /// Hands a copy from `rvsock_tap_copy` to every capture device, consuming it (exported).

@@ -205,10 +205,19 @@ extern "C" {
     /// in-tree's transports do: a packet that never went is never captured): a copy of `pkt`
     /// (lent, not consumed: its header and unread payload) in the capture format, to be handed
     /// to the capture devices with `rvsock_tap_deliver` or freed with `rvsock_tap_drop`; null
-    /// when no capture device is open or memory ran out. Any context but hard interrupts.
+    /// when no capture device is open or memory ran out. Process context.
     pub fn rvsock_tap_copy(pkt: *const RawPkt) -> *mut c_void;
-    /// Hands a copy from `rvsock_tap_copy` to every capture device, consuming it (takes the
-    /// core's tap lock: call it with no rvsock spinlock held but a transport's own).
+    /// A capture of a guest packet a transport puts together itself (vhost: one receive
+    /// buffer, which may hold a piece of a packet or several packets joined, as in-tree 7.x
+    /// captures each buffer it fills): `hdr` is the `HDR_LEN`-byte wire header written, `len`
+    /// the payload bytes to follow by `rvsock_tap_append`. Null as for `rvsock_tap_copy`.
+    pub fn rvsock_tap_start(hdr: *const u8, len: u32) -> *mut c_void;
+    /// Appends the first `n` unread payload bytes of `pkt` (lent) to a capture from
+    /// `rvsock_tap_start`; false, appending nothing, if they exceed the room it was given.
+    pub fn rvsock_tap_append(copy: *mut c_void, pkt: *const RawPkt, n: u32) -> bool;
+    /// Hands a copy from `rvsock_tap_copy` or `rvsock_tap_start` to every capture device,
+    /// consuming it. Takes the core's tap lock, which nests inside the transports' locks and
+    /// the core's send order lock (`send_pkt` runs under it); nothing is taken inside it.
     pub fn rvsock_tap_deliver(copy: *mut c_void);
     /// Frees a copy from `rvsock_tap_copy` unseen (its packet did not go after all).
     pub fn rvsock_tap_drop(copy: *mut c_void);

@@ -271,6 +271,21 @@ pub struct Captured(NonNull<core::ffi::c_void>);
 unsafe impl Send for Captured {}
 
 impl Captured {
+    /// A capture the transport puts together itself ([`abi::rvsock_tap_start`]): header
+    /// `h` (as written to the wire), `len` payload bytes to follow by [`Captured::append`];
+    /// `None` when not capturing or out of memory.
+    pub fn start(h: &Hdr, len: u32) -> Option<Captured> {
+        let w = h.encode();
+        // SAFETY: `w` holds `HDR_LEN` bytes, read during the call.
+        NonNull::new(unsafe { abi::rvsock_tap_start(w.as_ptr(), len) }).map(Captured)
+    }
+
+    /// Appends the first `n` unread payload bytes of `p`; false if they exceed the room.
+    pub fn append(&mut self, p: &Pkt, n: u32) -> bool {
+        // SAFETY: ours by the type invariant; `p` is live and lent (read only) for the call.
+        unsafe { abi::rvsock_tap_append(self.0.as_ptr(), p.0.as_ptr(), n) }
+    }
+
     /// Hands the copy to every capture device (takes the core's tap lock).
     pub fn deliver(self) {
         let c = self.0.as_ptr();

@@ -137,6 +137,7 @@ void rvsock_dev_put(struct net_device *dev) { dev_put(dev); }
 struct sk_buff *rvsock_alloc_skb(unsigned int size, gfp_t gfp) { return alloc_skb(size, gfp); }
 void rvsock_skb_put_data(struct sk_buff *skb, const void *data, unsigned int len) { skb_put_data(skb, data, len); }
 void *rvsock_skb_put(struct sk_buff *skb, unsigned int len) { return skb_put(skb, len); }
+unsigned int rvsock_skb_tailroom(const struct sk_buff *skb) { return skb_tailroom(skb); }
 int rvsock_dev_queue_xmit(struct sk_buff *skb, struct net_device *dev) { skb->dev = dev; return dev_queue_xmit(skb); }
 /* An inline kfree_skb without CONFIG_TRACEPOINTS, a function with it. */
 void rvsock_consume_skb(struct sk_buff *skb) { consume_skb(skb); }

@@ -93,6 +93,7 @@ void rvsock_dev_put(struct net_device *dev);
 struct sk_buff *rvsock_alloc_skb(unsigned int size, gfp_t gfp);
 void rvsock_skb_put_data(struct sk_buff *skb, const void *data, unsigned int len);
 void *rvsock_skb_put(struct sk_buff *skb, unsigned int len);
+unsigned int rvsock_skb_tailroom(const struct sk_buff *skb);
 int rvsock_dev_queue_xmit(struct sk_buff *skb, struct net_device *dev);
 void rvsock_consume_skb(struct sk_buff *skb);
 void rvsock_memcpy_from_page(void *to, struct page *page, size_t off, size_t len);

@@ -34,7 +34,7 @@
 
 use crate::abi::{RawHold, RawPkt, HDR_LEN};
 use crate::ffi;
-use crate::pkt::{Pkt, PktQueue};
+use crate::pkt::{Captured, Pkt, PktQueue};
 use crate::pending::Pending;
 use crate::proto::fq::FlowHash;
 use crate::proto::hdr::{join, Hdr, MAX_PKT_BUF_SIZE, SEQ_EOM, SEQ_EOR, VMADDR_CID_HOST};
@@ -225,6 +225,23 @@ fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
 
 /// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pages (a MSG_ZEROCOPY
 /// send's, or a large payload's own); returns the bytes copied.
+/// Captures one filled guest buffer: header `h`, then `frag` bytes of `p` and the packets
+/// joined behind it (`done`: all of each, the last one's first `last` bytes only).
+fn capture_buf(h: &Hdr, p: &Pkt, frag: usize, done: &PktQueue, last: usize) {
+    let Some(mut c) = Captured::start(h, h.len) else { return };
+    let mut ok = c.append(p, frag as u32);
+    let mut left = done.count();
+    done.for_each(|n| {
+        left -= 1;
+        let k = if left == 0 { last as u32 } else { n.remaining() };
+        ok &= c.append(n, k);
+        ok
+    });
+    if ok {
+        c.deliver();
+    }
+}
+
 fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
     let raw = p.raw_ptr();
     // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
@@ -426,8 +443,6 @@ impl VhostVsock {
                 let payload = p.remaining() as usize;
                 let frag = payload.min(room - HDR_LEN);
                 let mut h = p.hdr();
-                // None of it went yet: captured with this buffer (a split packet's rest is not).
-                let fresh = h.len as usize == payload;
                 if frag < payload && h.flags & SEQ_EOM != 0 {
                     // A split SEQPACKET message: only the last piece carries EOM (and EOR).
                     h.flags &= !(SEQ_EOM | SEQ_EOR);
@@ -493,15 +508,11 @@ impl VhostVsock {
                     self.requeue(flow, p);
                     break;
                 }
-                // Captured as they reach the guest (in-tree: the same point), each packet as
-                // the core sent it, once.
-                if fresh {
-                    p.tap();
+                // Captured as the guest gets it (in-tree 7.x captures each buffer it fills,
+                // with the header written): a piece of a split packet, or packets joined.
+                if crate::pkt::capturing() {
+                    capture_buf(&h, &p, frag, &done, last);
                 }
-                done.for_each(|n| {
-                    n.tap();
-                    true
-                });
                 g.add_used(head, (HDR_LEN + len) as u32);
                 sent = Some((flow, HDR_LEN + len));
                 g.log_write(log, HDR_LEN + len, inn);
