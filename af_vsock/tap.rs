@@ -169,7 +169,7 @@ fn mon_hdr(h: &Hdr) -> [u8; MON_HDR_LEN] {
 /// Starts a capture skb: the capture header and the wire header of `h`, with room for `plen`
 /// payload bytes (`put_payload`).
 fn start(h: &Hdr, plen: u32) -> Option<*mut ffi::sk_buff> {
-    let size = (MON_HDR_LEN + HDR_LEN) as u32 + plen;
+    let size = plen.checked_add((MON_HDR_LEN + HDR_LEN) as u32)?;
     // SAFETY: plain allocation; null on failure.
     let skb = unsafe { ffi::rvsock_alloc_skb(size, kernel::bindings::GFP_ATOMIC | kernel::bindings::__GFP_NOWARN) };
     if skb.is_null() {
@@ -290,8 +290,9 @@ pub(crate) unsafe extern "C" fn rvsock_tap_start(hdr: *const u8, len: u32) -> *m
     }
 }
 
-/// Appends the first `n` unread payload bytes of a lent packet to a capture (exported); false
-/// if they do not fit the room `rvsock_tap_start` was given.
+/// Appends the first `n` unread payload bytes of a lent packet to a capture (exported); false,
+/// appending nothing, if they do not fit its skb's tailroom (at least the room
+/// `rvsock_tap_start` was given).
 ///
 /// # Safety
 /// `copy` is a capture from `rvsock_tap_start` the caller owns; `pkt` a live packet the
@@ -301,17 +302,21 @@ pub(crate) unsafe extern "C" fn rvsock_tap_append(copy: *mut core::ffi::c_void, 
     if copy.is_null() {
         return false;
     }
-    // SAFETY: as in `rvsock_tap_copy`: lent, only read, never dropped here.
+    // SAFETY: as in `rvsock_tap_copy`: lent, only read, never dropped here. The caller's own
+    // handle lives on meanwhile (as with `rvsock_pkt_copy_to_iter`): both only read the packet
+    // (a page payload's copy-out state changes through its own atomics and lock).
     let p = core::mem::ManuallyDrop::new(unsafe { Pkt::from_raw(pkt.cast_mut()) });
     let Some(p) = p.as_ref() else { return false };
     // SAFETY: `copy` is a capture skb of ours that the caller owns (contract).
     unsafe { put_payload(copy.cast(), p, n) }
 }
 
-/// Hands a copy from `rvsock_tap_copy` to every capture device, consuming it (exported).
+/// Hands a copy from `rvsock_tap_copy` or `rvsock_tap_start` to every capture device,
+/// consuming it (exported).
 ///
 /// # Safety
-/// `copy` is null or a copy from `rvsock_tap_copy` that the caller gives away.
+/// `copy` is null or a copy from `rvsock_tap_copy` or `rvsock_tap_start` that the caller
+/// gives away.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_tap_deliver(copy: *mut core::ffi::c_void) {
     let skb: *mut ffi::sk_buff = copy.cast();
@@ -344,10 +349,11 @@ pub(crate) unsafe extern "C" fn rvsock_tap_deliver(copy: *mut core::ffi::c_void)
     unsafe { ffi::rvsock_consume_skb(skb) };
 }
 
-/// Frees a copy from `rvsock_tap_copy` unseen (exported).
+/// Frees a copy from `rvsock_tap_copy` or `rvsock_tap_start` unseen (exported).
 ///
 /// # Safety
-/// `copy` is null or a copy from `rvsock_tap_copy` that the caller gives away.
+/// `copy` is null or a copy from `rvsock_tap_copy` or `rvsock_tap_start` that the caller
+/// gives away.
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_tap_drop(copy: *mut core::ffi::c_void) {
     let skb: *mut ffi::sk_buff = copy.cast();

@@ -213,12 +213,14 @@ extern "C" {
     /// the payload bytes to follow by `rvsock_tap_append`. Null as for `rvsock_tap_copy`.
     pub fn rvsock_tap_start(hdr: *const u8, len: u32) -> *mut c_void;
     /// Appends the first `n` unread payload bytes of `pkt` (lent) to a capture from
-    /// `rvsock_tap_start`; false, appending nothing, if they exceed the room it was given.
+    /// `rvsock_tap_start`; false, appending nothing, if they exceed its skb's tailroom (at
+    /// least the `len` it was given: the caller appends no more than that).
     pub fn rvsock_tap_append(copy: *mut c_void, pkt: *const RawPkt, n: u32) -> bool;
     /// Hands a copy from `rvsock_tap_copy` or `rvsock_tap_start` to every capture device,
     /// consuming it. Takes the core's tap lock, which nests inside the transports' locks and
     /// the core's send order lock (`send_pkt` runs under it); nothing is taken inside it.
     pub fn rvsock_tap_deliver(copy: *mut c_void);
-    /// Frees a copy from `rvsock_tap_copy` unseen (its packet did not go after all).
+    /// Frees a copy from `rvsock_tap_copy` or `rvsock_tap_start` unseen (its packet did not go
+    /// after all).
     pub fn rvsock_tap_drop(copy: *mut c_void);
 }

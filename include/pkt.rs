@@ -264,7 +264,7 @@ pub fn capturing() -> bool {
 /// it to them; dropped, it is freed unseen (the packet did not go after all).
 ///
 /// # Invariants
-/// `self.0` is a copy from `rvsock_tap_copy` that nobody else owns.
+/// `self.0` is a copy from `rvsock_tap_copy` or `rvsock_tap_start` that nobody else owns.
 pub struct Captured(NonNull<core::ffi::c_void>);
 
 // SAFETY: the copy is an skb owned by this handle alone; it may move between threads.

@@ -223,18 +223,17 @@ fn swap_mark(p: &mut Pkt, mark: u32) -> u32 {
     core::mem::replace(p.xmark_mut(), mark)
 }
 
-/// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pages (a MSG_ZEROCOPY
-/// send's, or a large payload's own); returns the bytes copied.
 /// Captures one filled guest buffer: header `h`, then `frag` bytes of `p` and the packets
-/// joined behind it (`done`: all of each, the last one's first `last` bytes only).
-fn capture_buf(h: &Hdr, p: &Pkt, frag: usize, done: &PktQueue, last: usize) {
+/// joined behind it (`done`), each as the copy took it: the rest of the header's length in
+/// order, so all of each but the last, which may give only its first part.
+fn capture_buf(h: &Hdr, p: &Pkt, frag: usize, done: &PktQueue) {
     let Some(mut c) = Captured::start(h, h.len) else { return };
     let mut ok = c.append(p, frag as u32);
-    let mut left = done.count();
+    let mut left = (h.len as usize).saturating_sub(frag);
     done.for_each(|n| {
-        left -= 1;
-        let k = if left == 0 { last as u32 } else { n.remaining() };
-        ok &= c.append(n, k);
+        let k = (n.remaining() as usize).min(left);
+        left -= k;
+        ok &= c.append(n, k as u32);
         ok
     });
     if ok {
@@ -242,6 +241,8 @@ fn capture_buf(h: &Hdr, p: &Pkt, frag: usize, done: &PktQueue, last: usize) {
     }
 }
 
+/// Copies `n` bytes of `p`'s unsent payload into `it`, inline or pages (a MSG_ZEROCOPY
+/// send's, or a large payload's own); returns the bytes copied.
 fn copy_payload(p: &mut Pkt, n: usize, it: &mut IovIter<'_>) -> usize {
     let raw = p.raw_ptr();
     // SAFETY: `raw` is the live packet `p` owns, lent for the call; `it` is a live iterator.
@@ -511,7 +512,7 @@ impl VhostVsock {
                 // Captured as the guest gets it (in-tree 7.x captures each buffer it fills,
                 // with the header written): a piece of a split packet, or packets joined.
                 if crate::pkt::capturing() {
-                    capture_buf(&h, &p, frag, &done, last);
+                    capture_buf(&h, &p, frag, &done);
                 }
                 g.add_used(head, (HDR_LEN + len) as u32);
                 sent = Some((flow, HDR_LEN + len));

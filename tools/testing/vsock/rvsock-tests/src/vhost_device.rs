@@ -18,7 +18,7 @@ use crate::vhost_hostile::*;
 
 /// Whether the host stack under test is rvsock's (else the in-tree reference, where the
 /// checks of rvsock-only behaviour report a skip or a `#` line).
-fn rvsock_host() -> bool {
+pub(crate) fn rvsock_host() -> bool {
     std::fs::read_to_string("/proc/modules").unwrap_or_default().contains("rvsock_vhost ")
 }
 
