@@ -172,6 +172,9 @@ fn assign_transport(sk: Sk) -> Result {
         return Err(errno!(ESOCKTNOSUPPORT));
     }
     let old = s.transport.replace(r);
+    // The transport's limit on the buffer size applies from now on (in-tree
+    // `virtio_transport_do_socket_init` clamps at assignment).
+    s.buffer_size = s.buffer_size.min(u64::from(crate::proto::hdr::MAX_BUF_SIZE));
     drop(s);
     drop(g);
     drop(old);

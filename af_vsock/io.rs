@@ -21,8 +21,11 @@ pub(crate) fn sendmsg(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     let seq = sock_type(sk) == SockType::Seqpacket;
     let r = send_locked(sk, &g, msg, len, flags, seq);
     match r {
-        Err(e) if e == EPIPE && !seq && flags & ffi::MSG_NOSIGNAL == 0 => {
-            // SAFETY: `sk_stream_error` only sends SIGPIPE to current and returns the error.
+        // STREAM, as in-tree: a pending socket error replaces EPIPE (and is cleared), with or
+        // without MSG_NOSIGNAL; SIGPIPE for a bare EPIPE without it.
+        Err(e) if e == EPIPE && !seq => {
+            // SAFETY: `sk` is our live socket, locked (`g`); `sk_stream_error` takes its
+            // pending error (`sock_error`), may send SIGPIPE to current and returns the errno.
             let e2 = unsafe { ffi::sk_stream_error(sk.as_ptr(), flags as i32, -(ffi::EPIPE as i32)) };
             Err(Error::from_errno(e2))
         }
@@ -464,6 +467,10 @@ fn stream_peek(sk: Sk, msg: &mut Msg, len: usize) -> Result<usize> {
     });
     let stale = restore(&mut vsk(sk).st.lock(), q);
     drop(stale);
+    // A fault after whole packets were copied returns their bytes (in-tree's peek too).
+    if copied > 0 {
+        return Ok(copied);
+    }
     res.map(|_| copied)
 }
 

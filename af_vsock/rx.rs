@@ -234,6 +234,8 @@ fn new_child(lsk: crate::net::Sk, t: TransportPtr, v: &crate::proto::hdr::Valid,
             s.remote_flags |= sock::FLAG_TO_HOST;
         }
         s.transport = Some(tref);
+        // The transport's limit on the inherited buffer size (as at connect).
+        s.buffer_size = s.buffer_size.min(u64::from(crate::proto::hdr::MAX_BUF_SIZE));
         s.ss = sock::ss::CONNECTED;
         apply(c, &mut s, &a, Some(h))
     };

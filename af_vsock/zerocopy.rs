@@ -3,9 +3,10 @@
 //! pages into the packets instead of copying them (the receiver copies straight out of the
 //! sender's pages); otherwise it copies and the completion says so
 //! (`SO_EE_CODE_ZEROCOPY_COPIED`). Completions use the kernel's `ubuf_info` machinery
-//! (`msg_zerocopy_realloc`), so user space reads them from the error queue exactly as with
-//! the in-tree stack: one notification per sendmsg, delivered when every packet holding the
-//! pages has been consumed or dropped. A caller that brings its own completion (`msg_ubuf`:
+//! (`msg_zerocopy_realloc`), so user space reads them from the error queue as with the
+//! in-tree stack: one notification per sendmsg (as TCP; in-tree vsock takes one per credit
+//! window a blocking send waits for, so a send larger than the credit there uses several ids),
+//! delivered when every packet holding the pages has been consumed or dropped. A caller that brings its own completion (`msg_ubuf`:
 //! io_uring's IORING_OP_SEND_ZC) gets the same, on that completion: each packet holding pages
 //! takes a reference on it, the caller keeps and drops its own.
 //!

@@ -457,6 +457,7 @@ const ERRNO_TABLE: &[(&str, i32, &str)] = &[
     ("send.after_shut_wr", EPIPE, "vsock_connectible_sendmsg (SEND_SHUTDOWN)"),
     ("send.after_peer_close", EPIPE, "vsock_connectible_sendmsg (peer_shutdown & RCV_SHUTDOWN)"),
     ("send.after_refused_shutdown", EPIPE, "vsock_shutdown (SS_CONNECTING: sk_shutdown set) -> sendmsg"),
+    ("send.nosignal_pending_error", ECONNRESET, "vsock_connectible_sendmsg -> sk_stream_error (sock_error first)"),
     ("sendto.unconnected_with_addr", EOPNOTSUPP, "vsock_connectible_sendmsg (msg_namelen, not established)"),
     ("sendto.connected_with_addr", EISCONN, "vsock_connectible_sendmsg (msg_namelen, established)"),
     ("recv.unconnected", ENOTCONN, "__vsock_connectible_recvmsg (!SOCK_DONE)"),
@@ -465,6 +466,7 @@ const ERRNO_TABLE: &[(&str, i32, &str)] = &[
     ("recv.nonblock_empty", EAGAIN, "vsock_connectible_wait_data"),
     ("recv.after_shut_rd", 0, "__vsock_connectible_recvmsg (RCV_SHUTDOWN -> 0)"),
     ("recv.after_peer_close", 0, "__vsock_connectible_recvmsg (SOCK_DONE -> 0)"),
+    ("recv.peek_fault_after_packet", 0, "virtio_transport_stream_do_peek (if (total) err = total)"),
     ("shutdown.bad_how", EINVAL, "vsock_shutdown (mode check precedes state check)"),
     ("shutdown.unconnected", ENOTCONN, "vsock_shutdown"),
     ("getpeername.unconnected", ENOTCONN, "vsock_getname"),
@@ -477,10 +479,13 @@ const ERRNO_TABLE: &[(&str, i32, &str)] = &[
     ("setsockopt.timeout_negative", ERANGE, "vsock_connectible_setsockopt"),
     ("setsockopt.timeout_negative_usec", 0, "vsock_connectible_setsockopt (no lower bound on tv_usec)"),
     ("setsockopt.timeout_short", EINVAL, "sock_copy_user_timeval (net/core/sock.c)"),
+    ("setsockopt.rcvlowat_above_buffer", EINVAL, "vsock_set_rcvlowat (val > buffer_size)"),
+    ("setsockopt.seqpacket_rcvlowat_above_buffer", 0, "sk_setsockopt (SEQPACKET ops: no set_rcvlowat)"),
     ("getsockopt.unknown_opt", ENOPROTOOPT, "vsock_connectible_getsockopt"),
     ("getsockopt.bad_level", ENOPROTOOPT, "vsock_connectible_getsockopt"),
     ("getsockopt.buffer_size_short", EINVAL, "vsock_connectible_getsockopt (len < lv)"),
     ("getsockopt.timeout_short", EINVAL, "vsock_connectible_getsockopt (len < lv)"),
+    ("getsockopt.buffer_size_clamped_at_connect", 0, "virtio_transport_do_socket_init (u32 max)"),
     ("ioctl.siocoutq_unconnected", EOPNOTSUPP, "vsock_do_ioctl (no transport)"),
     ("ioctl.siocoutq_listening", EOPNOTSUPP, "vsock_do_ioctl (listeners have no transport)"),
     ("ioctl.unknown", ENOTTY, "vsock_do_ioctl -ENOIOCTLCMD -> sock_do_ioctl (net/socket.c)"),
@@ -494,6 +499,54 @@ fn errno_test(case: &str, expect: i32, origin: &str, ctx: &Ctx, out: &Out) -> Te
     } else {
         Err(format!("got {}, expected {} (in-tree: {origin})", sys::errno_name(got), sys::errno_name(expect)))
     }
+}
+
+/// recv(MSG_PEEK) of two queued packets (100 and 8,000 bytes) into a buffer whose first 100
+/// bytes are mapped and the rest not: the first packet's bytes (0), not EFAULT. Another count:
+/// EMSGSIZE.
+fn peek_fault(ctx: &Ctx) -> Result<i32, String> {
+    let p = pair(ctx)?;
+    sys::send(&p.c, &[7u8; 100], 0).or_fail("send 100")?;
+    // Apart, so that neither stack merges them into one packet.
+    wait_for(&p.s, libc::POLLIN, "the first packet")?;
+    sys::send(&p.c, &[8u8; 8000], 0).or_fail("send 8000")?;
+    // Both queued (6.12 in-tree has no SIOCINQ): a peek that waits for all of them.
+    let mut all = vec![0u8; 8100];
+    let n = sys::recv(&p.s, &mut all, libc::MSG_PEEK | libc::MSG_WAITALL).or_fail("peek the 8,100 bytes")?;
+    if n != 8100 {
+        return Err(format!("peeked {n} of the 8,100 bytes"));
+    }
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh anonymous mapping of two pages; the second is unmapped at once, so the
+    // buffer below is 100 mapped bytes followed by a hole. Only the kernel touches it.
+    let r = unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if m == libc::MAP_FAILED {
+            return Err("mmap".into());
+        }
+        libc::munmap(m.cast::<u8>().add(PAGE).cast(), PAGE);
+        let buf = m.cast::<u8>().add(PAGE - 100);
+        let r = libc::recv(std::os::fd::AsRawFd::as_raw_fd(&p.s), buf.cast(), 8100, libc::MSG_PEEK);
+        let err = io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+        libc::munmap(m, PAGE);
+        if r < 0 {
+            -err
+        } else {
+            r as i32
+        }
+    };
+    Ok(match r {
+        100 => 0,
+        r if r < 0 => -r,
+        _ => libc::EMSGSIZE,
+    })
 }
 
 /// Perform `case` and return the errno of the call under test (0 = success).
@@ -609,6 +662,22 @@ fn errno_case(case: &str, ctx: &Ctx) -> Result<i32, String> {
             sys::shutdown(&c, libc::SHUT_RDWR).or_fail("shutdown")?;
             e(&sys::send(&c, b"x", 0))
         }
+        "send.nosignal_pending_error" => {
+            // As send.after_refused_shutdown, with the refusal's ECONNRESET left pending: it
+            // replaces the EPIPE (and is taken), MSG_NOSIGNAL or not.
+            let port = free_port().or_fail("free port")?;
+            let c = sys::socket(AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0).or_fail("socket")?;
+            let _ = sys::connect_vm(&c, ctx.peer, port);
+            wait_for(&c, libc::POLLOUT, "connect failure")?;
+            sys::shutdown(&c, libc::SHUT_RDWR).or_fail("shutdown")?;
+            let r = e(&sys::send(&c, b"x", libc::MSG_NOSIGNAL));
+            let left = sys::so_error(&c).or_fail("SO_ERROR")?;
+            if left != 0 {
+                return Err(format!("send returned {}, SO_ERROR then {}", sys::errno_name(r), sys::errno_name(left)));
+            }
+            r
+        }
+        "recv.peek_fault_after_packet" => peek_fault(ctx)?,
         "send.after_peer_close" | "recv.after_peer_close" => {
             let Pair { c, s, .. } = pair(ctx)?;
             drop(s);
@@ -655,10 +724,35 @@ fn errno_case(case: &str, ctx: &Ctx) -> Result<i32, String> {
         "setsockopt.timeout_short" => {
             e(&sys::setsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &tv(1, 0)[..8]))
         }
+        "setsockopt.rcvlowat_above_buffer" | "setsockopt.seqpacket_rcvlowat_above_buffer" => {
+            let ty = if case.contains("seqpacket") { libc::SOCK_SEQPACKET } else { libc::SOCK_STREAM };
+            let s = sys::socket(AF_VSOCK, ty, 0).or_fail("socket")?;
+            // Above the default buffer size (256 KiB).
+            e(&sys::setsockopt(&s, libc::SOL_SOCKET, libc::SO_RCVLOWAT, &(1i32 << 20).to_ne_bytes()))
+        }
         "getsockopt.unknown_opt" => e(&sys::getsockopt(&fresh()?, SOL_VSOCK_OPTS, 99, &mut buf[..8])),
         "getsockopt.bad_level" => e(&sys::getsockopt(&fresh()?, libc::SOL_TCP, 0, &mut buf[..8])),
         "getsockopt.buffer_size_short" => {
             e(&sys::getsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE, &mut buf[..4]))
+        }
+        "getsockopt.buffer_size_clamped_at_connect" => {
+            // 5 GiB set before connect stays 5 GiB until a transport is assigned, then reads
+            // as the transport's limit (u32::MAX). Another value: EMSGSIZE.
+            let (l, port) = listener(4).or_fail("listener")?;
+            let c = fresh()?;
+            let big = 5u64 << 30;
+            sys::setsockopt(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_MAX_SIZE, &(8u64 << 30).to_ne_bytes())
+                .or_fail("buffer max")?;
+            sys::setsockopt(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE, &big.to_ne_bytes()).or_fail("buffer size")?;
+            let before = sys::getsockopt_u64(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("get")?;
+            sys::connect_vm(&c, ctx.peer, port).or_fail("connect")?;
+            let _s = sys::accept(&l, false).or_fail("accept")?;
+            let after = sys::getsockopt_u64(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("get")?;
+            if before == big && after == u64::from(u32::MAX) {
+                0
+            } else {
+                libc::EMSGSIZE
+            }
         }
         "getsockopt.timeout_short" => {
             e(&sys::getsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW, &mut buf[..8]))

@@ -15,6 +15,8 @@ load_r() { modprobe rvsock_loopback; }
 if load_c; then
     rvsock-tests selftest --peer-cid 1 > /tmp/c.out 2>&1
     sed -n 's/^RVSOCK-TEST \([a-z]*\) /RVSOCK-REF \1 c\//p' /tmp/c.out
+    # Why a reference test failed or skipped (its "# NAME: reason" line).
+    grep '^# ' /tmp/c.out | sed 's/^# /# c\//'
     grep '^RVSOCK-ERRNO' /tmp/c.out | sort > /tmp/c.errno
     unload_c || result fail unload-c-stack
 else
