@@ -699,7 +699,9 @@ pub(crate) fn connect_timeout(sk: Sk) -> i64 {
 /// SO_RCVLOWAT: EINVAL above the buffer size (in-tree; the credit policy's liveness relies
 /// on it); otherwise the peer may need a credit update to fill the new watermark. SEQPACKET:
 /// stored as the socket layer stores it for a family without the callback (in-tree's
-/// SEQPACKET ops have none): no bound, no credit effect (its reads ignore it).
+/// SEQPACKET ops have none): no bound, no credit effect. Its reads ignore it, and so does
+/// rvsock's SEQPACKET poll (readable with a whole message queued), a deliberate difference:
+/// in-tree's poll waits for rcvlowat queued bytes, message boundaries aside.
 pub(crate) fn set_rcvlowat(sk: Sk, lowat: i32) -> Result {
     if sock_type(sk) == SockType::Seqpacket {
         sk.set_rcvlowat(if lowat != 0 { lowat } else { 1 });

@@ -510,15 +510,20 @@ fn peek_fault(ctx: &Ctx) -> Result<i32, String> {
     // Apart, so that neither stack merges them into one packet.
     wait_for(&p.s, libc::POLLIN, "the first packet")?;
     sys::send(&p.c, &[8u8; 8000], 0).or_fail("send 8000")?;
-    // Both queued (6.12 in-tree has no SIOCINQ): a peek that waits for all of them.
+    // Both queued (6.12 in-tree has no SIOCINQ; its loopback delivers from a worker): peek
+    // until all of them are there.
     let mut all = vec![0u8; 8100];
-    let n = sys::recv(&p.s, &mut all, libc::MSG_PEEK | libc::MSG_WAITALL).or_fail("peek the 8,100 bytes")?;
-    if n != 8100 {
-        return Err(format!("peeked {n} of the 8,100 bytes"));
+    let t0 = Instant::now();
+    while sys::recv(&p.s, &mut all, libc::MSG_PEEK | libc::MSG_DONTWAIT).unwrap_or(0) < 8100 {
+        if t0.elapsed() > IO_TIMEOUT {
+            return Err("the 8,100 bytes did not arrive".into());
+        }
+        thread::sleep(Duration::from_millis(5));
     }
     const PAGE: usize = 4096;
-    // SAFETY: a fresh anonymous mapping of two pages; the second is unmapped at once, so the
-    // buffer below is 100 mapped bytes followed by a hole. Only the kernel touches it.
+    // SAFETY: a fresh anonymous mapping of two pages; the second made inaccessible at once
+    // (not unmapped: nothing else can be mapped there meanwhile), so the buffer below is 100
+    // writable bytes followed by a hole. Only the kernel touches it; unmapped whole after.
     let r = unsafe {
         let m = libc::mmap(
             std::ptr::null_mut(),
@@ -531,11 +536,14 @@ fn peek_fault(ctx: &Ctx) -> Result<i32, String> {
         if m == libc::MAP_FAILED {
             return Err("mmap".into());
         }
-        libc::munmap(m.cast::<u8>().add(PAGE).cast(), PAGE);
+        if libc::mprotect(m.cast::<u8>().add(PAGE).cast(), PAGE, libc::PROT_NONE) != 0 {
+            libc::munmap(m, 2 * PAGE);
+            return Err("mprotect".into());
+        }
         let buf = m.cast::<u8>().add(PAGE - 100);
         let r = libc::recv(std::os::fd::AsRawFd::as_raw_fd(&p.s), buf.cast(), 8100, libc::MSG_PEEK);
         let err = io::Error::last_os_error().raw_os_error().unwrap_or(-1);
-        libc::munmap(m, PAGE);
+        libc::munmap(m, 2 * PAGE);
         if r < 0 {
             -err
         } else {
@@ -736,19 +744,25 @@ fn errno_case(case: &str, ctx: &Ctx) -> Result<i32, String> {
             e(&sys::getsockopt(&fresh()?, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE, &mut buf[..4]))
         }
         "getsockopt.buffer_size_clamped_at_connect" => {
-            // 5 GiB set before connect stays 5 GiB until a transport is assigned, then reads
-            // as the transport's limit (u32::MAX). Another value: EMSGSIZE.
+            // 5 GiB set before connect (on the client and on the listener) stays 5 GiB until
+            // a transport is assigned, then reads as the transport's limit (u32::MAX), on the
+            // client and on the accepted child. Another value: EMSGSIZE.
             let (l, port) = listener(4).or_fail("listener")?;
             let c = fresh()?;
             let big = 5u64 << 30;
-            sys::setsockopt(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_MAX_SIZE, &(8u64 << 30).to_ne_bytes())
-                .or_fail("buffer max")?;
-            sys::setsockopt(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE, &big.to_ne_bytes()).or_fail("buffer size")?;
-            let before = sys::getsockopt_u64(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("get")?;
+            let get = |fd: &OwnedFd| sys::getsockopt_u64(fd, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("get");
+            for fd in [&c, &l] {
+                sys::setsockopt(fd, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_MAX_SIZE, &(8u64 << 30).to_ne_bytes())
+                    .or_fail("buffer max")?;
+                sys::setsockopt(fd, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE, &big.to_ne_bytes())
+                    .or_fail("buffer size")?;
+            }
+            let before = (get(&c)?, get(&l)?);
             sys::connect_vm(&c, ctx.peer, port).or_fail("connect")?;
-            let _s = sys::accept(&l, false).or_fail("accept")?;
-            let after = sys::getsockopt_u64(&c, SOL_VSOCK_OPTS, sys::SO_VM_SOCKETS_BUFFER_SIZE).or_fail("get")?;
-            if before == big && after == u64::from(u32::MAX) {
+            let s = sys::accept(&l, false).or_fail("accept")?;
+            let after = (get(&c)?, get(&s)?);
+            let max = u64::from(u32::MAX);
+            if before == (big, big) && after == (max, max) {
                 0
             } else {
                 libc::EMSGSIZE
