@@ -58,12 +58,26 @@ if boot_l2 /tmp/l2.log 3 256M migrate-l2; then
     ok=0
     for i in $(seq 1 $N); do
         new=$((7 - cid))   # 3 <-> 4
-        log=/tmp/l2-m$i.log
-        rm -f /tmp/mig.sock
-        l2_incoming "$log" "$new" unix:/tmp/mig.sock
-        for _ in $(seq 1 100); do [ -S /tmp/mig.sock ] && break; sleep 0.1; done
-        migrate_out "$curmon" unix:/tmp/mig.sock
-        echo "# migration $i: CID $cid -> $new: $st ($(grep -o 'total time: [0-9]* ms' "$curmon.txt" | tail -n 1))"
+        # A migration that fails leaves the source running: one more try, to a fresh
+        # destination (seen once in a dozen runs, on the in-tree reference: "failed" after
+        # 0 ms, before any vsock state moved; the monitor's and QEMU's last lines are printed).
+        # The source quits only after a completed migration or the last try (quitting it
+        # after a failure left no VM, and every later check waited out its timeout).
+        for try in 1 2; do
+            log=/tmp/l2-m$i.log
+            [ "$try" = 1 ] || log=/tmp/l2-m$i-retry.log
+            rm -f /tmp/mig.sock
+            l2_incoming "$log" "$new" unix:/tmp/mig.sock
+            for _ in $(seq 1 $((100 * S))); do [ -S /tmp/mig.sock ] && break; sleep 0.1; done
+            migrate_out "$curmon" unix:/tmp/mig.sock
+            echo "# migration $i (try $try): CID $cid -> $new: $st ($(grep -o 'total time: [0-9]* ms' "$curmon.txt" | tail -n 1))"
+            case "$st" in *completed) break ;; esac
+            grep -i "error\|fail" "$curmon.txt" | tail -n 3 | sed 's/^/#   source monitor: /'
+            tail -n 5 /tmp/qemu.out | sed 's/^/#   qemu: /'
+            [ "$try" = 2 ] && break
+            kill "$monr" 2>/dev/null
+            kill "$nxt" 2>/dev/null; reap "$nxt" 20
+        done
         echo quit > "$curmon.in"; reap "$cur" 20; kill "$monr" 2>/dev/null
         case "$st" in *completed) ok=$((ok + 1)) ;; *) break ;; esac
         cur=$nxt curmon=$log.mon cid=$new last=$log
