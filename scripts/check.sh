@@ -23,8 +23,8 @@ declare -A SCEN=(
     [rvsock-selftest]="single both - 79 selftest"
     [rvsock-soak]="single rvsock - 43 soak"
     [c-soak]="single c - 43 soak"
-    [c-vhost-user]="vhostuser c - 12 vhost-user-guest"
-    [vhost-user-guest]="vhostuser rvsock - 12 vhost-user-guest"
+    [c-vhost-user]="vhostuser c - 16 vhost-user-guest"
+    [vhost-user-guest]="vhostuser rvsock - 16 vhost-user-guest"
     [nested-c-host-rvsock-guest]="nested c rvsock 61/91 nested-l1"
     [nested-rvsock-host-c-guest]="nested rvsock c 61/91 nested-l1"
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 61/91 nested-l1"
@@ -202,6 +202,9 @@ run_scenario() {
     # wrapping credit arithmetic overran the reader. `VSock::tx_order`.) RVSOCK_VHU_CPUS=1 gives
     # it one.
     if [ "$topo" = vhostuser ] && [ "${RVSOCK_VHU_CPUS:-2}" = 1 ]; then cpus=1; smp=1; fi
+    # vhost-user-guest suspends its devices (system sleep test): keep the serial console up
+    # across it, so that a hang or a report in freeze or restore reaches the log at once.
+    [ "$topo" = vhostuser ] && kargs+=" no_console_suspend"
     kargs+=" rvsock_cpus=$cpus"
     # Two sockets of a non-Intel CPU: the kernel takes the TSCs for unsynchronized and keeps
     # time with jiffies (4 ms steps, no high-resolution timers); TCG's TSC is one host clock

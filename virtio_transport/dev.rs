@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The virtio-vsock guest driver proper: device lifetime (probe/remove), the receive, transmit
+//! The virtio-vsock guest driver proper: device lifetime (probe/remove, freeze/restore around
+//! system sleep), the receive, transmit
 //! and event paths, and the transport callbacks the core calls. Safe Rust over `virtio.rs`.
 //!
 //! # Paths and contexts
@@ -25,7 +26,7 @@
 //!
 //! # Locks
 //!
-//! `dev` (mutex, probe/remove) → `rx` (mutex) | `ev` (mutex) | `tx` (spinlock), and
+//! `dev` (mutex, probe/remove/freeze/restore) → `rx` (mutex) | `ev` (mutex) | `tx` (spinlock), and
 //! `ev_order` (mutex) → `ev`. The rx and event mutexes are never held across a call into the
 //! core; `ev_order` is, for the reset (the core never calls back into the event path). The tx
 //! spinlock is never held across anything but virtqueue operations and freeing packets; no two
@@ -160,6 +161,16 @@ struct Bound {
     transport: &'static crate::TransportCell,
 }
 
+/// What `stop` does with the transport once nothing is delivered to the core any more.
+enum Teardown {
+    /// Nothing (a probe that failed to register it).
+    Keep,
+    /// Unregisters it, which resets every socket still using it (remove).
+    Unregister(&'static crate::TransportCell),
+    /// Resets every connection on it and keeps it registered (freeze).
+    Reset(&'static crate::TransportCell),
+}
+
 /// Driver state: one per module (the driver binds one device at a time, like in-tree).
 #[pin_data]
 pub(crate) struct Shared {
@@ -281,18 +292,48 @@ impl Shared {
             pr_warn!("a virtio-vsock device is already bound; ignoring another one\n");
             return Err(EBUSY);
         }
+        let transport = crate::transport_for(vdev.has_feature(ffi::VIRTIO_VSOCK_F_SEQPACKET));
+        let cid = self.start(&vdev, transport)?;
+
+        // SAFETY: `transport` is a static descriptor, unchanged while registered; it is
+        // unregistered in `stop` before the module can go away.
+        let r = kernel::error::to_result(unsafe { abi::rvsock_transport_register(transport.get()) });
+        if let Err(e) = r {
+            pr_err!("cannot register the G2H transport: {:?}\n", e);
+            self.stop(&vdev, Teardown::Keep);
+            return Err(e);
+        }
+        self.fill();
+        pr_info!(
+            "bound virtio-vsock device: guest CID {}, seqpacket {}, rx buffers {} x {} bytes (up to {} under bulk traffic)\n",
+            cid,
+            core::ptr::eq(transport, crate::transport_for(true)),
+            self.rx.lock().posted,
+            SMALL_CAP,
+            self.rx_cap
+        );
+        *dev = Some(Bound { vdev, transport });
+        Ok(())
+    }
+
+    /// Reads the CID, finds the rings, sets the device ready and gives the rings to the three
+    /// paths, for `transport` (`dev` held by the caller: binding, or resuming from system
+    /// sleep). Nothing is posted yet.
+    fn start(&self, vdev: &VDev, transport: &'static crate::TransportCell) -> Result<u32> {
         let raw_cid = vdev.read_config_u64(0); // struct virtio_vsock_config { le64 guest_cid }
         let Some(cid) = valid_cid(raw_cid) else {
             pr_err!("device offers invalid guest CID {}\n", raw_cid);
             return Err(EINVAL);
         };
-        let seqpacket = vdev.has_feature(ffi::VIRTIO_VSOCK_F_SEQPACKET);
         let vqs = vdev.find_vqs([
             (kernel::c_str!("rx"), crate::rx_done as crate::virtio::VqCallback),
             (kernel::c_str!("tx"), crate::tx_done),
             (kernel::c_str!("event"), crate::ev_done),
         ])?;
-        let transport = crate::transport_for(seqpacket);
+        // DRIVER_OK before a ring is ours to use: on restore the transport stayed registered,
+        // and a `send` may post (and notify) as soon as the tx ring is back. Callbacks that
+        // come meanwhile find no ring and return; the device has no buffer to use yet.
+        vdev.ready();
         self.guest_cid.store(cid, Ordering::Relaxed);
         self.transport.store(transport.get(), Ordering::Release);
         self.reply_limit.store(vqs.rx.0.size(), Ordering::Relaxed);
@@ -317,16 +358,11 @@ impl Shared {
             ev.vq = Some(vqs.ev);
             ev.vdev = Some(vdev.clone());
         }
-        vdev.ready();
+        Ok(cid)
+    }
 
-        // SAFETY: `transport` is a static descriptor, unchanged while registered; it is
-        // unregistered in `stop` before the module can go away.
-        let r = kernel::error::to_result(unsafe { abi::rvsock_transport_register(transport.get()) });
-        if let Err(e) = r {
-            pr_err!("cannot register the G2H transport: {:?}\n", e);
-            self.stop(&vdev, None);
-            return Err(e);
-        }
+    /// Posts the receive and event buffers: the device may send to us from here on.
+    fn fill(&self) {
         {
             let mut rx = self.rx.lock();
             self.rx_fill(&mut rx);
@@ -335,15 +371,28 @@ impl Shared {
             }
         }
         self.ev_fill();
-        pr_info!(
-            "bound virtio-vsock device: guest CID {}, seqpacket {}, rx buffers {} x {} bytes (up to {} under bulk traffic)\n",
-            cid,
-            seqpacket,
-            self.rx.lock().posted,
-            SMALL_CAP,
-            self.rx_cap
-        );
-        *dev = Some(Bound { vdev, transport });
+    }
+
+    /// Driver `freeze` (system sleep: suspend, hibernation), before the device is reset:
+    /// resets every connection on the transport (the device and the host forget them), stops
+    /// the rings. The transport stays registered and its sends fail with ENODEV until
+    /// `restore` (in-tree's freeze does the same).
+    pub(crate) fn freeze(&self, vdev: *mut ffi::virtio_device) {
+        let dev = self.dev.lock();
+        let Some(b) = dev.as_ref().filter(|b| b.vdev.is(vdev)) else { return };
+        self.stop(&b.vdev, Teardown::Reset(b.transport));
+        pr_info!("device frozen (system sleep): its connections were reset\n");
+    }
+
+    /// Driver `restore` (resume from system sleep; the virtio core has reset the device and
+    /// negotiated the same features again): finds the rings again, reads the CID again (a
+    /// hibernated guest may resume with another one), posts buffers.
+    pub(crate) fn restore(&self, vdev: *mut ffi::virtio_device) -> Result {
+        let dev = self.dev.lock();
+        let Some(b) = dev.as_ref().filter(|b| b.vdev.is(vdev)) else { return Err(ENODEV) };
+        let cid = self.start(&b.vdev, b.transport)?;
+        self.fill();
+        pr_info!("device restored (resume): guest CID {}\n", cid);
         Ok(())
     }
 
@@ -380,7 +429,7 @@ impl Shared {
     pub(crate) fn remove(&self, vdev: *mut ffi::virtio_device) {
         let mut dev = self.dev.lock();
         let Some(b) = dev.take_if(|b| b.vdev.is(vdev)) else { return };
-        self.stop(&b.vdev, Some(b.transport));
+        self.stop(&b.vdev, Teardown::Unregister(b.transport));
         let s = &self.stats;
         pr_info!(
             "device removed; since load: rx {} pkts {} bytes ({} copied, {} bad used len, {} bad hdr len, {} unwritten, {} small-buffer fallbacks, {} alloc failures, buffers grown {} shrunk {}), tx {} pkts {} bytes ({} queued, {} dropped), events {} resets {} bad\n",
@@ -403,9 +452,9 @@ impl Shared {
         );
     }
 
-    /// Stops every direction and releases the rings (`dev` held by the caller). With
-    /// `transport`, unregisters it, which resets every socket still using it.
-    fn stop(&self, vdev: &VDev, transport: Option<&'static crate::TransportCell>) {
+    /// Stops every direction and releases the rings (`dev` held by the caller); `t` says what
+    /// becomes of the transport and its sockets.
+    fn stop(&self, vdev: &VDev, t: Teardown) {
         // Receive and events first, so that nothing is delivered to the core any more and
         // no connection can be created on the transport while it is being unregistered.
         let rxq = self.rx.lock().vq.take();
@@ -416,11 +465,10 @@ impl Shared {
         };
         self.rx_work.cancel_sync();
         self.ev_work.cancel_sync();
-        if let Some(t) = transport {
-            // SAFETY: registered in `probe`.
-            unsafe { abi::rvsock_transport_unregister(t.get()) };
-        }
-        // Transmit: sockets reset above may still have sent packets; later ones get ENODEV.
+        // Transmit next: from here `send` fails with ENODEV. A packet posted later would be
+        // lost in the device reset below unnoticed (a connect's REQUEST: its socket, missed by
+        // the resets that follow, would wait out its timeout instead of failing at once).
+        // The resets send nothing, so nothing is lost by stopping first.
         let (txq, pending) = {
             let mut tx = self.tx.lock();
             tx.replies = 0;
@@ -431,6 +479,15 @@ impl Shared {
         };
         drop(pending);
         self.queued_replies.store(0, Ordering::Relaxed);
+        match t {
+            Teardown::Keep => {}
+            // SAFETY: registered in `probe`.
+            Teardown::Unregister(t) => unsafe { abi::rvsock_transport_unregister(t.get()) },
+            // SAFETY: registered in `probe`; process context, as for the unregistering above
+            // (a reset sends no packet; the core may call `cancel_pkt`, which takes only the
+            // tx lock, not held here).
+            Teardown::Reset(t) => unsafe { abi::rvsock_transport_reset(t.get(), u32::MAX, abi::NS_ANY) },
+        }
         self.transport.store(core::ptr::null_mut(), Ordering::Release);
         self.guest_cid.store(VMADDR_CID_ANY, Ordering::Relaxed);
 

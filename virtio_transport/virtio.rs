@@ -485,9 +485,9 @@ impl VDev {
         }
     }
 
-    /// Sets DRIVER_OK so the rings may be used during probe.
+    /// Sets DRIVER_OK so the rings may be used (probe, restore).
     pub(crate) fn ready(&self) {
-        // SAFETY: live device, called once per probe after `find_vqs`.
+        // SAFETY: live device, called once per probe or restore, after `find_vqs`.
         unsafe { ffi::rvsock_virtio_device_ready(self.0.as_ptr()) };
     }
 
@@ -579,6 +579,16 @@ pub(crate) type ProbeFn = unsafe extern "C" fn(*mut ffi::virtio_device) -> kerne
 /// Remove callback.
 pub(crate) type RemoveFn = unsafe extern "C" fn(*mut ffi::virtio_device);
 
+/// What the driver core calls: binding, unbinding, and around system sleep (`freeze` before
+/// the device is reset and suspended, `restore` after it is reset again on resume; the
+/// virtio core calls them from its PM callbacks, which exist with CONFIG_PM_SLEEP).
+pub(crate) struct Callbacks {
+    pub(crate) probe: ProbeFn,
+    pub(crate) remove: RemoveFn,
+    pub(crate) freeze: ProbeFn,
+    pub(crate) restore: ProbeFn,
+}
+
 impl Driver {
     /// An empty driver, filled by `register`.
     pub(crate) const fn new() -> Driver {
@@ -596,8 +606,7 @@ impl Driver {
         name: &'static CStr,
         ids: &'static [ffi::virtio_device_id],
         features: &'static [kernel::ffi::c_uint],
-        probe: ProbeFn,
-        remove: RemoveFn,
+        cb: Callbacks,
         owner: *mut ffi::module,
     ) -> Result {
         let d = self.0.get();
@@ -607,8 +616,10 @@ impl Driver {
             (*d).id_table = ids.as_ptr();
             (*d).feature_table = features.as_ptr();
             (*d).feature_table_size = features.len() as _;
-            (*d).probe = Some(probe);
-            (*d).remove = Some(remove);
+            (*d).probe = Some(cb.probe);
+            (*d).remove = Some(cb.remove);
+            (*d).freeze = Some(cb.freeze);
+            (*d).restore = Some(cb.restore);
             kernel::error::to_result(ffi::__register_virtio_driver(d, owner))
         }
     }

@@ -255,6 +255,23 @@ unsafe extern "C" fn remove(vdev: *mut ffi::virtio_device) {
     }
 }
 
+unsafe extern "C" fn freeze(vdev: *mut ffi::virtio_device) -> c_int {
+    if let Some(s) = shared() {
+        s.freeze(vdev);
+    }
+    0
+}
+
+unsafe extern "C" fn restore(vdev: *mut ffi::virtio_device) -> c_int {
+    match shared() {
+        Some(s) => match s.restore(vdev) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        },
+        None => ENODEV.to_errno(),
+    }
+}
+
 static DRIVER: virtio::Driver = virtio::Driver::new();
 
 static ID_TABLE: [ffi::virtio_device_id; 2] = [
@@ -284,9 +301,8 @@ impl kernel::Module for RvsockVirtio {
         SHARED.store(&*shared as *const Shared as *mut Shared, Ordering::Release);
         // SAFETY: registered once; `ID_TABLE` ends with a zero entry; unregistered in `drop`
         // (or right here on failure, by not publishing the module).
-        let r = unsafe {
-            DRIVER.register(kernel::c_str!("rvsock_virtio"), &ID_TABLE, &FEATURES, probe, remove, owner)
-        };
+        let cb = virtio::Callbacks { probe, remove, freeze, restore };
+        let r = unsafe { DRIVER.register(kernel::c_str!("rvsock_virtio"), &ID_TABLE, &FEATURES, cb, owner) };
         if let Err(e) = r {
             SHARED.store(core::ptr::null_mut(), Ordering::Release);
             return Err(e);

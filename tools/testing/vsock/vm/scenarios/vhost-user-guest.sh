@@ -1,7 +1,8 @@
 # Guest VM whose vsock device is vhost-device-vsock (rust-vmm) on the build machine, whose
 # host side is Unix sockets driven by scripts/vhost-user-host.sh. Guest-to-host and
 # host-to-guest streams checked by hash, and concurrent connections; the vhost CID rules of a
-# host that is itself a guest; device unbind/rebind and driver unload.
+# host that is itself a guest; device unbind/rebind, system sleep (the driver's freeze and
+# restore) and driver unload.
 load_stack virtio || return
 echo "local cid: $(cat /sys/bus/virtio/devices/*/features 2>/dev/null | head -1)"
 rvsock-tests stream-send --cid 2 --port 1234 --bytes 64m --seed 1 --name g2h.64MiB.guest
@@ -55,6 +56,43 @@ wait "$ub" 2>/dev/null
 basename "$vdev" > "$drv/bind"
 echo "rebound to $(readlink "$vdev/driver")"
 rvsock-tests stream-send --cid 2 --port 1237 --bytes 8m --seed 4 --name rebind.g2h.guest
+
+# System sleep: suspend to idle with /sys/power/pm_test at "devices" (every device is
+# suspended and resumed, the machine does not sleep). The driver's freeze must reset the
+# connections the device forgets (a transfer in flight ends with an error, never hangs) and its
+# restore must bring the device back (in-tree's freeze/restore do both). The transfer's
+# process is frozen across the sleep and finds its connection reset when it is thawed.
+if [ -w /sys/power/pm_test ] && grep -qw freeze /sys/power/state; then
+    echo devices > /sys/power/pm_test
+    echo 1 > /sys/module/suspend/parameters/pm_test_delay 2>/dev/null || true
+    rvsock-tests stream-send --cid 2 --port 1238 --bytes 4g --seed 5 --timeout 30 --name sleep.inflight > /tmp/sleep.out 2>&1 &
+    sl=$!
+    sleep 3
+    slept=
+    if echo freeze > /sys/power/state; then slept=1; echo "suspend to idle (pm_test devices) done"; else echo "# suspend to idle failed"; fi
+    echo none > /sys/power/pm_test
+    i=0
+    while kill -0 "$sl" 2>/dev/null && [ $i -lt 75 ]; do i=$((i + 1)); sleep 0.2; done
+    sed 's/^RVSOCK-TEST/# transfer:/' /tmp/sleep.out
+    if kill -0 "$sl" 2>/dev/null; then
+        kill -9 "$sl"; echo "# transfer still running 15 s after the resume"
+        result fail sleep.inflight.guest
+    elif [ -z "$slept" ]; then
+        result fail sleep.inflight.guest   # the system did not go through the sleep
+    elif grep -q "no progress" /tmp/sleep.out; then
+        result fail sleep.inflight.guest   # the connection was not reset: it only timed out
+    elif grep -q "RVSOCK-TEST fail" /tmp/sleep.out; then
+        result ok sleep.inflight.guest
+    else
+        result fail sleep.inflight.guest   # finished before the sleep: nothing was tested
+    fi
+    wait "$sl" 2>/dev/null
+    rvsock-tests stream-send --cid 2 --port 1239 --bytes 8m --seed 6 --name resume.g2h.guest
+else
+    echo "# no /sys/power/pm_test or no suspend to idle in this kernel"
+    result fail sleep.inflight.guest
+    result fail resume.g2h.guest
+fi
 i=0
 until rmmod "$mod" 2>/tmp/rmmod.err; do i=$((i + 1)); [ $i -gt 480 ] && break; [ $((i % 40)) = 0 ] && grep "^$mod " /proc/modules; sleep 0.25; done
 if grep -q "^$mod " /proc/modules; then
