@@ -24,7 +24,7 @@ fi
 # System sleep in the guest: 1238 is cut by the driver's freeze (discarded), 1239 runs after
 # the resume.
 "$T" uds-recv --listen "${UDS}_1238" --count 1 --name sleep.inflight.host --timeout 120 > /dev/null 2>&1 &
-"$T" uds-recv --listen "${UDS}_1239" --count 1 --name resume.g2h.host --timeout 300 &
+"$T" uds-recv --listen "${UDS}_1239" --count 1 --name sleep.resume.g2h.host --timeout 300 &
 for _ in $(seq 1 3000); do
     grep -aq RVSOCK-H2G-READY "$LOG" 2>/dev/null && break
     sleep 0.2

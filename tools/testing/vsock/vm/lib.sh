@@ -590,3 +590,51 @@ boot_l2() {
     echo "RVSOCK-INFO l2-accel=$L2_ACCEL${L2_ACCEL_WHY:+ ($L2_ACCEL_WHY)} log=$1 attempt=$attempt never-booted"
     return 1
 }
+
+# cut_verdict NAME PID OUT HAPPENED WAITS: the verdict on a transfer (process PID, output in
+# OUT) that an event (HAPPENED not empty: it took place) must have cut with an error, waited
+# for up to WAITS times 0.2 s.
+cut_verdict() {
+    local name=$1 pid=$2 out=$3 happened=$4 waits=$5 i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt "$waits" ]; do i=$((i + 1)); sleep 0.2; done
+    sed 's/^RVSOCK-TEST/# transfer:/' "$out"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -9 "$pid"; echo "# transfer still running $((waits / 5)) s after the event"
+        result fail "$name"
+    elif [ -z "$happened" ]; then
+        result fail "$name"   # the event did not take place
+    elif grep -q "no progress" "$out"; then
+        result fail "$name"   # the connection was not reset: it only timed out
+    elif grep -q "RVSOCK-TEST fail" "$out"; then
+        result ok "$name"
+    else
+        result fail "$name"   # finished before the event: nothing was tested
+    fi
+    wait "$pid" 2>/dev/null
+}
+
+# system_sleep_test CID PORT_CUT PORT_AFTER SCALE: suspend to idle with /sys/power/pm_test at
+# "devices" (every device is suspended and resumed, the machine does not sleep) while a stream
+# to CID:PORT_CUT runs, then send one to CID:PORT_AFTER (the peer's receiver counts it). The
+# guest driver's freeze must reset the connection its device forgets (the transfer ends with
+# an error: never hangs, never just times out), its restore must bring the device back (in-tree's
+# freeze/restore do both). The transfer's process is frozen across the sleep and finds its
+# connection reset when it is thawed. Results sleep.inflight.guest, sleep.resume.g2h.guest.
+system_sleep_test() {
+    local cid=$1 cut=$2 after=$3 s=$4 sl slept=""
+    if ! [ -w /sys/power/pm_test ] || ! grep -qw freeze /sys/power/state; then
+        echo "# no /sys/power/pm_test or no suspend to idle in this kernel"
+        result fail sleep.inflight.guest
+        result fail sleep.resume.g2h.guest
+        return
+    fi
+    echo devices > /sys/power/pm_test
+    echo 1 > /sys/module/suspend/parameters/pm_test_delay 2>/dev/null || true
+    rvsock-tests stream-send --cid "$cid" --port "$cut" --bytes 4g --seed 5 --timeout $((30 * s)) --name sleep.inflight > /tmp/sleep.out 2>&1 &
+    sl=$!
+    sleep $((3 * s))
+    if echo freeze > /sys/power/state; then slept=1; echo "suspend to idle (pm_test devices) done"; else echo "# suspend to idle failed"; fi
+    echo none > /sys/power/pm_test
+    cut_verdict sleep.inflight.guest "$sl" /tmp/sleep.out "$slept" $((75 * s))
+    rvsock-tests stream-send --cid "$cid" --port "$after" --bytes 8m --seed 6 --timeout $((300 * s)) --name sleep.resume.g2h.guest
+}

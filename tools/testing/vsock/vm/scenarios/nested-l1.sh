@@ -52,6 +52,18 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
         reap "$g2h" $((700 * S))
         [ -n "$qemu_b" ] && reap "$qemu_b" $((300 * S))
     fi
+    # System sleep in the guest (nested-l2.sh; lib.sh system_sleep_test): its driver's freeze
+    # cuts its stream to 3003 (the verdict is the guest's: discarded here) while QEMU stops
+    # this host's vhost device and starts it again; a stream to 3004 follows the resume. A
+    # stream to the guest's port 3002 tells it that both receivers listen.
+    rvsock-tests stream-recv --port 3003 --count 1 --timeout $((120 * S)) --name sleep.inflight.host > /dev/null 2>&1 &
+    cut=$!
+    rvsock-tests stream-recv --port 3004 --count 1 --timeout $((600 * S)) --name sleep.resume.g2h.host &
+    resumed=$!
+    sleep 2
+    rvsock-tests stream-send --cid 3 --port 3002 --bytes 4k --seed 50 --timeout $((300 * S)) --name sleep.go.host
+    reap "$resumed" $((700 * S))
+    kill "$cut" 2>/dev/null; wait "$cut" 2>/dev/null
 else
     qemu_a=$qemu
     result fail "l2-never-ready"

@@ -21,3 +21,9 @@ if [ "${NESTED_TWO_GUESTS:-yes}" = yes ]; then
     rvsock-tests stream-recv --port 3000 --count 1 --timeout $((900 * S)) --name two-guests.h2g.cid3.guest
     rvsock-tests stream-send --cid 2 --port 3001 --bytes 16m --seed 32 --timeout $((300 * S)) --name two-guests.g2h.cid3.guest
 fi
+
+# System sleep during a stream to the host (lib.sh), once L1's receivers listen (it says so
+# with a stream to 3002): the driver's freeze and restore, the host's vhost device stopped
+# and started again by QEMU meanwhile.
+rvsock-tests stream-recv --port 3002 --count 1 --timeout $((900 * S)) --name sleep.go.guest
+system_sleep_test 2 3003 3004 "$S"
