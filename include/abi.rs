@@ -113,11 +113,12 @@ pub struct RawTransport {
     /// The CID this transport answers to locally.
     pub local_cid: unsafe extern "C" fn(t: *const RawTransport) -> u32,
     /// Sends one packet, consuming it. Returns 0 or a negative errno (packet freed either way).
-    /// Called in process context. A queueing transport (G2H, H2G) gets a socket's packets
-    /// with that socket's send order lock held (`VSock::tx_order`, a spinlock: it must not
-    /// sleep, only queue under locks of its own), packets of no socket (a RST answering an
-    /// unknown address) with no rvsock lock held; the LOCAL transport always with no rvsock
-    /// lock held, so it may deliver in place.
+    /// Called in process context. A queueing transport (G2H, H2G) gets a socket's stamped
+    /// packets (data, and every control packet but a RST answering a packet) with that
+    /// socket's send order lock held (`VSock::tx_order`, a spinlock: it must not sleep, only
+    /// queue under locks of its own), a RST answering a packet (of a socket or of an unknown
+    /// address) with no rvsock lock held; the LOCAL transport always with no rvsock lock
+    /// held, so it may deliver in place.
     pub send_pkt: unsafe extern "C" fn(t: *const RawTransport, pkt: *mut RawPkt) -> c_int,
     /// Whether SEQPACKET may be used towards `remote_cid` as seen from namespace `ns`
     /// (`None`: per `features`).

@@ -21,9 +21,9 @@ fi
 # unbind (its verdict is the guest's: discarded here); 1237 runs after the rebind.
 "$T" uds-recv --listen "${UDS}_1236" --count 1 --name unbind.inflight.host --timeout 60 > /dev/null 2>&1 &
 "$T" uds-recv --listen "${UDS}_1237" --count 1 --name rebind.g2h.host --timeout 300 &
-# System sleep in the guest: 1238 is cut by the driver's freeze (discarded), 1239 runs after
-# the resume.
-"$T" uds-recv --listen "${UDS}_1238" --count 1 --name sleep.inflight.host --timeout 120 > /dev/null 2>&1 &
+# System sleep in the guest, after its driver was unloaded and loaded again: 1238 is cut by
+# the driver's freeze (discarded), 1239 runs after the resume.
+"$T" uds-recv --listen "${UDS}_1238" --count 1 --name sleep.inflight.host --timeout 300 > /dev/null 2>&1 &
 "$T" uds-recv --listen "${UDS}_1239" --count 1 --name sleep.resume.g2h.host --timeout 300 &
 for _ in $(seq 1 3000); do
     grep -aq RVSOCK-H2G-READY "$LOG" 2>/dev/null && break

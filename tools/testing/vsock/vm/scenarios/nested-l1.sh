@@ -9,7 +9,9 @@
 # the release scenarios cover it).
 L2MODS=$(arg rvsock_l2mods)
 TWO=${NESTED_TWO_GUESTS:-yes}
-export L2_APPEND="${L2_APPEND:-} NESTED_TWO_GUESTS=$TWO"
+# no_console_suspend: the L2 goes through a system sleep (below); a hang or a report in its
+# driver's freeze or restore then reaches its log at once.
+export L2_APPEND="${L2_APPEND:-} NESTED_TWO_GUESTS=$TWO no_console_suspend"
 load_stack vhost || return
 vsock_test --mode=server --control-port=1235 --peer-cid=3 $(nested_skips) > /tmp/h-server.out 2>&1 &
 hserver=$!
@@ -54,15 +56,26 @@ if boot_l2 /tmp/l2.log 3 512M nested-l2 \
     fi
     # System sleep in the guest (nested-l2.sh; lib.sh system_sleep_test): its driver's freeze
     # cuts its stream to 3003 (the verdict is the guest's: discarded here) while QEMU stops
-    # this host's vhost device and starts it again; a stream to 3004 follows the resume. A
-    # stream to the guest's port 3002 tells it that both receivers listen.
-    rvsock-tests stream-recv --port 3003 --count 1 --timeout $((120 * S)) --name sleep.inflight.host > /dev/null 2>&1 &
+    # this host's vhost device and starts it again; a stream to 3004 follows the resume. Once
+    # both receivers listen and the guest listens on 3002 (its marker), a stream there says go.
+    rvsock-tests stream-recv --port 3003 --count 1 --timeout $((600 * S)) --name sleep.inflight.host > /dev/null 2>&1 &
     cut=$!
-    rvsock-tests stream-recv --port 3004 --count 1 --timeout $((600 * S)) --name sleep.resume.g2h.host &
+    rvsock-tests stream-recv --port 3004 --count 1 --timeout $((600 * S)) --name sleep.resume.g2h.host > /tmp/resumed.out 2>&1 &
     resumed=$!
-    sleep 2
-    rvsock-tests stream-send --cid 3 --port 3002 --bytes 4k --seed 50 --timeout $((300 * S)) --name sleep.go.host
-    reap "$resumed" $((700 * S))
+    wait_polling "$cut" $((30 * S)) || sleep 1
+    wait_polling "$resumed" $((30 * S)) || sleep 1
+    if wait_log /tmp/l2.log RVSOCK-L2-SLEEP-READY $((600 * S)); then
+        rvsock-tests stream-send --cid 3 --port 3002 --bytes 4k --seed 50 --timeout $((300 * S)) --name sleep.go.host | tee /tmp/go.out
+    else
+        echo "# the guest never got to its system sleep"; result fail sleep.go.host
+    fi
+    if grep -q "RVSOCK-TEST ok sleep.go.host" /tmp/go.out 2>/dev/null; then
+        reap "$resumed" $((700 * S))
+        cat /tmp/resumed.out
+    else
+        kill "$resumed" 2>/dev/null; wait "$resumed" 2>/dev/null
+        result fail sleep.resume.g2h.host
+    fi
     kill "$cut" 2>/dev/null; wait "$cut" 2>/dev/null
 else
     qemu_a=$qemu

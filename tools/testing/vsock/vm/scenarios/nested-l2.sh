@@ -23,7 +23,17 @@ if [ "${NESTED_TWO_GUESTS:-yes}" = yes ]; then
 fi
 
 # System sleep during a stream to the host (lib.sh), once L1's receivers listen (it says so
-# with a stream to 3002): the driver's freeze and restore, the host's vhost device stopped
-# and started again by QEMU meanwhile.
-rvsock-tests stream-recv --port 3002 --count 1 --timeout $((900 * S)) --name sleep.go.guest
-system_sleep_test 2 3003 3004 "$S"
+# with a stream to 3002, sent when it sees our marker): the driver's freeze and restore, the
+# host's vhost device stopped and started again by QEMU meanwhile.
+rvsock-tests stream-recv --port 3002 --count 1 --timeout $((600 * S)) --name sleep.go.guest > /tmp/go.out 2>&1 &
+go=$!
+wait_polling "$go" $((30 * S)) || sleep 1   # listening: the host connects once
+echo "RVSOCK-L2-SLEEP-READY"
+reap "$go" $((700 * S))
+cat /tmp/go.out
+if grep -q "RVSOCK-TEST ok sleep.go.guest" /tmp/go.out; then
+    system_sleep_test 2 3003 3004 "$S"
+else
+    result fail sleep.inflight.guest
+    result fail sleep.resume.g2h.guest
+fi

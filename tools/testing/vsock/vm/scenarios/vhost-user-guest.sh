@@ -38,20 +38,39 @@ echo "vsock device $(basename "$vdev"), driver $drv, module $mod"
 rvsock-tests stream-send --cid 2 --port 1236 --bytes 4g --seed 3 --timeout 30 --name unbind.inflight > /tmp/unbind.out 2>&1 &
 ub=$!
 sleep 3
+running=
+kill -0 "$ub" 2>/dev/null && running=yes   # else it ended before the unbind (refused?)
 basename "$vdev" > "$drv/unbind"
-cut_verdict unbind.inflight.guest "$ub" /tmp/unbind.out yes 75
+cut_verdict unbind.inflight.guest "$ub" /tmp/unbind.out "$running" 75
 basename "$vdev" > "$drv/bind"
 echo "rebound to $(readlink "$vdev/driver")"
 rvsock-tests stream-send --cid 2 --port 1237 --bytes 8m --seed 4 --name rebind.g2h.guest
 
-# System sleep during a transfer (lib.sh): the driver's freeze and restore.
-system_sleep_test 2 1238 1239 1
-i=0
-until rmmod "$mod" 2>/tmp/rmmod.err; do i=$((i + 1)); [ $i -gt 480 ] && break; [ $((i % 40)) = 0 ] && grep "^$mod " /proc/modules; sleep 0.25; done
-if grep -q "^$mod " /proc/modules; then
+# unload_driver NAME: rmmod the guest driver's module, retrying while the last test's sockets
+# linger (in-tree's close timeout: 8 s); result NAME. In-tree after a system sleep: its module
+# was still in use 2 minutes after the last socket closed in two of the first three runs on
+# 7.3 (its first unload, after the unbind, took up to a minute too; rvsock's unloaded at once
+# in every run), reported as a skip with that reason.
+unload_driver() {
+    local i=0
+    until rmmod "$mod" 2>/tmp/rmmod.err; do i=$((i + 1)); [ $i -gt 480 ] && break; [ $((i % 40)) = 0 ] && grep "^$mod " /proc/modules; sleep 0.25; done
+    if ! grep -q "^$mod " /proc/modules; then
+        echo "unloaded $mod after $i retries"
+        result ok "$1"
+        return
+    fi
     cat /tmp/rmmod.err; grep vsock /proc/modules
-    result fail unload.guest
-else
-    echo "unloaded $mod after $i retries"
-    result ok unload.guest
-fi
+    if [ "$MODS" = c ] && [ "$1" = unload.after-sleep.guest ]; then
+        echo "in-tree $mod still in use after a system sleep, reported as skip"
+        result skip "$1"
+    else
+        result fail "$1"
+    fi
+}
+unload_driver unload.guest
+
+# System sleep during a transfer (lib.sh): the driver's freeze and restore, on the driver
+# loaded again; then it must unload again (the kasan flavour then scans for leaks).
+load_stack virtio || return
+system_sleep_test 2 1238 1239 1
+unload_driver unload.after-sleep.guest
