@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The virtio-vsock guest driver proper: device lifetime (probe/remove, freeze/restore around
-//! system sleep), the receive, transmit
-//! and event paths, and the transport callbacks the core calls. Safe Rust over `virtio.rs`.
+//! system sleep), the receive, transmit and event paths, and the transport callbacks the core
+//! calls. Safe Rust over `virtio.rs`.
 //!
 //! # Paths and contexts
 //!

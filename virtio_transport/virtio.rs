@@ -578,6 +578,8 @@ unsafe impl Sync for Driver {}
 pub(crate) type ProbeFn = unsafe extern "C" fn(*mut ffi::virtio_device) -> kernel::ffi::c_int;
 /// Remove callback.
 pub(crate) type RemoveFn = unsafe extern "C" fn(*mut ffi::virtio_device);
+/// Freeze and restore callbacks (0 or a negative errno).
+pub(crate) type PmFn = unsafe extern "C" fn(*mut ffi::virtio_device) -> kernel::ffi::c_int;
 
 /// What the driver core calls: binding, unbinding, and around system sleep (`freeze` before
 /// the device is reset and suspended, `restore` after it is reset again on resume; the
@@ -585,8 +587,8 @@ pub(crate) type RemoveFn = unsafe extern "C" fn(*mut ffi::virtio_device);
 pub(crate) struct Callbacks {
     pub(crate) probe: ProbeFn,
     pub(crate) remove: RemoveFn,
-    pub(crate) freeze: ProbeFn,
-    pub(crate) restore: ProbeFn,
+    pub(crate) freeze: PmFn,
+    pub(crate) restore: PmFn,
 }
 
 impl Driver {

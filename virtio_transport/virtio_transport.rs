@@ -299,9 +299,9 @@ impl kernel::Module for RvsockVirtio {
         let wq = virtio::WorkQueue::new(kernel::c_str!("rvsock_virtio"))?;
         let shared = KBox::pin_init(Shared::new(wq, rx_cap), GFP_KERNEL)?;
         SHARED.store(&*shared as *const Shared as *mut Shared, Ordering::Release);
+        let cb = virtio::Callbacks { probe, remove, freeze, restore };
         // SAFETY: registered once; `ID_TABLE` ends with a zero entry; unregistered in `drop`
         // (or right here on failure, by not publishing the module).
-        let cb = virtio::Callbacks { probe, remove, freeze, restore };
         let r = unsafe { DRIVER.register(kernel::c_str!("rvsock_virtio"), &ID_TABLE, &FEATURES, cb, owner) };
         if let Err(e) = r {
             SHARED.store(core::ptr::null_mut(), Ordering::Release);
