@@ -613,6 +613,12 @@ cut_verdict() {
     wait "$pid" 2>/dev/null
 }
 
+# sleep_not_run: system_sleep_test's two results, failed, where it could not run.
+sleep_not_run() {
+    result fail sleep.inflight.guest
+    result fail sleep.resume.g2h.guest
+}
+
 # system_sleep_test CID PORT_CUT PORT_AFTER SCALE: suspend to idle with /sys/power/pm_test at
 # "devices" (every device is suspended and resumed, the machine does not sleep) while a stream
 # to CID:PORT_CUT runs, then send one to CID:PORT_AFTER (the peer's receiver counts it). The
@@ -624,8 +630,7 @@ system_sleep_test() {
     local cid=$1 cut=$2 after=$3 s=$4 sl slept=""
     if ! [ -w /sys/power/pm_test ] || ! grep -qw freeze /sys/power/state; then
         echo "# no /sys/power/pm_test or no suspend to idle in this kernel"
-        result fail sleep.inflight.guest
-        result fail sleep.resume.g2h.guest
+        sleep_not_run
         return
     fi
     echo devices > /sys/power/pm_test

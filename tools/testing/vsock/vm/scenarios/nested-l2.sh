@@ -34,6 +34,5 @@ cat /tmp/go.out
 if grep -q "RVSOCK-TEST ok sleep.go.guest" /tmp/go.out; then
     system_sleep_test 2 3003 3004 "$S"
 else
-    result fail sleep.inflight.guest
-    result fail sleep.resume.g2h.guest
+    sleep_not_run
 fi
