@@ -64,13 +64,20 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
     };
     // A plain blocking send of a large buffer to a copy-out transport goes by pinned pages
     // and returns once the transport has copied them (`zerocopy::SyncPin`).
-    let sync = if zc.is_none() && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
-        let f = features(&vsk(sk).st.lock());
+    let (sync, local) = if zc.is_none() && timeout != 0 && len >= crate::zerocopy::SYNC_MIN && msg.user_backed() {
+        let (f, kind) = {
+            let s = vsk(sk).st.lock();
+            (features(&s), s.transport.as_ref().map_or(0, |t| t.ptr().get().kind))
+        };
         let want = crate::abi::TRANSPORT_F_ZEROCOPY | crate::abi::TRANSPORT_F_COPY_OUT;
-        if f & want == want { crate::zerocopy::SyncPin::new().ok() } else { None }
+        if f & want == want { (crate::zerocopy::SyncPin::new().ok(), kind == crate::abi::TRANSPORT_LOCAL) } else { (None, false) }
     } else {
-        None
+        (None, false)
     };
+    // Over loopback the reader copies a pinned chunk out while the sender would only wait:
+    // every other chunk (half of what is left) is pinned, the next one the sender copies
+    // itself meanwhile, so the two copies overlap.
+    let mut pin_turn = true;
     let mut sent = 0usize;
     let total = len;
     let mut err: Result = Ok(());
@@ -91,9 +98,10 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
                 err = Err(EAGAIN);
                 break;
             }
-            // Nothing of ours stays pinned while we wait for the peer.
+            // Nothing of ours stays pinned while we wait for the peer (over loopback the
+            // reader needs our socket lock, which we hold until the wait: copy at once).
             if let Some(s) = &sync {
-                s.settle(timeout);
+                if local { s.detach_all() } else { s.settle(timeout) }
             }
             timeout = sk.wait(g, timeout, || {
                 let s = vsk(sk).st.lock();
@@ -131,9 +139,15 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
             }
         }
         if let Some(s) = sync.as_ref().filter(|s| !s.has_room()) {
-            s.settle(timeout);
+            if local { s.detach_all() } else { s.settle(timeout) }
         }
-        match send_chunk(sk, msg, total - sent, seq, flags, zc.as_ref().filter(|z| z.zerocopy), sync.as_ref()) {
+        let (want, pin) = match sync.as_ref() {
+            Some(s) if local && pin_turn => ((total - sent).div_ceil(2).next_multiple_of(4096).max(crate::zerocopy::SYNC_MIN), Some(s)),
+            Some(_) if local => (total - sent, None),
+            s => (total - sent, s),
+        };
+        pin_turn = !pin_turn;
+        match send_chunk(sk, msg, want.min(total - sent), seq, flags, zc.as_ref().filter(|z| z.zerocopy), pin) {
             Ok(n) => sent += n,
             Err(e) => {
                 err = Err(e);
@@ -142,7 +156,9 @@ fn send_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32, seq
         }
     }
     if let Some(s) = sync {
-        s.settle(timeout);
+        // Over loopback the reader may need our socket lock (the other direction of a
+        // connection with a writer and a reader at each end): wait without it.
+        if local { g.unlocked(|| s.settle(timeout)) } else { s.settle(timeout) }
         let (pinned, copied) = s.counts();
         if let Some(t) = vsk(sk).st.lock().transport.as_ref().map(|t| t.ptr()) {
             crate::stats::add(t, crate::stats::Ctr::SyncPinned, pinned);
@@ -338,6 +354,24 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
         return if r < 0 { Err(Error::from_errno(r)) } else { Ok(r as usize) };
     }
     let g = sk.lock();
+    vsk(sk).st.lock().reading = true;
+    let r = recv_locked(sk, &g, msg, len, flags);
+    let mut s = vsk(sk).st.lock();
+    s.reading = false;
+    // A sync send's pinned pages left unread (a short read, MSG_PEEK, a timeout): its sender
+    // stops waiting for us. A send's payloads share one flag, so the first and the last
+    // queued packet cover the sends whose pages can be queued here.
+    s.rxq.for_each(|p| {
+        crate::zerocopy::hurry(p.ext());
+        false
+    });
+    s.rxq.with_back(|p| crate::zerocopy::hurry(p.ext()));
+    drop(s);
+    r
+}
+
+/// `recvmsg` under the socket lock `g`.
+fn recv_locked(sk: Sk, g: &SockGuard, msg: &mut Msg, len: usize, flags: u32) -> Result<usize> {
     {
         let s = vsk(sk).st.lock();
         if s.transport.is_none() || sk.state() != state::ESTABLISHED {
@@ -361,9 +395,9 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
         return Ok(0);
     }
     if sock_type(sk) == SockType::Stream {
-        stream_recv(sk, &g, msg, len, flags)
+        stream_recv(sk, g, msg, len, flags)
     } else {
-        seq_recv(sk, &g, msg, len, flags)
+        seq_recv(sk, g, msg, len, flags)
     }
 }
 

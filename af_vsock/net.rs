@@ -353,6 +353,19 @@ impl Drop for SkRef {
 /// Holds `lock_sock`; dropping releases it.
 pub(crate) struct SockGuard(Sk);
 
+impl SockGuard {
+    /// Runs `f` with the socket lock released (retaken before returning), as a wait does.
+    pub(crate) fn unlocked<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: the lock this guard holds (`Sk::lock`), released and retaken here, so it is
+        // held again when the guard drops.
+        unsafe { ffi::release_sock(self.0.as_ptr()) };
+        let r = f();
+        // SAFETY: the socket is alive (the caller's reference, as for the guard).
+        unsafe { ffi::rvsock_lock_sock(self.0.as_ptr()) };
+        r
+    }
+}
+
 impl Drop for SockGuard {
     fn drop(&mut self) {
         // SAFETY: taken in `Sk::lock`.

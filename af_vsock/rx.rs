@@ -131,6 +131,13 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
                 }
             });
         } else {
+            // A plain send's pinned pages, delivered in place (loopback), for a socket with no
+            // reader in recv(2) (an event loop between its epoll_wait(2) and its read, a reader
+            // busy elsewhere, nobody): the sender copies them now instead of waiting for the
+            // reader (`zerocopy::SyncPin`).
+            if !s.reading && !pkt.ext().is_null() {
+                crate::zerocopy::hurry(pkt.ext());
+            }
             s.rxq.push_back(pkt);
         }
     }

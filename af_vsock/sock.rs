@@ -145,6 +145,10 @@ pub(crate) struct VState {
     pub(crate) close_armed: bool,
     /// The connect timeout is armed (the timer holds a socket reference).
     pub(crate) connect_armed: bool,
+    /// A reader is in recvmsg (set on entry, cleared on exit; with two readers at once the
+    /// first to leave clears it): a sync send's pinned pages delivered now will be read at
+    /// once (`rx::recv_pkt`, `zerocopy::SyncPin`).
+    pub(crate) reading: bool,
     /// A credit update that `read_sock` could not send in its (possibly atomic) context;
     /// `credit_work` sends it.
     pub(crate) credit_due: Option<Ctl>,
@@ -266,6 +270,7 @@ impl VSock {
             connect_timeout: cto,
             close_armed: false,
             connect_armed: false,
+            reading: false,
             credit_due: None,
             stale_rst: None,
         };

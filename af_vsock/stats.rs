@@ -39,8 +39,10 @@ pub(crate) enum Ctr {
     AllocFail,
     /// Packets of plain sends that carried the sender's pinned pages (`zerocopy::SyncPin`).
     SyncPinned,
-    /// Of those, the ones the sender copied itself because the transport had not taken
-    /// them within the wait (a guest without receive buffers, a stopped device, a signal).
+    /// Of those, the ones copied into pages of their own before they were read: the
+    /// transport had not taken them within the wait (a guest without receive buffers, a
+    /// stopped device, a signal), or (loopback) the reader was not waiting, or its copy
+    /// would have faulted.
     SyncCopied,
     /// Packets of spliced sends (sendfile(2)) that carried the pipe's pages by reference
     /// (`zerocopy::fill_spliced`).

@@ -89,12 +89,13 @@ pub const EXT_DESC_SIZE: u32 = 512;
 /// Pieces of one page payload at most (`rvsock_pkt_ext_frag`): the core fills no more, and a
 /// transport giving each piece a descriptor of its own sizes its tables by it.
 pub const EXT_MAX_FRAGS: usize = 30;
-/// Transport feature (with `TRANSPORT_F_ZEROCOPY`): the transport reads page payloads only
-/// through `rvsock_pkt_copy_to_iter` (it never hands the pages on, to a device or a reader)
-/// and frees each packet once it has copied it out, without waiting for its peer's reader
-/// (vhost: into the guest's receive buffers). The core may then carry a plain blocking
+/// Transport feature (with `TRANSPORT_F_ZEROCOPY`): the transport never hands page payloads
+/// on to a device: it reads them only through `rvsock_pkt_copy_to_iter` and frees each packet
+/// once it has copied it out, without waiting for its peer's reader (vhost: into the guest's
+/// receive buffers), or it delivers them in place to the core's receive path, whose readers
+/// copy them out (loopback, `TRANSPORT_LOCAL`). The core may then carry a plain blocking
 /// send(2)'s pinned user pages in such packets for the length of the call (`zerocopy.rs`,
-/// `SyncPin`).
+/// `SyncPin`; towards a local transport every other chunk, waited for without the socket lock).
 pub const TRANSPORT_F_COPY_OUT: u32 = 4;
 
 /// A transport as registered with the core. The transport module owns it and keeps it alive

@@ -95,6 +95,16 @@ struct page *rvsock_alloc_compound(gfp_t gfp, unsigned int order)
 }
 void rvsock_get_page(struct page *page) { get_page(page); }
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len) { memcpy_page(dst, 0, src, off, len); }
+/* copy_page_to_iter that fails (copies short) instead of taking a page fault. */
+size_t rvsock_copy_page_to_iter_nofault(struct page *page, size_t off, size_t len, struct iov_iter *i)
+{
+	size_t n;
+
+	pagefault_disable();
+	n = copy_page_to_iter(page, off, len, i);
+	pagefault_enable();
+	return n;
+}
 bool rvsock_iter_user_backed(const struct iov_iter *i) { return user_backed_iter(i); }
 bool rvsock_iter_is_bvec(const struct iov_iter *i) { return iov_iter_is_bvec(i); }
 bool rvsock_sendpage_ok(struct page *page) { return sendpage_ok(page); }

@@ -69,6 +69,7 @@ struct page *rvsock_alloc_page(gfp_t gfp);
 struct page *rvsock_alloc_compound(gfp_t gfp, unsigned int order);
 void rvsock_get_page(struct page *page);
 void rvsock_memcpy_page(struct page *dst, struct page *src, size_t off, size_t len);
+size_t rvsock_copy_page_to_iter_nofault(struct page *page, size_t off, size_t len, struct iov_iter *i);
 bool rvsock_iter_user_backed(const struct iov_iter *i);
 bool rvsock_iter_is_bvec(const struct iov_iter *i);
 bool rvsock_sendpage_ok(struct page *page);

@@ -2,6 +2,9 @@
 //! rvsock loopback transport (`rvsock_loopback.ko`): CID 1. A packet sent to CID 1 is handed
 //! straight back to the core's receive path in the sender's context: no queue, no worker,
 //! no copy. The core never calls `send_pkt` with a spinlock held, so this is safe.
+//! `TRANSPORT_F_COPY_OUT`: every other chunk of a plain blocking send of 32 KiB or more
+//! reaches the reader as the sender's pinned pages, which the reader copies out itself while
+//! the sender copies the next chunk (the core's `zerocopy::SyncPin`).
 
 use core::cell::UnsafeCell;
 use kernel::prelude::*;
@@ -13,7 +16,7 @@ mod ffi;
 #[path = "../include/abi.rs"]
 mod abi;
 
-use abi::{RawPkt, RawTransport, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_LOCAL};
+use abi::{RawPkt, RawTransport, TRANSPORT_F_COPY_OUT, TRANSPORT_F_SEQPACKET, TRANSPORT_F_ZEROCOPY, TRANSPORT_LOCAL};
 
 module! {
     type: Loopback,
@@ -36,7 +39,7 @@ static TRANSPORT: TransportCell = TransportCell(UnsafeCell::new(RawTransport {
     owner: core::ptr::null_mut(),
     name: c"loopback".as_ptr().cast(),
     kind: TRANSPORT_LOCAL,
-    features: TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY,
+    features: TRANSPORT_F_SEQPACKET | TRANSPORT_F_ZEROCOPY | TRANSPORT_F_COPY_OUT,
     local_cid,
     send_pkt,
     seqpacket_allow: None,

@@ -12,6 +12,7 @@ mod proto;
 mod regress;
 mod regress_guest;
 mod regress_mem;
+mod regress_sync;
 mod report;
 mod selftest;
 mod soak;

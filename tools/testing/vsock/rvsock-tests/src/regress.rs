@@ -22,6 +22,7 @@ use libc::c_int;
 use crate::args::Args;
 use crate::regress_guest;
 use crate::regress_mem;
+use crate::regress_sync;
 use crate::report::{OrFail, Out, Outcome, TestResult};
 use crate::sys::{self, AF_VSOCK, SOL_VSOCK_OPTS, VMADDR_CID_ANY};
 
@@ -665,6 +666,10 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("seqpacket-emsgsize-after-credit", Box::new(|_: &Ctx| t_seqpacket_emsgsize(21014))),
         ("seqpacket-not-negotiated", Box::new(move |c: &Ctx| regress_guest::t_seqpacket_not_negotiated(c, cid + 3))),
         ("empty-message-flood", Box::new(move |c: &Ctx| regress_guest::t_empty_message_flood(c, cid + 4))),
+        ("sync-send-prompt-reader", Box::new(|c: &Ctx| regress_sync::t_sync_prompt(c, 21015))),
+        ("sync-send-faulting-reader", Box::new(|c: &Ctx| regress_sync::t_sync_faulting_reader(c, 21016))),
+        ("sync-send-idle-reader", Box::new(|c: &Ctx| regress_sync::t_sync_idle_reader(c, 21017))),
+        ("sync-send-both-ways", Box::new(|c: &Ctx| regress_sync::t_sync_both_ways(c, 21018))),
     ];
     let t0 = Instant::now();
     for (name, f) in tests {
