@@ -41,8 +41,9 @@ pub(crate) enum Ctr {
     SyncPinned,
     /// Of those, the ones copied into pages of their own before they were read: the
     /// transport had not taken them within the wait (a guest without receive buffers, a
-    /// stopped device, a signal), or (loopback) the reader was not waiting, or its copy
-    /// would have faulted.
+    /// stopped device, a signal), or (loopback) no reader was in recv(2) for them, a reader
+    /// left them queued, or the send had to wait for credit or list more; or a copy-out of
+    /// them would have faulted.
     SyncCopied,
     /// Packets of spliced sends (sendfile(2)) that carried the pipe's pages by reference
     /// (`zerocopy::fill_spliced`).

@@ -21,8 +21,8 @@ use kernel::sync::{new_condvar, new_spinlock, Arc, CondVar, CondVarTimeoutResult
 /// The wait is bounded: when the pages have not been copied out within `SYNC_WAIT_MS` or the
 /// socket's send timeout, whichever is shorter (a guest that posts no receive buffers, a
 /// stopped device), or a signal is pending, or the receive path found no reader in recv(2)
-/// or a reader left them unread (`hurry`), the sender copies what is still pinned into pages of its own and swaps
-/// them in (`detach_one`), so a send never waits for the peer much longer than a copied one
+/// or a reader left them unread (`hurry`), the sender copies what is still pinned into pages
+/// of its own and swaps them in (`detach_one`), so a send never waits for the peer much longer than a copied one
 /// would. A copy-out does not take a page fault while the sender waits for it: where it would,
 /// it swaps first (`detach_addr`, from `zerocopy::copy_out_iter`; without memory for the
 /// copies it faults on the pinned pages, as before). The swap and a copy-out
