@@ -359,13 +359,14 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
     let mut s = vsk(sk).st.lock();
     s.reading = false;
     // A sync send's pinned pages left unread (a short read, MSG_PEEK, a timeout): its sender
-    // stops waiting for us. A send's payloads share one flag, so the first and the last
-    // queued packet cover the sends whose pages can be queued here.
+    // stops waiting for us. Those further back than the first `rx::HURRY_DEPTH` packets
+    // were hurried already.
+    let mut n = 0;
     s.rxq.for_each(|p| {
         crate::zerocopy::hurry(p.ext());
-        false
+        n += 1;
+        n < crate::rx::HURRY_DEPTH
     });
-    s.rxq.with_back(|p| crate::zerocopy::hurry(p.ext()));
     drop(s);
     r
 }
@@ -469,6 +470,10 @@ fn restore(s: &mut VState, mut q: PktQueue) -> Option<PktQueue> {
         return Some(q);
     }
     while let Some(p) = s.rxq.pop_front() {
+        // Arrived while the reader had the queue out: now further back (`rx::HURRY_DEPTH`).
+        if crate::rx::hurry_at(q.count()) {
+            crate::zerocopy::hurry(p.ext());
+        }
         q.push_back(p);
     }
     s.rxq = q;

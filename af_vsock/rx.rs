@@ -30,6 +30,19 @@ fn reset_no_sock(t: TransportPtr, h: &Hdr, why: Ctr, ns: u64) {
     }
 }
 
+/// recvmsg's exit hurries the first this many packets it leaves queued; every sync send's
+/// pinned payload further back was hurried before (its reader lags): on arrival at position
+/// `HURRY_DEPTH - 1` or later (one below the bound: a reader copying a packet holds it out of
+/// the queue and puts it back in front, `io::stream_dequeue`), and when a reader puts the
+/// packets it took out back in front of those that arrived meanwhile (`io::restore`).
+/// Positions only move forward otherwise.
+pub(crate) const HURRY_DEPTH: u32 = 8;
+
+/// Whether a pinned payload queued at `pos` is hurried: it is out of recvmsg's reach.
+pub(crate) fn hurry_at(pos: u32) -> bool {
+    pos + 1 >= HURRY_DEPTH
+}
+
 /// Entry point for every received packet (consumed).
 pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
     let h = pkt.hdr();
@@ -133,9 +146,9 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
         } else {
             // A plain send's pinned pages, delivered in place (loopback), for a socket with no
             // reader in recv(2) (an event loop between its epoll_wait(2) and its read, a reader
-            // busy elsewhere, nobody): the sender copies them now instead of waiting for the
-            // reader (`zerocopy::SyncPin`).
-            if !s.reading && !pkt.ext().is_null() {
+            // busy elsewhere, nobody) or behind a long queue: the sender copies them now
+            // instead of waiting for the reader (`zerocopy::SyncPin`).
+            if !pkt.ext().is_null() && (!s.reading || hurry_at(s.rxq.count())) {
                 crate::zerocopy::hurry(pkt.ext());
             }
             s.rxq.push_back(pkt);

@@ -30,8 +30,8 @@ declare -A SCEN=(
     [nested-rvsock-host-rvsock-guest]="nested rvsock rvsock 66/96 nested-l1"
     [vhost-hostile-guest]="single rvsock - 35 vhost-hostile"
     [c-vhost-hostile-guest]="single c - 35 vhost-hostile"
-    [rvsock-regress]="single rvsock - 22 regress"
-    [c-regress]="single c - 22 regress"
+    [rvsock-regress]="single rvsock - 23 regress"
+    [c-regress]="single c - 23 regress"
     # Live migration of a guest to a destination with another CID (nested).
     [rvsock-migrate]="nested rvsock rvsock 19 migrate-l1"
     [c-migrate]="nested c c 19 migrate-l1"

@@ -670,6 +670,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         ("sync-send-faulting-reader", Box::new(|c: &Ctx| regress_sync::t_sync_faulting_reader(c, 21016))),
         ("sync-send-idle-reader", Box::new(|c: &Ctx| regress_sync::t_sync_idle_reader(c, 21017))),
         ("sync-send-both-ways", Box::new(|c: &Ctx| regress_sync::t_sync_both_ways(c, 21018))),
+        ("sync-send-partial-reader", Box::new(|c: &Ctx| regress_sync::t_sync_partial_reader(c, 21019))),
     ];
     let t0 = Instant::now();
     for (name, f) in tests {

@@ -179,6 +179,127 @@ pub(crate) fn t_sync_both_ways(cx: &Ctx, port: u32) -> TestResult {
     }
 }
 
+/// A reader blocked in recv(2) for 64 KiB while a 192 KiB send arrives, which then stops
+/// reading for a while: the send takes no longer than one to a reader not in recv(2) at all
+/// (rvsock: the send's chunks are pinned, copied, pinned, copied; the reader takes the first
+/// and leaves a pinned one between two copied ones, which recvmsg's exit must hurry, not leave
+/// its sender waiting up to 20 ms). The sender runs SCHED_FIFO on the reader's CPU, so the
+/// whole send is queued before the reader runs. Then the reader gets every byte. The fastest
+/// of three tries each way counts.
+pub(crate) fn t_sync_partial_reader(cx: &Ctx, port: u32) -> TestResult {
+    const LEN: usize = 3 * CHUNK;
+    let l = listen_on(libc::SOCK_STREAM, port, 4)?;
+    let (c, s) = pair(&l, libc::SOCK_STREAM, port)?;
+    sys::set_io_timeout(&c, Duration::from_secs(10)).or_fail("timeout")?;
+    sys::set_io_timeout(&s, Duration::from_secs(10)).or_fail("timeout")?;
+    let s = std::sync::Arc::new(s);
+    let c = std::sync::Arc::new(c);
+    // One send of `LEN` bytes from a thread on CPU 0, under SCHED_FIFO when `fifo`.
+    let send = |fifo: bool| -> Result<Duration, String> {
+        let c = c.clone();
+        std::thread::spawn(move || -> Result<Duration, String> {
+            let buf: Vec<u8> = (0..LEN).map(|at| pat(at / CHUNK, at % CHUNK)).collect();
+            on_cpu0()?;
+            if fifo {
+                let p = libc::sched_param { sched_priority: 10 };
+                // SAFETY: pid 0 is the calling thread; `p` is a valid sched_param.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+                    return Err(format!("SCHED_FIFO: {}", std::io::Error::last_os_error()));
+                }
+            }
+            let t0 = Instant::now();
+            let mut done = 0;
+            while done < LEN {
+                done += sys::send(&*c, &buf[done..], 0).map_err(|e| format!("send: {}", sys::describe(&e)))?;
+            }
+            Ok(t0.elapsed())
+        })
+        .join()
+        .map_err(|_| "sender panicked".to_string())?
+    };
+    // A reader on CPU 0: `first` bytes in one recv(2), then a pause, then the rest.
+    let reader = |first: usize| {
+        let s = s.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            on_cpu0()?;
+            let mut got_all = vec![0u8; LEN];
+            let mut got = 0;
+            if first > 0 {
+                got = sys::recv(&*s, &mut got_all[..first], 0).map_err(|e| format!("first recv: {}", sys::describe(&e)))?;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            while got < LEN {
+                let k = sys::recv(&*s, &mut got_all[got..], 0).map_err(|e| format!("recv at {got}: {}", sys::describe(&e)))?;
+                if k == 0 {
+                    return Err(format!("end of stream at byte {got}"));
+                }
+                got += k;
+            }
+            match got_all.iter().enumerate().find(|(at, b)| **b != pat(at / CHUNK, at % CHUNK)) {
+                Some((at, b)) => Err(format!("byte {at}: {b:#x}")),
+                None => Ok(()),
+            }
+        })
+    };
+    // Without SCHED_FIFO (no CAP_SYS_NICE, no real-time budget) the reader would run first.
+    let fifo_ok = std::thread::spawn(|| {
+        let p = libc::sched_param { sched_priority: 10 };
+        // SAFETY: pid 0 is the calling thread (which ends here); `p` is a valid sched_param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) == 0 }
+    })
+    .join()
+    .map_err(|_| "probe panicked".to_string())?;
+    if !fifo_ok {
+        return Ok(Outcome::Skip("SCHED_FIFO refused (needs CAP_SYS_NICE and a real-time budget)".into()));
+    }
+    // The fastest of three tries each way (a vCPU preempted by the host in one is not the
+    // stack; one left waiting waits in every try).
+    let (mut idle, mut partial) = (Duration::MAX, Duration::MAX);
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        // To a reader that is not in recv(2): the baseline.
+        let rx = reader(0);
+        let i = send(false)?;
+        rx.join().map_err(|_| "reader panicked".to_string())??;
+        let rx = reader(CHUNK);
+        // The reader blocks in recv(2) well before the send starts.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut p = Duration::ZERO;
+        let pinned = pinned_over(cx, || {
+            p = send(true)?;
+            rx.join().map_err(|_| "reader panicked".to_string())?
+        })?;
+        // rvsock pins the first and third chunk: else this tests nothing.
+        if let Some((pinned, _)) = pinned.filter(|(n, _)| *n < 2) {
+            return Err(format!("a 192 KiB send pinned {pinned} chunks, not 2"));
+        }
+        all.push((p, i));
+        idle = idle.min(i);
+        partial = partial.min(p);
+    }
+    // The 20 ms wait is counted in ticks (250 per second here): 16 ms at least.
+    if partial > idle + Duration::from_millis(12) {
+        return Err(format!(
+            "192 KiB sends to a reader that took 64 KiB and stopped took at least {partial:?}, to one not reading {idle:?} (each try: {all:?})"
+        ));
+    }
+    cx.out.info(format!("sync-send-partial-reader: (to a partial reader, to one not reading) {all:?}"));
+    Ok(Outcome::Pass)
+}
+
+/// Binds the calling thread to CPU 0.
+fn on_cpu0() -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: 0 is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(0, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// A reader that does not read: four 64 KiB sends (the default 256 KiB buffer) return at once
 /// (rvsock waits up to 20 ms per send for a reader that takes the pages, not for one that is
 /// not reading), then the reader gets every byte. A copied send of 64 KiB takes well under a
