@@ -66,7 +66,7 @@ kernel_make_flags() {
 kernel_libclang() { echo "/usr/lib/llvm-$KERNEL_LLVM/lib"; }
 # Every kernel or module build of FLAVOUR runs with this environment.
 kernel_env() { export LIBCLANG_PATH; LIBCLANG_PATH=$(kernel_libclang "$1"); }
-# l1_tsc_karg: "tsc_early_khz=N" with this machine's TSC frequency, for nested L1 VMs. A TCG
+# l1_tsc_karg: "tsc_early_khz=N" with this machine's TSC frequency, for every L1 VM. A TCG
 # guest's TSC runs at the host's rate, but the L1 kernel measures it against the emulated PIT,
 # which fails when the machine is busy ("tsc: Marking TSC unstable due to could not calculate
 # TSC khz", about 1 L1 boot in 6 here); with tsc_khz 0 its KVM spins in kvm_guest_time_update()
