@@ -66,7 +66,7 @@ run_vsock_test() {
 # in-tree stack as with rvsock ("recv timed out"); the release scenarios run it.
 # Test 21 (double bind connect, in both suites) where an in-tree stack takes part: the in-tree
 # stack loses that test's own race (its client binds the port again while its closed socket
-# still waits for the server's RST; README "Sanitizer runs") on the sanitizer kernel and on a
+# still waits for the server's RST; docs/testing.md) on the sanitizer kernel and on a
 # busy machine, which failed the C reference runs, not rvsock. The rvsock pair runs it.
 nested_skips() {
     case "$(vsock_test --list | grep -c '^[0-9]')" in
@@ -107,7 +107,7 @@ VT7_TIMEOUT=${VT7_TIMEOUT:-120}
 # reported as ok. rvsock scenarios never skip. One line per test: ID REASON.
 VT7_C_GAPS='
 32 SO_LINGER on close with unread data: 6.12 lingers until the peer closes (virtio_transport_wait_close waits for SOCK_DONE); 7.3 lingers only while unsent bytes remain (vsock_linger, upstream "vsock/virtio: Linger on unsent data", after 6.12), which this test expects
-21 double bind connect: the in-tree stack answers EADDRINUSE while its closed socket still waits for the RST from the server of the test, a race of the test that the slow sanitizer VMs lose (README "Sanitizer runs"); rvsock reclaims such a port
+21 double bind connect: the in-tree stack answers EADDRINUSE while its closed socket still waits for the RST from the server of the test, a race of the test that the slow sanitizer VMs lose (docs/testing.md); rvsock reclaims such a port
 '
 
 # vt7_c_gap ID: the reason test ID is a known gap of the 6.12 C stack, in C scenarios only.
