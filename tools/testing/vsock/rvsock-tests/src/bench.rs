@@ -253,14 +253,10 @@ fn echo(c: OwnedFd) -> io::Result<()> {
 /// (its queues and workers, which keep their normal priority), not the CPU scheduler's tick
 /// on two vCPUs busy with 16 bulk threads. Runs `f` as is where the policy is refused.
 fn fifo<T>(f: impl FnOnce() -> T) -> T {
-    let p = libc::sched_param { sched_priority: 10 };
-    // SAFETY: pid 0 is the calling thread; `p` is a valid sched_param.
-    let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } == 0;
+    let rt = sys::set_fifo(Some(10)).is_ok();
     let r = f();
     if rt {
-        let p = libc::sched_param { sched_priority: 0 };
-        // SAFETY: as above.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+        let _ = sys::set_fifo(None);
     }
     r
 }
@@ -274,25 +270,13 @@ fn pin_to(cpu: usize) -> Option<libc::cpu_set_t> {
     if !PIN.get().copied().unwrap_or(false) {
         return None;
     }
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; pid 0 is the calling thread.
-    let mut old: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `old` is a live cpu_set_t of the size passed.
-    if unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
-        return None;
-    }
-    // SAFETY: as above.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (0 or 1 here).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: as above.
-    (unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) } == 0).then_some(old)
+    sys::pin_to_cpu(cpu).ok()
 }
 
 /// Undoes [`pin_to`].
 fn unpin(old: Option<libc::cpu_set_t>) {
     if let Some(old) = old {
-        // SAFETY: `old` is the calling thread's former set.
-        unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &old) };
+        let _ = sys::restore_affinity(&old);
     }
 }
 

@@ -201,11 +201,7 @@ pub(crate) fn t_sync_partial_reader(cx: &Ctx, port: u32) -> TestResult {
             let buf: Vec<u8> = (0..LEN).map(|at| pat(at / CHUNK, at % CHUNK)).collect();
             on_cpu0()?;
             if fifo {
-                let p = libc::sched_param { sched_priority: 10 };
-                // SAFETY: pid 0 is the calling thread; `p` is a valid sched_param.
-                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
-                    return Err(format!("SCHED_FIFO: {}", std::io::Error::last_os_error()));
-                }
+                sys::set_fifo(Some(10)).map_err(|e| format!("SCHED_FIFO: {e}"))?;
             }
             let t0 = Instant::now();
             let mut done = 0;
@@ -242,11 +238,7 @@ pub(crate) fn t_sync_partial_reader(cx: &Ctx, port: u32) -> TestResult {
         })
     };
     // Without SCHED_FIFO (no CAP_SYS_NICE, no real-time budget) the reader would run first.
-    let fifo_ok = std::thread::spawn(|| {
-        let p = libc::sched_param { sched_priority: 10 };
-        // SAFETY: pid 0 is the calling thread (which ends here); `p` is a valid sched_param.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) == 0 }
-    })
+    let fifo_ok = std::thread::spawn(|| sys::set_fifo(Some(10)).is_ok())
     .join()
     .map_err(|_| "probe panicked".to_string())?;
     if !fifo_ok {
@@ -289,15 +281,7 @@ pub(crate) fn t_sync_partial_reader(cx: &Ctx, port: u32) -> TestResult {
 
 /// Binds the calling thread to CPU 0.
 fn on_cpu0() -> Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: 0 is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t of the size passed.
-    if unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    sys::pin_to_cpu(0).map(drop).map_err(|e| format!("sched_setaffinity: {e}"))
 }
 
 /// A reader that does not read: four 64 KiB sends (the default 256 KiB buffer) return at once

@@ -537,6 +537,44 @@ impl Drop for GuestMem {
 }
 
 // ---------------------------------------------------------------------------------------
+// `bench`, `regress`: the calling thread's CPU and scheduling policy.
+
+/// Binds the calling thread to CPU `cpu` (below `CPU_SETSIZE`); returns its previous CPU set,
+/// for [`restore_affinity`].
+pub fn pin_to_cpu(cpu: usize) -> io::Result<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut old: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; `old` is a live cpu_set_t of the size passed.
+    cvt(unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut old) })?;
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t of the size passed.
+    cvt(unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) })?;
+    Ok(old)
+}
+
+/// Gives the calling thread back the CPU set [`pin_to_cpu`] returned.
+pub fn restore_affinity(old: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: pid 0 is the calling thread; `old` is a live cpu_set_t of the size passed.
+    cvt(unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), old) }).map(drop)
+}
+
+/// Puts the calling thread under SCHED_FIFO at `prio`, or back under SCHED_OTHER (`None`).
+pub fn set_fifo(prio: Option<c_int>) -> io::Result<()> {
+    let (policy, p) = match prio {
+        Some(p) => (libc::SCHED_FIFO, libc::sched_param { sched_priority: p }),
+        None => (libc::SCHED_OTHER, libc::sched_param { sched_priority: 0 }),
+    };
+    // SAFETY: pid 0 is the calling thread; `p` is a valid sched_param.
+    cvt(unsafe { libc::sched_setscheduler(0, policy, &p) }).map(drop)
+}
+
+// ---------------------------------------------------------------------------------------
 // `regress`: signals, per-thread capabilities.
 
 /// Installs a handler for `sig` that does nothing, without `SA_RESTART`, so a blocking
