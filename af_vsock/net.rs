@@ -379,6 +379,20 @@ pub(crate) fn signal_pending() -> bool {
     unsafe { ffi::rvsock_signal_pending() }
 }
 
+/// Whether the current task has a fatal signal pending (it is being killed).
+pub(crate) fn fatal_signal_pending() -> bool {
+    // SAFETY: reads `current`'s pending signals.
+    unsafe { ffi::rvsock_fatal_signal_pending() }
+}
+
+/// Sleeps `ticks` jiffies whatever signals are pending (`schedule_timeout_uninterruptible`).
+/// Process context, no spinlock held.
+pub(crate) fn sleep_uninterruptible(ticks: c_long) {
+    // SAFETY: a plain sleep of the current task; the callers run in process context with no
+    // spinlock held.
+    unsafe { ffi::schedule_timeout_uninterruptible(ticks) };
+}
+
 /// Whether the current task is exiting (`PF_EXITING`): a close from `do_exit` (the last
 /// reference of a file dropped by an exiting process), which no signal can interrupt.
 pub(crate) fn current_exiting() -> bool {

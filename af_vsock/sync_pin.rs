@@ -274,17 +274,23 @@ impl SyncPin {
         loop {
             let Some(entry) = self.st.lock().entry(0) else { return };
             if self.detach_one(entry).is_err() {
-                // No memory for the copies (GFP_KERNEL single pages: a task being killed
-                // under memory pressure). With a signal pending, give up: the packets keep
-                // their own references on the pages, so nothing is freed under them; only a
-                // buffer the caller changes before the transport copies it would go out
-                // changed. Else let the transport run a little and retry.
-                if crate::net::signal_pending() {
+                // No memory for the copies (GFP_KERNEL single pages fail for a task being
+                // killed under memory pressure). Being killed, give up: the packets keep their
+                // own references on the pages, so nothing is freed under them, and the buffer
+                // belongs to a task that will not change it again (only a mapping it shares
+                // with another process could). Anything else waits a tick for the transport
+                // to take the pages, or for memory, and retries: a send(2) returns only once
+                // its buffer is the caller's again, whatever signal interrupted it.
+                if crate::net::fatal_signal_pending() {
                     return;
                 }
-                let mut g = self.st.lock();
-                if g.find_id(entry.0, entry.1).is_some() {
-                    let _ = self.cv.wait_interruptible_timeout(&mut g, 1);
+                if crate::net::signal_pending() {
+                    crate::net::sleep_uninterruptible(1);
+                } else {
+                    let mut g = self.st.lock();
+                    if g.find_id(entry.0, entry.1).is_some() {
+                        let _ = self.cv.wait_interruptible_timeout(&mut g, 1);
+                    }
                 }
             }
         }

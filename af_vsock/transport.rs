@@ -289,7 +289,7 @@ pub(crate) unsafe extern "C" fn rvsock_hold_free(hold: *mut RawHold) {
 
 /// Swaps the pages of every payload in the hold for copies (exported; process context, may
 /// sleep); the callback is told of each. Returns the payloads still listed (not zero only
-/// without memory for the copies and with a signal pending).
+/// without memory for the copies and with a fatal signal pending).
 #[no_mangle]
 pub(crate) unsafe extern "C" fn rvsock_hold_detach(hold: *mut RawHold) -> u32 {
     // SAFETY: null or a live hold of the caller's (contract).

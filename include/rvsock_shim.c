@@ -29,6 +29,7 @@ int rvsock_sock_intr_errno(long timeo) { return sock_intr_errno(timeo); }
 int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len) { return sock_rcvlowat(sk, waitall, len); }
 void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p) { sock_poll_wait(filp, sock, p); }
 bool rvsock_signal_pending(void) { return signal_pending(current); }
+bool rvsock_fatal_signal_pending(void) { return fatal_signal_pending(current); }
 bool rvsock_current_exiting(void) { return current->flags & PF_EXITING; }
 /* An exported function with CONFIG_SECURITY_NETWORK, a static inline without. */
 void rvsock_security_sk_clone(const struct sock *sk, struct sock *newsk) { security_sk_clone(sk, newsk); }

@@ -23,6 +23,7 @@ int rvsock_sock_intr_errno(long timeo);
 int rvsock_sock_rcvlowat(const struct sock *sk, int waitall, int len);
 void rvsock_sock_poll_wait(struct file *filp, struct socket *sock, poll_table *p);
 bool rvsock_signal_pending(void);
+bool rvsock_fatal_signal_pending(void);
 bool rvsock_current_exiting(void);
 void rvsock_security_sk_clone(const struct sock *sk, struct sock *newsk);
 u32 rvsock_jhash_3words(u32 a, u32 b, u32 c, u32 initval);
