@@ -23,7 +23,7 @@
 //! | Connecting | RESPONSE | → Established, `connected`, `state_change` | CreditUpdate if our buffer size changed meanwhile |
 //! | Connecting | RST | → Closed, error `ECONNRESET` (upstream's errno for a refused connect) | — |
 //! | Connecting | other | → Closed, error `EPROTO` | RstReply |
-//! | Established | RW fits credit | `enqueue`, `wake_readers` (SEQPACKET: EOM counts a message) | — |
+//! | Established | RW fits credit | `enqueue`, `wake_readers` (SEQPACKET: only at EOM, which counts a message) | — |
 //! | Established | RW over credit | do_close, error `ENOBUFS`, `unhash` | RstReply |
 //! | Established | CREDIT_REQUEST | — | CreditUpdate |
 //! | Established | CREDIT_UPDATE | (credit already taken) | — |
@@ -414,7 +414,10 @@ impl Conn {
                     }
                 }
                 a.enqueue = v.len > 0 || v.flags & SEQ_EOM != 0;
-                a.wake_readers = a.enqueue;
+                // A SEQPACKET reader (recv(2), poll(2)) sees nothing before a message's last
+                // piece: waking it for the others only makes it look and sleep again (over
+                // loopback a large message comes in two pieces, pinned and copied).
+                a.wake_readers = a.enqueue && (self.ty != SockType::Seqpacket || v.flags & SEQ_EOM != 0);
             }
             Op::Rw => self.overrun(v, a),
             Op::CreditRequest => a.send = Some(Ctl::CreditUpdate),

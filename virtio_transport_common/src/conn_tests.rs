@@ -284,10 +284,12 @@ fn shutdown_local() {
 #[test]
 fn seqpacket_messages() {
     let mut c = established(SockType::Seqpacket);
-    let _ = feed(&mut c, Op::Rw, 10, 0);
+    let a = feed(&mut c, Op::Rw, 10, 0);
+    // Queued, but no reader is woken before the message is whole.
+    assert!(a.enqueue && !a.wake_readers);
     assert_eq!(c.seq_has_data(), 0);
     let a = feed(&mut c, Op::Rw, 0, SEQ_EOM | SEQ_EOR);
-    assert!(a.enqueue);
+    assert!(a.enqueue && a.wake_readers);
     let _ = feed(&mut c, Op::Rw, 5, SEQ_EOM);
     assert_eq!((c.seq_has_data(), c.has_data()), (2, 15));
     assert_eq!(c.on_seq_consume(10), None);
