@@ -423,10 +423,70 @@ pub(crate) fn t_seqpacket_split(e: &mut Env) -> TestResult {
     if b[..n] != pattern(500, 4)[..] {
         return Err(format!("host received a {n}-byte message"));
     }
+    // rvsock: a reader asleep in recv(2) sleeps on through a message's first piece and
+    // wakes for its last (in-tree wakes it for every piece: not checked there).
+    if pinned0.is_some() {
+        seq_woken_at_eom(e, &s, gp)?;
+    }
     let mut h = e.g.hdr(OP_RST, gp, P_SEQ);
     h.ty = TYPE_SEQPACKET;
     e.g.send(&h, &[])?;
     Ok(Outcome::Pass)
+}
+
+/// A host reader blocked in recv(2) on the SEQPACKET socket `s` while the guest sends a
+/// message in two pieces, 300 ms apart: its voluntary context switches (`/proc`) must not move
+/// between the pieces (the first did not wake it), and it gets the whole message.
+fn seq_woken_at_eom(e: &mut Env, s: &OwnedFd, gp: u32) -> Result<(), String> {
+    let msg = pattern(700, 6);
+    let switches = |tid: i32| -> Result<u64, String> {
+        let st = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).map_err(|x| format!("status: {x}"))?;
+        st.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "no voluntary_ctxt_switches".to_string())
+    };
+    let asleep = |tid: i32| {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.starts_with('S')))
+            .unwrap_or(false)
+    };
+    thread::scope(|sc| -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = sc.spawn(move || -> Result<Vec<u8>, String> {
+            // SAFETY: gettid has no preconditions.
+            let _ = tx.send(unsafe { libc::gettid() });
+            let mut b = vec![0u8; 2000];
+            let n = sys::recv(s, &mut b, 0).map_err(|x| format!("recv: {}", sys::describe(&x)))?;
+            b.truncate(n);
+            Ok(b)
+        });
+        let tid = rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "reader did not start".to_string())?;
+        let t0 = Instant::now();
+        while !asleep(tid) && t0.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(100));
+        let before = switches(tid)?;
+        let mut h = e.g.hdr(OP_RW, gp, P_SEQ);
+        h.ty = TYPE_SEQPACKET;
+        h.len = 300;
+        e.g.send(&h, &msg[..300])?;
+        thread::sleep(Duration::from_millis(300));
+        let between = switches(tid)?;
+        h.flags = SEQ_EOM;
+        h.len = 400;
+        e.g.send(&h, &msg[300..])?;
+        let got = reader.join().map_err(|_| "reader panicked".to_string())??;
+        if got != msg {
+            return Err(format!("two-piece message: host read {} bytes, not the message", got.len()));
+        }
+        if between != before {
+            return Err(format!("the message's first piece woke the reader ({before} -> {between} voluntary switches)"));
+        }
+        Ok(())
+    })
 }
 
 /// rvsock's count of payloads sent as pinned pages towards vhost (none: not rvsock, or no
