@@ -360,13 +360,15 @@ pub(crate) fn recvmsg(sk: Sk, msg: &mut Msg, len: usize, flags: u32) -> Result<u
     s.reading = false;
     // A sync send's pinned pages left unread (a short read, MSG_PEEK, a timeout): its sender
     // stops waiting for us. Those further back than the first `rx::HURRY_DEPTH` packets
-    // were hurried already.
-    let mut n = 0;
-    s.rxq.for_each(|p| {
-        crate::zerocopy::hurry(p.ext());
-        n += 1;
-        n < crate::rx::HURRY_DEPTH
-    });
+    // were hurried already. Only loopback queues such pages.
+    if s.in_place() {
+        let mut n = 0;
+        s.rxq.for_each(|p| {
+            crate::zerocopy::hurry(p.ext());
+            n += 1;
+            n < crate::rx::HURRY_DEPTH
+        });
+    }
     drop(s);
     r
 }
@@ -469,9 +471,10 @@ fn restore(s: &mut VState, mut q: PktQueue) -> Option<PktQueue> {
     if s.conn.is_reset() {
         return Some(q);
     }
+    let in_place = s.in_place();
     while let Some(p) = s.rxq.pop_front() {
         // Arrived while the reader had the queue out: now further back (`rx::HURRY_DEPTH`).
-        if crate::rx::hurry_at(q.count()) {
+        if in_place && crate::rx::hurry_at(q.count()) {
             crate::zerocopy::hurry(p.ext());
         }
         q.push_back(p);

@@ -148,7 +148,7 @@ pub(crate) fn recv_pkt(t: TransportPtr, mut pkt: Pkt) {
             // reader in recv(2) (an event loop between its epoll_wait(2) and its read, a reader
             // busy elsewhere, nobody) or behind a long queue: the sender copies them now
             // instead of waiting for the reader (`zerocopy::SyncPin`).
-            if !pkt.ext().is_null() && (!s.reading || hurry_at(s.rxq.count())) {
+            if !pkt.ext().is_null() && !crate::sock::queueing(t) && (!s.reading || hurry_at(s.rxq.count())) {
                 crate::zerocopy::hurry(pkt.ext());
             }
             s.rxq.push_back(pkt);

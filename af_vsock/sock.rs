@@ -481,6 +481,12 @@ impl VState {
         Some(Out { t: tp, h, stamped })
     }
 
+    /// Whether the socket's transport delivers payloads in place (loopback): only then can
+    /// its queue hold a sync send's pinned pages (`zerocopy::hurry` has work to do).
+    pub(crate) fn in_place(&self) -> bool {
+        self.transport.as_ref().is_some_and(|t| !queueing(t.ptr()))
+    }
+
     pub(crate) fn readable_bytes(&self) -> u32 {
         match self.conn.ty() {
             SockType::Stream => self.conn.has_data(),
