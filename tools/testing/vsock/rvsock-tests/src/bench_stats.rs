@@ -100,6 +100,13 @@ impl SlabSnap {
     }
 }
 
+/// A number field of a task's `/proc/.../status` (`task`: its directory, e.g.
+/// `/proc/thread-self`), such as `voluntary_ctxt_switches`.
+pub(crate) fn status_field(task: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("{task}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
+}
+
 /// A thread's scheduler counters: CPU time and time spent runnable but waiting for a CPU
 /// (`/proc/<task>/schedstat`, ns), and how often it was switched out while runnable
 /// (`nonvoluntary_ctxt_switches`: preempted).
@@ -115,12 +122,7 @@ impl SchedCounts {
         let st = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
         let mut f = st.split_whitespace().map(|x| x.parse::<u64>().ok());
         let (run_ns, wait_ns) = (f.next()??, f.next()??);
-        let status = std::fs::read_to_string(format!("{task}/status")).ok()?;
-        let preempted = status
-            .lines()
-            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let preempted = status_field(task, "nonvoluntary_ctxt_switches").unwrap_or(0);
         Some(Self { run_ns, wait_ns, preempted })
     }
 

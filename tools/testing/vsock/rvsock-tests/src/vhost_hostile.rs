@@ -440,11 +440,8 @@ pub(crate) fn t_seqpacket_split(e: &mut Env) -> TestResult {
 fn seq_woken_at_eom(e: &mut Env, s: &OwnedFd, gp: u32) -> Result<(), String> {
     let msg = pattern(700, 6);
     let switches = |tid: i32| -> Result<u64, String> {
-        let st = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).map_err(|x| format!("status: {x}"))?;
-        st.lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| "no voluntary_ctxt_switches".to_string())
+        crate::bench_stats::status_field(&format!("/proc/self/task/{tid}"), "voluntary_ctxt_switches")
+            .ok_or_else(|| format!("no voluntary_ctxt_switches for task {tid}"))
     };
     let asleep = |tid: i32| {
         std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
