@@ -239,6 +239,19 @@ pub(crate) struct CpuSplit {
     bench_runs: u64,
     busy_ticks: u64,
     kvm: Option<[u64; KVM_STATS.len()]>,
+    /// rvsock's sync-send counters summed over its transports (`tx_pinned`,
+    /// `tx_pinned_copied`: chunks sent as pinned pages, and those the sender copied itself);
+    /// zero on the in-tree stack.
+    pins: [u64; 2],
+}
+
+/// rvsock's debugfs counter `name` summed over its transports (0 where absent).
+fn rvsock_counter(name: &str) -> u64 {
+    ["loopback", "virtio", "vhost"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/sys/kernel/debug/rvsock/{t}/{name}")).ok())
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// KVM counters read for a `CpuSplit` (file names under /sys/kernel/debug/kvm), in print
@@ -294,7 +307,8 @@ pub(crate) fn cpu_split() -> CpuSplit {
             }
         }
     }
-    CpuSplit { classes, bench_runs, busy_ticks: busy_ticks(), kvm: kvm_counts() }
+    let pins = [rvsock_counter("tx_pinned"), rvsock_counter("tx_pinned_copied")];
+    CpuSplit { classes, bench_runs, busy_ticks: busy_ticks(), kvm: kvm_counts(), pins }
 }
 
 /// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per unit>` for each class (and
@@ -317,6 +331,9 @@ pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, afte
     }
     println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / units);
     println!("RVSOCK-BENCH-CPU {metric} {side} bench-runs {:.1}", after.bench_runs.saturating_sub(before.bench_runs) as f64 / units);
+    for (i, name) in ["pinned", "pinned-copied"].iter().enumerate() {
+        println!("RVSOCK-BENCH-CPU {metric} {side} {name} {:.1}", after.pins[i].saturating_sub(before.pins[i]) as f64 / units);
+    }
     if let (Some(b), Some(a)) = (before.kvm, after.kvm) {
         for (i, name) in KVM_STATS.iter().enumerate() {
             println!("RVSOCK-BENCH-CPU {metric} {side} l2-{name} {:.1}", a[i].saturating_sub(b[i]) as f64 / units);
