@@ -247,11 +247,7 @@ pub(crate) struct CpuSplit {
 
 /// rvsock's debugfs counter `name` summed over its transports (0 where absent).
 fn rvsock_counter(name: &str) -> u64 {
-    ["loopback", "virtio", "vhost"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(format!("/sys/kernel/debug/rvsock/{t}/{name}")).ok())
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .sum()
+    ["loopback", "virtio", "vhost"].iter().filter_map(|t| crate::sys::rvsock_counter(t, name).ok()).sum()
 }
 
 /// KVM counters read for a `CpuSplit` (file names under /sys/kernel/debug/kvm), in print

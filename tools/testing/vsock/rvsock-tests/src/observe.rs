@@ -279,9 +279,7 @@ fn t_credit(reference: bool, out: &Out, port: u32) -> TestResult {
 
 /// One of the core's debugfs counters for the loopback transport.
 fn counter(name: &str) -> Result<u64, String> {
-    let path = format!("/sys/kernel/debug/rvsock/loopback/{name}");
-    let s = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    s.trim().parse().map_err(|e| format!("{path}: {s:?}: {e}"))
+    sys::rvsock_counter("loopback", name)
 }
 
 /// The core's per-transport counters in debugfs move with the traffic: packets and bytes

@@ -22,9 +22,7 @@ fn counter(cx: &Ctx, name: &str) -> Result<Option<u64>, String> {
     if cx.reference {
         return Ok(None);
     }
-    let path = format!("/sys/kernel/debug/rvsock/loopback/{name}");
-    let v = std::fs::read_to_string(&path).or_fail(&format!("read {path}"))?;
-    v.trim().parse().map(Some).map_err(|e| format!("{path}: {e}"))
+    sys::rvsock_counter("loopback", name).map(Some)
 }
 
 /// The byte at `off` of chunk `i`.

@@ -30,14 +30,10 @@ fn make_file(seed: u64, bytes: u64) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
-/// A counter file's value (debugfs).
-fn counter(path: &str) -> Result<u64, String> {
-    std::fs::read_to_string(path).or_fail(&format!("read {path}"))?.trim().parse().map_err(|e| format!("{path}: {e}"))
-}
 
 fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration, by_ref: Option<&str>) -> TestResult {
     let f = make_file(seed, bytes)?;
-    let ref0 = by_ref.map(counter).transpose()?;
+    let ref0 = by_ref.map(sys::read_counter).transpose()?;
     let s = sys::socket(AF_VSOCK, libc::SOCK_STREAM, 0).or_fail("socket")?;
     sys::set_io_timeout(&s, timeout).or_fail("SO_SNDTIMEO")?;
     sys::connect_vm(&s, cid, port).or_fail(&format!("connect {cid}:{port}"))?;
@@ -63,7 +59,7 @@ fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration, by_ref: O
     // rvsock: the file's pages went by reference (`tx_spliced`), at least half the 64 KiB
     // packets' worth.
     if let (Some(path), Some(a)) = (by_ref, ref0) {
-        let b = counter(path)?;
+        let b = sys::read_counter(path)?;
         let want = bytes / (64 * 1024) / 2;
         Out::default().info(format!("{path}: +{}", b.saturating_sub(a)));
         if b.saturating_sub(a) < want {

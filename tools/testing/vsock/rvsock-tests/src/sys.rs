@@ -541,6 +541,18 @@ impl Drop for GuestMem {
 
 /// Binds the calling thread to CPU `cpu` (below `CPU_SETSIZE`); returns its previous CPU set,
 /// for [`restore_affinity`].
+/// A counter file's value (debugfs, sysfs); the error names the file.
+pub fn read_counter(path: &str) -> Result<u64, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    s.trim().parse().map_err(|e| format!("{path}: {s:?}: {e}"))
+}
+
+/// One of the rvsock core's debugfs counters for a transport (`loopback`, `virtio`, `vhost`);
+/// an error on the in-tree stack or without debugfs.
+pub fn rvsock_counter(transport: &str, name: &str) -> Result<u64, String> {
+    read_counter(&format!("/sys/kernel/debug/rvsock/{transport}/{name}"))
+}
+
 pub fn pin_to_cpu(cpu: usize) -> io::Result<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set.
     let mut old: libc::cpu_set_t = unsafe { mem::zeroed() };

@@ -489,12 +489,12 @@ fn seq_woken_at_eom(e: &mut Env, s: &OwnedFd, gp: u32) -> Result<(), String> {
 /// rvsock's count of payloads sent as pinned pages towards vhost (none: not rvsock, or no
 /// debugfs).
 fn pinned_sends() -> Option<u64> {
-    std::fs::read_to_string("/sys/kernel/debug/rvsock/vhost/tx_pinned").ok()?.trim().parse().ok()
+    sys::rvsock_counter("vhost", "tx_pinned").ok()
 }
 
 /// One of rvsock_vhost's debugfs counters (none: not rvsock, or no debugfs).
 fn vhost_count(name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/sys/kernel/debug/rvsock_vhost/{name}")).ok()?.trim().parse().ok()
+    sys::read_counter(&format!("/sys/kernel/debug/rvsock_vhost/{name}")).ok()
 }
 
 fn set_running(g: &Guest, on: bool) -> Result<(), String> {
