@@ -148,8 +148,9 @@ done
 # process), vhost workers, qemu, kworkers, ksoftirqd, other threads, unattributed (busy time
 # no thread was charged), bench-runs (how many times the bench process's threads got a CPU:
 # wakeups, mostly; a count per unit), pinned and pinned-copied (rvsock's chunks of plain sends
-# that went as pinned pages, and those the sender copied itself after all; counts per unit,
-# from debugfs); on the L1 host also KVM's counts of the L2's exits, the
+# that went as pinned pages, and those the sender copied itself after all), virtio-tx-packets
+# and virtio-tx-queued (rvsock's guest driver: packets sent, and those posted by its tx work;
+# counts per unit, from debugfs); on the L1 host also KVM's counts of the L2's exits, the
 # interrupts injected into it and its halts (l2-*, counts per unit). Every metric's
 # lines are in the log (RVSOCK-BENCH-CPU).
 { grep -a '^RVSOCK-BENCH-CPU ' "$LOG" || true; } | tr -d '\r' | awk '

@@ -239,16 +239,30 @@ pub(crate) struct CpuSplit {
     bench_runs: u64,
     busy_ticks: u64,
     kvm: Option<[u64; KVM_STATS.len()]>,
-    /// rvsock's sync-send counters summed over its transports (`tx_pinned`,
-    /// `tx_pinned_copied`: chunks sent as pinned pages, and those the sender copied itself);
-    /// zero on the in-tree stack.
-    pins: [u64; 2],
+    /// rvsock's counters (`STACK_COUNTERS`); zero on the in-tree stack.
+    counters: [u64; STACK_COUNTERS.len()],
 }
 
-/// rvsock's debugfs counter `name` summed over its transports (0 where absent).
-fn rvsock_counter(name: &str) -> u64 {
-    ["loopback", "virtio", "vhost"].iter().filter_map(|t| crate::sys::rvsock_counter(t, name).ok()).sum()
+/// rvsock's counters the CPU lines give per unit: the core's sync-send counters summed over
+/// its transports (chunks sent as pinned pages, and those the sender copied itself), and its
+/// guest driver's packets sent and, of them, those that waited for the tx work to post them
+/// (`tx_queued`: the ring had packets in flight).
+const STACK_COUNTERS: [(&str, &str); 4] = [
+    ("pinned", "tx_pinned"),
+    ("pinned-copied", "tx_pinned_copied"),
+    ("virtio-tx-packets", "rvsock_virtio/tx_packets"),
+    ("virtio-tx-queued", "rvsock_virtio/tx_queued"),
+];
+
+/// The value of a `STACK_COUNTERS` file: a driver's own (`<folder>/<name>`) or the core's summed
+/// over its transports; 0 where absent.
+fn stack_counter(file: &str) -> u64 {
+    if file.contains('/') {
+        return crate::sys::read_counter(&format!("/sys/kernel/debug/{file}")).unwrap_or(0);
+    }
+    ["loopback", "virtio", "vhost"].iter().filter_map(|t| crate::sys::rvsock_counter(t, file).ok()).sum()
 }
+
 
 /// KVM counters read for a `CpuSplit` (file names under /sys/kernel/debug/kvm), in print
 /// order, each printed as the class `l2-<name>`.
@@ -303,8 +317,8 @@ pub(crate) fn cpu_split() -> CpuSplit {
             }
         }
     }
-    let pins = [rvsock_counter("tx_pinned"), rvsock_counter("tx_pinned_copied")];
-    CpuSplit { classes, bench_runs, busy_ticks: busy_ticks(), kvm: kvm_counts(), pins }
+    let counters = STACK_COUNTERS.map(|(_, file)| stack_counter(file));
+    CpuSplit { classes, bench_runs, busy_ticks: busy_ticks(), kvm: kvm_counts(), counters }
 }
 
 /// Prints `RVSOCK-BENCH-CPU <metric> <side> <class> <us per unit>` for each class (and
@@ -327,8 +341,9 @@ pub(crate) fn report_cpu_split(metric: &str, side: &str, before: &CpuSplit, afte
     }
     println!("RVSOCK-BENCH-CPU {metric} {side} unattributed {:.1}", (busy_ns - sum) / 1e3 / units);
     println!("RVSOCK-BENCH-CPU {metric} {side} bench-runs {:.1}", after.bench_runs.saturating_sub(before.bench_runs) as f64 / units);
-    for (i, name) in ["pinned", "pinned-copied"].iter().enumerate() {
-        println!("RVSOCK-BENCH-CPU {metric} {side} {name} {:.1}", after.pins[i].saturating_sub(before.pins[i]) as f64 / units);
+    for (i, (name, _)) in STACK_COUNTERS.iter().enumerate() {
+        let n = after.counters[i].saturating_sub(before.counters[i]);
+        println!("RVSOCK-BENCH-CPU {metric} {side} {name} {:.1}", n as f64 / units);
     }
     if let (Some(b), Some(a)) = (before.kvm, after.kvm) {
         for (i, name) in KVM_STATS.iter().enumerate() {
