@@ -263,7 +263,6 @@ fn stack_counter(file: &str) -> u64 {
     ["loopback", "virtio", "vhost"].iter().filter_map(|t| crate::sys::rvsock_counter(t, file).ok()).sum()
 }
 
-
 /// KVM counters read for a `CpuSplit` (file names under /sys/kernel/debug/kvm), in print
 /// order, each printed as the class `l2-<name>`.
 const KVM_STATS: [&str; 3] = ["exits", "irq_injections", "halt_exits"];

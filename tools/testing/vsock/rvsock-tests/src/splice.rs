@@ -30,7 +30,6 @@ fn make_file(seed: u64, bytes: u64) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
-
 fn send(cid: u32, port: u32, seed: u64, bytes: u64, timeout: Duration, by_ref: Option<&str>) -> TestResult {
     let f = make_file(seed, bytes)?;
     let ref0 = by_ref.map(sys::read_counter).transpose()?;

@@ -539,8 +539,6 @@ impl Drop for GuestMem {
 // ---------------------------------------------------------------------------------------
 // `bench`, `regress`: the calling thread's CPU and scheduling policy.
 
-/// Binds the calling thread to CPU `cpu` (below `CPU_SETSIZE`); returns its previous CPU set,
-/// for [`restore_affinity`].
 /// A counter file's value (debugfs, sysfs); the error names the file.
 pub fn read_counter(path: &str) -> Result<u64, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
@@ -553,6 +551,8 @@ pub fn rvsock_counter(transport: &str, name: &str) -> Result<u64, String> {
     read_counter(&format!("/sys/kernel/debug/rvsock/{transport}/{name}"))
 }
 
+/// Binds the calling thread to CPU `cpu` (below `CPU_SETSIZE`); returns its previous CPU set,
+/// for [`restore_affinity`].
 pub fn pin_to_cpu(cpu: usize) -> io::Result<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set.
     let mut old: libc::cpu_set_t = unsafe { mem::zeroed() };
